@@ -1,0 +1,34 @@
+# scalelab: `make demo` and `make test` do all the set-up themselves.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q -c constraints.txt
+STAMP  := $(VENV)/.installed
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: install test test-slow demo bench clean
+
+# torch first, pinned, so that nothing later pulls another build (see constraints.txt).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+demo: $(STAMP)
+	$(VENV)/bin/scalelab demo
+
+bench: $(STAMP)
+	$(PIP) -e '.[dev,bench]'
+	$(PY) benchmarks/bench_fit.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

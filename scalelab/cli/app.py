@@ -1,0 +1,16 @@
+"""The typer application that every verb module registers on."""
+import typer
+
+app = typer.Typer(
+    name="scalelab",
+    help="Measure and use the three scaling laws of AI (pretraining, post-training, test-time) in FLOPs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root() -> None:
+    """scalelab: fit, train, post-train, sample, plan and report, all in FLOPs."""

@@ -1,0 +1,348 @@
+"""Run records: the one interface between stages.
+
+Every stage (pretraining, post-training, test-time evaluation) writes one run directory::
+
+    RUNS_DIR/<run_id>/record.json    the RunRecord below, rewritten atomically as the run goes
+                     config.json     the full config that made the run
+                     metrics.jsonl   one row per logged step: step, tokens, flops, wall_s, loss, lr
+                     checkpoint/     (where a model was made) a Hugging Face save_pretrained dir
+
+Writes go to a temporary file in the same directory and are renamed into place, so a run that
+is killed never leaves half a record and parallel workers never corrupt each other's files.
+
+Fitters never parse logs: `load_table` reads a runs directory or a user's CSV into one pandas
+table with the standard columns N, D, C and loss (see `STANDARD_COLUMNS`), so scalelab's own
+sweeps and a spreadsheet of somebody else's runs go through the same code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from scalelab import __version__
+from scalelab.errors import InputError
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "record.json"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoint"
+
+Phase = Literal["pretrain", "posttrain", "testtime"]
+Status = Literal["running", "complete", "failed"]
+
+# The exact convention, stated once; records name it so that a reader knows what was counted.
+EXACT_CONVENTION = (
+    "exact: matmul FLOPs of every forward (2 per multiply-add) and backward (2x forward) pass, "
+    "attention scores and values included, embeddings lookups excluded, logits included"
+)
+SIXN_CONVENTION = "6N: 6 x non-embedding parameters x tokens (Kaplan et al. 2020; Hoffmann et al. 2022)"
+
+# Column aliases that every table carries (NaN where a record has no such value).
+STANDARD_COLUMNS = {
+    "N": "non-embedding parameters (active parameters for mixture-of-experts models)",
+    "N_total": "all parameters, embeddings included",
+    "D": "training tokens seen",
+    "C": "pretraining FLOPs, exact count",
+    "C_6N": "pretraining FLOPs by the 6ND convention",
+    "loss": "final held-out loss (nats per token)",
+}
+
+
+class RunRecord(BaseModel):
+    """What one run produced; see DESIGN.md, "The run record"."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    parent_id: str | None = None
+    phase: Phase
+    technique: str
+    task: str
+    status: Status = "running"
+    error: str | None = None
+    n_params: int | None = None
+    n_params_nonembedding: int | None = None
+    n_params_embedding: int | None = None
+    n_params_active: int | None = None  # mixture-of-experts: non-embedding params used per token
+    tokens: int | None = None
+    # Compute ledger by phase: pretrain, posttrain, inference, verifier. A child run carries its
+    # parent's ledger forward, so each record states all the compute its artefact embodies.
+    flops: dict[str, float] = Field(default_factory=dict)
+    flops_6n: dict[str, float] = Field(default_factory=dict)
+    flops_convention: str = EXACT_CONVENTION
+    wall_s: float = 0.0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, Any] = Field(default_factory=lambda: environment_stamp())
+    created_at: str = Field(default_factory=lambda: _now())
+    finished_at: str | None = None
+
+    # ---- convenience -------------------------------------------------------------------
+    def total_flops(self) -> float:
+        return float(sum(v for v in self.flops.values() if isinstance(v, (int, float))))
+
+    def complete(self, **metrics: Any) -> "RunRecord":
+        self.metrics.update(metrics)
+        self.status = "complete"
+        self.error = None
+        self.finished_at = _now()
+        return self
+
+    def fail(self, error: BaseException | str) -> "RunRecord":
+        self.status = "failed"
+        self.error = " ".join(str(error).split()) or type(error).__name__
+        self.finished_at = _now()
+        return self
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def environment_stamp() -> dict[str, Any]:
+    """Versions and device, so a number can be traced to what produced it."""
+    import importlib.metadata as md
+
+    stamp: dict[str, Any] = {
+        "scalelab": __version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "cpu_count": os.cpu_count(),
+    }
+    for pkg in ("torch", "transformers", "numpy", "scipy"):
+        try:
+            stamp[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return stamp
+
+
+# ---- atomic files ---------------------------------------------------------------------------
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy / torch scalars
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---- records ----------------------------------------------------------------------------------
+def config_hash(config: dict[str, Any], length: int = 8) -> str:
+    """A short stable hash of a config, so the same config always maps to the same run id."""
+    blob = json.dumps(config, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def write_record(run_dir: str | Path, record: RunRecord) -> Path:
+    run_dir = Path(run_dir)
+    path = run_dir / RECORD_FILE
+    atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def read_record(run_dir: str | Path) -> RunRecord:
+    """Read one run's record; raise InputError naming the file when it is missing or corrupt."""
+    path = Path(run_dir) / RECORD_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: no run record here")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: corrupt record ({e})") from None
+    try:
+        return RunRecord.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{path}: invalid record: {loc}: {first['msg']}") from None
+
+
+def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
+    """Append one row to metrics.jsonl (a torn last line from a kill is skipped on read)."""
+    with open(Path(run_dir) / METRICS_FILE, "a") as f:
+        f.write(json.dumps(row, default=_json_default) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill; every complete line before it is kept
+    return rows
+
+
+@dataclass
+class Problem:
+    """A record that could not be read; loaders report these, never drop them silently."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class RunSet:
+    records: list[RunRecord] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def iter_run_dirs(runs_dir: str | Path) -> Iterable[Path]:
+    root = Path(runs_dir)
+    for rec in sorted(root.rglob(RECORD_FILE)):
+        yield rec.parent
+
+
+def load_runs(runs_dir: str | Path, *, status: Status | None = "complete") -> RunSet:
+    """Every record under `runs_dir` (recursively). Corrupt or partial ones land in `problems`."""
+    root = Path(runs_dir)
+    if not root.exists():
+        raise InputError(f"{root}: no such runs directory")
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory")
+    out = RunSet()
+    for d in iter_run_dirs(root):
+        try:
+            rec = read_record(d)
+        except InputError as e:
+            out.problems.append(Problem(str(d), str(e).split(": ", 1)[-1]))
+            continue
+        if status is not None and rec.status != status:
+            if rec.status == "failed":
+                out.problems.append(Problem(str(d), f"run failed: {rec.error}"))
+            continue
+        out.records.append(rec)
+    return out
+
+
+def records_to_frame(records: list[RunRecord]) -> pd.DataFrame:
+    """One row per record: the standard columns, then every nested field flattened with dots."""
+    rows = []
+    for r in records:
+        d = r.model_dump()
+        row: dict[str, Any] = {}
+        for k, v in d.items():
+            if k in ("config", "env"):
+                continue
+            if isinstance(v, dict):
+                for kk, vv in _flatten(v, k).items():
+                    row[kk] = vv
+            else:
+                row[k] = v
+        n_active = r.n_params_active if r.n_params_active is not None else r.n_params_nonembedding
+        row["N"] = n_active
+        row["N_total"] = r.n_params
+        row["D"] = r.tokens
+        row["C"] = r.flops.get("pretrain")
+        row["C_6N"] = r.flops_6n.get("pretrain")
+        row["loss"] = r.metrics.get("loss")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in STANDARD_COLUMNS:
+        if col not in df.columns:
+            df[col] = math.nan
+    return df
+
+
+def _flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        elif isinstance(v, (list, tuple)):
+            continue  # curves and per-item lists stay in the record; tables hold scalars
+        else:
+            out[key] = v
+    return out
+
+
+@dataclass
+class Table:
+    """A table of runs from a runs directory or a CSV, with the problems met while reading."""
+
+    frame: pd.DataFrame
+    source: str
+    problems: list[Problem] = field(default_factory=list)
+
+
+def load_table(path: str | Path, *, status: Status | None = "complete") -> Table:
+    """Read a runs directory or a CSV file into one table (see module docstring)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
+    if p.is_dir():
+        runs = load_runs(p, status=status)
+        frame = records_to_frame(runs.records)
+        if frame.empty and not runs.problems:
+            raise InputError(f"{p}: no run records found (expected */{RECORD_FILE})")
+        return Table(frame, str(p), runs.problems)
+    try:
+        frame = pd.read_csv(p)
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a text CSV file") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{p}: empty file") from None
+    except pd.errors.ParserError as e:
+        raise InputError(f"{p}: not a valid CSV ({str(e).splitlines()[0]})") from None
+    if frame.empty:
+        raise InputError(f"{p}: the table has a header but no rows")
+    return Table(frame, str(p), [])
