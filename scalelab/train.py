@@ -1,0 +1,393 @@
+"""Pretraining: `train(config, runs_dir) -> RunRecord`.
+
+One run trains one ladder model (`scalelab.model`) on one token source (`scalelab.sources`) with
+AdamW and a warmup + cosine or WSD schedule, evaluates on the held-out split at intervals, logs
+every row against tokens and FLOPs, checkpoints crash-safely (`scalelab.checkpoint`) and writes
+a `RunRecord`. Calling it again with the same config returns the finished record, or resumes
+from the last checkpoint, and reproduces the uninterrupted run (the data of step s is a pure
+function of (seed, s) and the optimizer state is restored exactly).
+
+    from scalelab.train import TrainConfig, train
+    record = train(TrainConfig.build(model="d4", tokens=2_000_000), "runs")
+
+Command line: `scalelab train --preset d4 --set tokens=2e6 --runs-dir runs`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import Field
+
+from scalelab import checkpoint as ckpt
+from scalelab import model as M
+from scalelab.config import Config
+from scalelab.errors import ConfigError, InputError, ScalelabError
+from scalelab.ledger import (
+    CONFIG_FILE, METRICS_FILE, RunRecord, SIXN_CONVENTION, append_metrics, atomic_write_json,
+    atomic_write_text, config_hash, read_metrics, read_record, write_record,
+)
+
+# ---- the learning-rate and batch rule -------------------------------------------------------
+# A first guess, to be replaced by the LR sweep (issue 3 acceptance); every record stores these
+# constants and they enter the run id, so changing one never reuses an old run.
+#   lr(N)    = a - b ln N        Kaplan et al. 2020, appendix D.6 (eq. D.1), N non-embedding params
+#   B(C)     = c * C^e tokens    DeepSeek LLM (Bi et al. 2024): B_opt = 0.2920 C^0.3271, C in FLOPs
+# The batch is rounded to a power of two in sequences and capped so a run takes >= min_steps
+# steps: FINDINGS.md measured that small models here are step-limited (batch 8 beat 16 at 1M tokens).
+RULE: dict[str, float] = {
+    "lr_a": 0.003239, "lr_b": 0.0001395,
+    "batch_c": 0.2920, "batch_e": 0.3271,
+    "batch_min_seqs": 4, "batch_max_seqs": 512, "min_steps": 100,
+}
+RULE_NAME = "lr: Kaplan 2020 eq. D.1; batch: DeepSeek LLM 2024 B_opt(C)"
+EXECUTION_FIELDS = {"threads", "checkpoint_every", "checkpoint_interval_s", "compile"}
+
+
+def rule_lr(n_nonembedding: int) -> float:
+    return max(1e-5, RULE["lr_a"] - RULE["lr_b"] * math.log(n_nonembedding))
+
+
+def rule_batch(compute_flops: float, seq_len: int, tokens: int) -> int:
+    seqs = RULE["batch_c"] * compute_flops ** RULE["batch_e"] / seq_len
+    seqs = 2 ** round(math.log2(max(seqs, 1)))
+    seqs = min(max(seqs, RULE["batch_min_seqs"]), RULE["batch_max_seqs"])
+    step_cap = max(1, tokens // (seq_len * RULE["min_steps"]))
+    return int(max(1, min(seqs, step_cap)))
+
+
+class TrainConfig(Config):
+    """One pretraining run. `None` means "derived by a rule" (see `plan_run`)."""
+
+    model: str = Field("d4", description="ladder preset: d4, moe-d4, gpu-d12 (scalelab.model)")
+    source: str = Field("testbed", description="testbed | stdlib | PATH | module:callable")
+    source_options: dict[str, Any] = Field(default_factory=dict)
+    tokens: int = Field(1_000_000, ge=1_000, le=10**13, description="training horizon D")
+    seq_len: int = Field(256, ge=8, le=65_536)
+    batch_size: int | None = Field(None, ge=1, le=65_536, description="sequences per step")
+    lr: float | None = Field(None, gt=0, le=1.0)
+    lr_scale: float = Field(1.0, gt=0, le=100, description="multiplies the rule's lr (LR sweeps)")
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_frac: float = Field(0.05, ge=0, le=0.5)
+    decay_frac: float = Field(0.2, gt=0, le=1.0, description="WSD cooldown share (Hagele et al. 2024)")
+    min_lr_frac: float = Field(0.1, ge=0, le=1.0, description="final lr / peak (Hoffmann 2022: 0.1)")
+    weight_decay: float = Field(0.1, ge=0, le=1.0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)  # Llama (Touvron et al. 2023)
+    grad_clip: float = Field(1.0, ge=0, le=1e3, description="0 disables")
+    tie_embeddings: bool = False
+    router_aux_coef: float = Field(0.01, ge=0, le=1, description="MoE load-balancing loss weight")
+    eval_every: int | None = Field(None, ge=1, description="steps; default: 10 evals per run")
+    eval_tokens: int = Field(65_536, ge=1, le=10**9, description="held-out tokens per eval (cap)")
+    log_every: int | None = Field(None, ge=1, description="steps; default: ~200 rows per run")
+    checkpoint_every: int | None = Field(None, ge=1, description="steps; default: 10% of the run")
+    checkpoint_interval_s: float = Field(120.0, gt=0, description="also checkpoint after this long")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    threads: int | None = Field(None, ge=1, le=1024, description="torch threads; default: all cores")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+
+def run_id_for(config: TrainConfig) -> str:
+    """`<model>-<tokens>-<hash>`: the hash covers every field that changes the result."""
+    key = {**config.model_dump(exclude=EXECUTION_FIELDS), "rule": RULE}
+    return f"{config.model}-{_short(config.tokens)}-{config_hash(key)}"
+
+
+def _short(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(int(n))
+
+
+def resolve_source(spec: str, options: dict[str, Any]) -> Any:
+    """`testbed`, `stdlib`, a path, or `package.module:callable` (a user's own TokenSource)."""
+    if ":" in spec and not os.path.exists(spec):
+        mod, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"source={spec!r}: cannot import ({e})") from None
+        return factory(**options)
+    from scalelab.sources import make_source
+
+    return make_source(spec, **options)
+
+
+def plan_run(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
+    """Everything derived from the config and the model size: printed and recorded."""
+    arch = M.parse_preset(config.model, vocab_size, config.seq_len, tie_embeddings=config.tie_embeddings)
+    n = M.param_counts(arch).active
+    fpt = M.train_flops_per_token(arch, config.seq_len)
+    batch = config.batch_size or rule_batch(fpt * config.tokens, config.seq_len, config.tokens)
+    steps = max(1, round(config.tokens / (batch * config.seq_len)))
+    lr = config.lr if config.lr is not None else rule_lr(n) * config.lr_scale
+    return {
+        "arch": arch, "batch_size": batch, "steps": steps, "lr": lr,
+        "warmup_steps": math.ceil(config.warmup_frac * steps),
+        "eval_every": config.eval_every or max(1, steps // 10),
+        "log_every": config.log_every or max(1, steps // 200),
+        "checkpoint_every": config.checkpoint_every or max(1, steps // 10),
+        "flops_per_token": fpt, "flops_6n_per_token": M.flops_6n_per_token(arch),
+        "rule": {"name": RULE_NAME, **RULE, "lr_from_rule": config.lr is None,
+                 "batch_from_rule": config.batch_size is None},
+    }
+
+
+def lr_at(step: int, peak: float, steps: int, warmup: int, c: TrainConfig) -> float:
+    """Linear warmup, then cosine to min_lr_frac * peak (Hoffmann et al. 2022: a cycle as long as
+    the run, decaying 10x), or WSD: constant, then a (1 - sqrt) cooldown over the last decay_frac
+    of the run (warmup-stable-decay: MiniCPM, Hu et al. 2024; the cooldown shape from Hagele et
+    al. 2024), or constant."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    lo = peak * c.min_lr_frac
+    if c.schedule == "constant":
+        return peak
+    if c.schedule == "cosine":
+        t = (step - warmup) / max(1, steps - warmup)
+        return lo + (peak - lo) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    decay_start = steps - max(1, round(c.decay_frac * steps))
+    if step < decay_start:
+        return peak
+    t = (step - decay_start + 1) / (steps - decay_start)
+    return lo + (peak - lo) * (1 - math.sqrt(min(t, 1.0)))
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """An exclusive lock on a run; the kernel drops it when its process dies, even by kill -9."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f"{run_dir}: another process is training this run") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class RunBusy(ScalelabError):
+    pass
+
+
+def _existing(run_dir: Path) -> RunRecord | None:
+    if not (run_dir / "record.json").exists():
+        return None
+    try:
+        return read_record(run_dir)
+    except InputError as e:
+        raise InputError(f"{e}; delete {run_dir} to retrain it") from None
+
+
+def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = None,
+          progress: Callable[[dict[str, Any]], None] | None = None) -> RunRecord:
+    """Train (or finish, or just return) the run that `config` names; see the module docstring."""
+    run_dir = Path(runs_dir) / run_id_for(config)
+    with run_lock(run_dir):
+        done = _existing(run_dir)
+        if done is not None and (done.status == "complete" or (done.error or "").startswith("diverged")):
+            return done
+        import torch
+
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(config.threads or os.cpu_count() or 1)
+        try:
+            return _run(config, run_dir, source or resolve_source(config.source, config.source_options),
+                        progress, done)
+        finally:
+            torch.set_num_threads(threads_before)
+
+
+# ---- the loop --------------------------------------------------------------------------------
+def make_optimizer(model: Any, c: TrainConfig, lr: float) -> Any:
+    """AdamW; weight decay on matrices only, not on norm gains (nanoGPT's grouping)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": c.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(c.beta1, c.beta2), eps=1e-8)
+
+
+def _device(c: TrainConfig) -> str:
+    import torch
+
+    if c.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if c.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda': no CUDA device is available; use device=cpu or auto")
+    return c.device
+
+
+def evaluate(model: Any, batches: list[tuple[Any, Any]], device: str, autocast: Any) -> float:
+    """Mean held-out loss in nats per counted target token."""
+    import torch
+    import torch.nn.functional as F
+
+    was_training, total, count = model.training, 0.0, 0.0
+    model.eval()
+    with torch.no_grad(), autocast():
+        for x, mask in batches:
+            x, mask = x.to(device), mask.to(device)
+            logits = model(input_ids=x[:, :-1], use_cache=False).logits  # [B, T, V]
+            nll = F.cross_entropy(logits.float().transpose(1, 2), x[:, 1:], reduction="none")  # [B, T]
+            total += float((nll * mask).sum())
+            count += float(mask.sum())
+    model.train(was_training)
+    return total / max(count, 1.0)
+
+
+def _eval_set(source: Any, c: TrainConfig) -> tuple[list[tuple[Any, Any]], int]:
+    import torch
+
+    out, counted = [], 0
+    for x, mask in source.eval_batches(16, c.seq_len):
+        if counted >= c.eval_tokens:
+            break
+        out.append((torch.as_tensor(x, dtype=torch.long), torch.as_tensor(mask, dtype=torch.float32)))
+        counted += int(mask.sum())
+    if not out:
+        raise InputError(f"source {source.name!r}: the held-out split is empty")
+    return out, counted
+
+
+def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: RunRecord | None) -> RunRecord:
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    plan = plan_run(c, source.vocab_size)
+    arch, B, T, steps = plan["arch"], plan["batch_size"], c.seq_len, plan["steps"]
+    device, counts, tok = _device(c), M.param_counts(arch), source.tokenizer
+    autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=c.precision == "bf16")  # noqa: E731
+    ckpt.remove_stale_temporaries(run_dir)
+    last = ckpt.latest(run_dir)
+    if last is not None:
+        model = AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32,
+                                                     attn_implementation=c.attn_implementation)
+    else:
+        special = {f"{k}_token_id": getattr(tok, f"{k}_token_id", None) for k in ("pad", "bos", "eos")}
+        model = M.build_model(arch, seed=c.seed, special_tokens=special,
+                              attn_implementation=c.attn_implementation, router_aux_loss_coef=c.router_aux_coef)
+    model.to(device).train()
+    opt = make_optimizer(model, c, plan["lr"])
+    st: dict[str, Any] = {"step": 0, "tokens": 0, "flops": 0.0, "flops_6n": 0.0, "wall_s": 0.0,
+                          "loss_sum": 0.0, "loss_count": 0, "eval_curve": []}
+    if last is not None:
+        st = ckpt.load(last, opt, model)
+        kept = [r for r in read_metrics(run_dir) if r["step"] <= st["step"]]  # drop rows past it
+        atomic_write_text(run_dir / METRICS_FILE, "".join(_jsonl(r) for r in kept))
+    else:
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    record = RunRecord(
+        run_id=run_dir.name, phase="pretrain", technique="pretrain", task=source.name,
+        n_params=counts.total, n_params_nonembedding=counts.nonembedding,
+        n_params_embedding=counts.embedding + counts.unembedding, n_params_active=counts.active,
+        flops_convention=M.EXACT_CONVENTION, config=c.model_dump(),
+        model=M.describe(arch, T), source=source.describe(),
+        hparams={k: v for k, v in plan.items() if k != "arch"},
+        flops_6n_convention=SIXN_CONVENTION, resumed_from_step=st["step"] or None,
+    )
+    if previous is not None:
+        record.created_at = previous.created_at
+    atomic_write_json(run_dir / CONFIG_FILE, c.model_dump())
+    evals, eval_tokens = _eval_set(source, c)
+    fwd = torch.compile(model) if c.compile else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    fpt, f6n = plan["flops_per_token"], plan["flops_6n_per_token"]
+    t0, wall0, last_ckpt = time.perf_counter(), st["wall_s"], time.perf_counter()
+    acc = torch.tensor(st["loss_sum"], dtype=torch.float64)
+    lr = plan["lr"]
+
+    def row(step: int, eval_loss: float | None) -> dict[str, Any]:
+        n = st["loss_count"]
+        return {"step": step, "tokens": st["tokens"], "flops": st["flops"], "flops_6n": st["flops_6n"],
+             "wall_s": round(wall0 + time.perf_counter() - t0, 4),
+             "loss": float(acc) / n if n else None, "eval_loss": eval_loss,
+             "bpb": eval_loss / math.log(2) / source.eval_bytes_per_token if eval_loss is not None else None,
+             "lr": lr}
+
+    def save_state(step: int) -> None:
+        st.update(step=step, wall_s=wall0 + time.perf_counter() - t0, loss_sum=float(acc))
+        ckpt.save(run_dir, model, tok, opt, {k: v for k, v in st.items() if k != "optimizer"})
+        record.tokens, record.wall_s = st["tokens"], st["wall_s"]
+        record.flops, record.flops_6n = {"pretrain": st["flops"]}, {"pretrain": st["flops_6n"]}
+        write_record(run_dir, record)
+
+    try:
+        write_record(run_dir, record)
+        if st["step"] == 0:
+            e = evaluate(fwd, evals, device, autocast)
+            st["eval_curve"].append([0, 0, 0.0, e])
+            append_metrics(run_dir, row(0, e))
+        for step in range(st["step"], steps):
+            lr = lr_at(step, plan["lr"], steps, plan["warmup_steps"], c)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = torch.from_numpy(source.train_batch(step, B, T, c.seed)).to(device)  # [B, T+1]
+            with autocast():
+                out = fwd(input_ids=x[:, :-1], use_cache=False, **({"output_router_logits": True} if arch.is_moe else {}))
+                loss = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), x[:, 1:].reshape(-1))
+                total = loss + c.router_aux_coef * out.aux_loss if arch.is_moe else loss
+            total.backward()
+            if c.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            acc += loss.detach().double()
+            st["loss_count"] += 1
+            st["tokens"] += B * T
+            st["flops"] += B * T * fpt
+            st["flops_6n"] += B * T * f6n
+            s = step + 1
+            is_eval = s % plan["eval_every"] == 0 or s == steps
+            if is_eval or s % plan["log_every"] == 0:
+                if not math.isfinite(float(acc)):
+                    record.fail(f"diverged: training loss is {float(acc)} at step {s} (lr {lr:.3g})")
+                    write_record(run_dir, record)
+                    return record
+                e = evaluate(fwd, evals, device, autocast) if is_eval else None
+                if e is not None:
+                    st["eval_curve"].append([s, st["tokens"], st["flops"], e])
+                r = row(s, e)
+                st["train_loss"] = r["loss"]
+                append_metrics(run_dir, r)
+                if progress is not None:
+                    progress({"run_id": record.run_id, "step": s, "steps": steps, "flops": st["flops"],
+                              "flops_total": steps * B * T * fpt, "eval_loss": e})
+                acc.zero_()
+                st["loss_count"] = 0
+            if s < steps and (s % plan["checkpoint_every"] == 0
+                              or time.perf_counter() - last_ckpt > c.checkpoint_interval_s):
+                save_state(s)
+                last_ckpt = time.perf_counter()
+        final = st["eval_curve"][-1][3]
+        save_state(steps)
+    except BaseException as err:
+        record.fail(err if str(err) else type(err).__name__)
+        write_record(run_dir, record)
+        raise
+    record.complete(
+        loss=final, bpb=final / math.log(2) / source.eval_bytes_per_token, train_loss=st.get("train_loss"),
+        entropy_floor=source.entropy_floor, eval_tokens=eval_tokens, eval_curve=st["eval_curve"],
+    )
+    write_record(run_dir, record)
+    return record
+
+
+def _jsonl(r: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(r) + "\n"
