@@ -1,0 +1,460 @@
+"""The embedded testbed: multi-step modular arithmetic with worked solutions and an exact verifier.
+
+A problem picks a modulus m (the "number size"), a start value and k labelled operations
+(the "number of steps"); the answer applies them left to right modulo m::
+
+    Q23:9 a+6 b*19 c-4        worked question: "Q", modulus, ":", start, labelled operations
+    a:9+6=15                  one step per line: previous value, operation, operand, result
+    b:15*19=3                 ...a step may be wrong (the corpus injects errors at rate p_error)
+    !b:15*19=9                ...and is then corrected on a line that starts with "!"
+    c:9-4=5
+    A:5                       final-answer line
+
+    D23:9 a+6 b*19 c-4        direct question: the answer with no worked steps
+    A:5
+
+Why this shape (see FINDINGS.md): labelling each operation lets a small model find operation i
+by matching its label instead of counting, which makes the task learnable on a CPU; but one
+narrow skill learns by a sharp phase transition and gives a bad power-law fit. So the corpus
+holds many sub-skills of graded difficulty at power-law frequencies, following the quantization
+model of neural scaling (Michaud et al. 2023, "The Quantization Model of Neural Scaling"): every
+modulus m brings its own addition, subtraction and multiplication tables (3·m² facts), moduli are
+drawn with Zipf frequencies P(m) ∝ (m − m_min + 1)^(−s), and bigger tables are both rarer and
+larger, so they are learned later by bigger models and with more data.
+
+Everything random is a choice of the generator with a known probability, and the text is an
+injective function of those choices, so the generator's negative log-likelihood of a document is
+exactly the loss of the Bayes-optimal model on it: `entropy_floor` is that NLL summed over the
+evaluation documents divided by their counted tokens (nats per token), known in closed form.
+
+Splits never overlap: the (start value, first operand) pairs of each modulus are ranked by a
+fixed hash; the first fraction go to validation, the next to test, the rest to training, and the
+training generator draws its first pair uniformly from the training pairs only. The distribution
+stays exact (uniform over a known set), so the floor stays exact.
+
+Correctness is strict: `verify` parses the completion with fixed patterns, never evaluates text,
+and a worked sample counts as correct only when every step and the final answer are right. The
+chance of guessing a whole k-step solution is m^(−k); of a direct answer, 1/m (`chance`).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any, Iterable
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from scalelab.config import Config
+from scalelab.errors import ConfigError
+
+LABELS = "abcdefghijkl"
+OPS = "+-*"
+ALPHABET = "0123456789" + "QDA!:= \n" + OPS + LABELS
+_BOS, _EOS = "\x02", "\x03"  # placeholders in generated text, mapped to the tokenizer's specials
+_MAX_INT_DIGITS = 4  # moduli are < 1000, so every value fits in 3 digits; parse at most 4
+
+
+class TestbedConfig(Config):
+    """The generator's dials. Defaults give a task whose loss scales smoothly on CPU budgets."""
+
+    __test__ = False  # not a pytest class despite the name
+
+    min_modulus: int = Field(2, ge=2, le=997, description="smallest modulus (number size)")
+    max_modulus: int = Field(30, ge=2, le=997, description="largest modulus")
+    modulus_zipf: float = Field(1.0, ge=0.0, le=4.0, description="P(m) ∝ (m - min + 1)^-s")
+    ops: str = Field(OPS, min_length=1, description="operations to draw from, a subset of +-*")
+    max_steps: int = Field(8, ge=1, le=len(LABELS), description="steps k are uniform on 1..max")
+    p_direct: float = Field(0.25, ge=0.0, le=1.0, description="share of direct-answer items")
+    p_error: float = Field(0.05, ge=0.0, lt=0.5, description="per-step injected, corrected error")
+    heldout_fraction: float = Field(1 / 32, gt=0.0, le=0.25, description="pairs for val and for test, each")
+    eval_docs: int = Field(2000, ge=10, le=1_000_000, description="documents in the held-out loss set")
+    eval_seed: int = Field(20261125, description="seed of the held-out loss set")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TestbedConfig":
+        if self.min_modulus > self.max_modulus:
+            raise ValueError(f"min_modulus={self.min_modulus} > max_modulus={self.max_modulus}")
+        bad = sorted(set(self.ops) - set(OPS))
+        if bad or len(set(self.ops)) != len(self.ops):
+            raise ValueError(f"ops={self.ops!r}: must be distinct characters from {OPS!r}")
+        return self
+
+
+# ---- problems ---------------------------------------------------------------------------------
+def apply_op(x: int, op: str, y: int, m: int) -> int:
+    if op == "+":
+        return (x + y) % m
+    if op == "-":
+        return (x - y) % m
+    if op == "*":
+        return (x * y) % m
+    raise ValueError(f"unknown operation {op!r}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    modulus: int
+    start: int
+    ops: tuple[tuple[str, int], ...]  # (operation, operand) per step
+
+    @property
+    def steps(self) -> int:
+        return len(self.ops)
+
+    @cached_property
+    def values(self) -> tuple[int, ...]:
+        """Start value, then the value after each step."""
+        vals = [self.start]
+        for op, y in self.ops:
+            vals.append(apply_op(vals[-1], op, y, self.modulus))
+        return tuple(vals)
+
+    @property
+    def answer(self) -> int:
+        return self.values[-1]
+
+    def question(self, direct: bool = False) -> str:
+        body = " ".join(f"{LABELS[i]}{op}{y}" for i, (op, y) in enumerate(self.ops))
+        return f"{'D' if direct else 'Q'}{self.modulus}:{self.start} {body}\n"
+
+    def step_line(self, i: int, result: int | None = None) -> str:
+        op, y = self.ops[i]
+        r = self.values[i + 1] if result is None else result
+        return f"{LABELS[i]}:{self.values[i]}{op}{y}={r}\n"
+
+    def solution(self, errors: dict[int, int] | None = None) -> str:
+        """Worked solution; `errors` maps a step to a wrong result that is then corrected."""
+        lines = []
+        for i in range(self.steps):
+            if errors and i in errors:
+                lines.append(self.step_line(i, errors[i]))
+                lines.append("!" + self.step_line(i))
+            else:
+                lines.append(self.step_line(i))
+        return "".join(lines) + f"A:{self.answer}\n"
+
+    def split(self, heldout_fraction: float = 1 / 32) -> str:
+        return split_of(self.modulus, self.start, self.ops[0][1], heldout_fraction)
+
+
+@lru_cache(maxsize=None)
+def _pair_splits(m: int, fraction: float) -> dict[str, np.ndarray]:
+    """(start, first operand) pairs of modulus m as flat indices start*m + operand, by split."""
+    keys = np.array(
+        [int.from_bytes(hashlib.blake2b(f"scalelab-testbed:{m}:{i}".encode(), digest_size=8).digest(), "big")
+         for i in range(m * m)], dtype=np.uint64)
+    order = np.argsort(keys, kind="stable")
+    n_held = max(1, round(fraction * m * m))
+    return {"val": np.sort(order[:n_held]), "test": np.sort(order[n_held:2 * n_held]),
+            "train": np.sort(order[2 * n_held:])}
+
+
+def split_of(m: int, start: int, first_operand: int, fraction: float = 1 / 32) -> str:
+    idx = start * m + first_operand
+    for name in ("val", "test"):
+        arr = _pair_splits(m, fraction)[name]
+        j = np.searchsorted(arr, idx)
+        if j < len(arr) and arr[j] == idx:
+            return name
+    return "train"
+
+
+# ---- the generator ---------------------------------------------------------------------------
+class Generator:
+    """Draws problems and documents; every draw also returns its exact log-probability."""
+
+    def __init__(self, config: TestbedConfig):
+        self.cfg = config
+        self.moduli = list(range(config.min_modulus, config.max_modulus + 1))
+        w = np.array([(m - config.min_modulus + 1.0) ** -config.modulus_zipf for m in self.moduli])
+        self.p_modulus = w / w.sum()
+        self._cum = np.cumsum(self.p_modulus).tolist()
+        self._cum[-1] = 1.0
+        self._log_p_modulus = dict(zip(self.moduli, np.log(self.p_modulus).tolist()))
+
+    def pairs(self, m: int, split: str) -> np.ndarray:
+        return _pair_splits(m, self.cfg.heldout_fraction)[split]
+
+    def problem(self, rng: random.Random, split: str = "train", *, steps: int | None = None,
+                modulus: int | None = None) -> tuple[Problem, float]:
+        cfg = self.cfg
+        logp = 0.0
+        if modulus is None:
+            m = self.moduli[_bisect(self._cum, rng.random())]
+            logp += self._log_p_modulus[m]
+        else:
+            m = modulus
+        if steps is None:
+            k = rng.randint(1, cfg.max_steps)
+            logp -= math.log(cfg.max_steps)
+        else:
+            k = steps
+        pairs = self.pairs(m, split)
+        pair = int(pairs[rng.randrange(len(pairs))])
+        logp -= math.log(len(pairs))
+        start, first = divmod(pair, m)
+        ops = [(rng.choice(cfg.ops), first)]
+        for _ in range(k - 1):
+            ops.append((rng.choice(cfg.ops), rng.randrange(m)))
+        logp -= k * math.log(len(cfg.ops)) + (k - 1) * math.log(m)
+        return Problem(m, start, tuple(ops)), logp
+
+    def document(self, rng: random.Random) -> tuple[str, float]:
+        """One training document (without separators) and its exact log-probability."""
+        cfg = self.cfg
+        direct = rng.random() < cfg.p_direct
+        logp = math.log(cfg.p_direct if direct else 1.0 - cfg.p_direct) if 0 < cfg.p_direct < 1 else 0.0
+        prob, lp = self.problem(rng)
+        logp += lp
+        if direct:
+            return prob.question(direct=True) + f"A:{prob.answer}\n", logp
+        errors = {}
+        for i in range(prob.steps):
+            if cfg.p_error > 0 and rng.random() < cfg.p_error:
+                right = prob.values[i + 1]
+                wrong = rng.randrange(prob.modulus - 1)
+                errors[i] = wrong + (wrong >= right)  # uniform over the m - 1 wrong values
+                logp += math.log(cfg.p_error) - math.log(prob.modulus - 1)
+            elif cfg.p_error > 0:
+                logp += math.log(1.0 - cfg.p_error)
+        return prob.question() + prob.solution(errors), logp
+
+
+def _bisect(cum: list[float], u: float) -> int:
+    lo, hi = 0, len(cum) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cum[mid] <= u:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _rng(*parts: int | str) -> random.Random:
+    """A Mersenne Twister seeded from a stable hash of `parts` (same stream on every platform)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=16).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+# ---- verifier ---------------------------------------------------------------------------------
+_NUM = r"(0|[1-9][0-9]{0,%d})" % (_MAX_INT_DIGITS - 1)
+_STEP_RE = re.compile(rf"^(!?)([{LABELS}]):{_NUM}([+\-*]){_NUM}={_NUM}$")
+_ANSWER_RE = re.compile(rf"^A:{_NUM}$")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool  # the unit of accuracy: whole solution right (worked) or answer right (direct)
+    answer: int | None  # parsed final answer, None when there is no well-formed answer line
+    answer_correct: bool
+    steps_correct: tuple[bool, ...]  # per step of the problem, after corrections (worked only)
+    well_formed: bool  # every line before the answer parsed
+
+
+def verify(problem: Problem, completion: str, *, direct: bool = False) -> Verdict:
+    """Check a completion (the text after the question) against the problem, strictly.
+
+    Lines are matched against fixed patterns; numbers must be plain decimals; nothing in the
+    text is ever evaluated. The first "A:" line is the answer; text after it is ignored.
+    """
+    lines = completion.replace(_EOS, "\n").split("\n")
+    answer: int | None = None
+    steps: dict[int, bool] = {}
+    order: list[int] = []
+    well_formed = True
+    for line in lines:
+        if not line:
+            continue
+        if (am := _ANSWER_RE.match(line)) is not None:
+            answer = int(am.group(1))
+            break
+        sm = _STEP_RE.match(line)
+        if sm is None or direct:
+            well_formed = False
+            continue
+        bang, label, x, op, y, r = sm.groups()
+        i = LABELS.index(label)
+        if i >= problem.steps:
+            well_formed = False
+            continue
+        ok = (int(x) == problem.values[i] and op == problem.ops[i][0] and int(y) == problem.ops[i][1]
+              and int(r) == problem.values[i + 1])
+        if bang:  # a correction replaces the step it corrects
+            if i not in steps:
+                well_formed = False
+            steps[i] = ok
+        else:
+            if i in steps or (order and i != order[-1] + 1) or (not order and i != 0):
+                well_formed = False
+            steps[i] = ok
+            order.append(i)
+    answer_correct = answer is not None and answer == problem.answer
+    if direct:
+        return Verdict(answer_correct, answer, answer_correct, (), well_formed)
+    per_step = tuple(steps.get(i, False) for i in range(problem.steps))
+    correct = answer_correct and well_formed and all(per_step) and order == list(range(problem.steps))
+    return Verdict(correct, answer, answer_correct, per_step, well_formed)
+
+
+def chance(problem: Problem, *, direct: bool = False) -> float:
+    """Probability that uniform guessing is counted correct (see `verify`)."""
+    return 1.0 / problem.modulus if direct else float(problem.modulus) ** -problem.steps
+
+
+# ---- the token source -------------------------------------------------------------------------
+class TestbedSource:
+    """The testbed as a TokenSource (see scalelab/sources.py): unlimited, never-repeating text."""
+
+    __test__ = False
+
+    name = "testbed"
+
+    def __init__(self, config: TestbedConfig | None = None, **overrides: Any):
+        base = config.model_dump() if config is not None else {}
+        self.config = TestbedConfig.build({**base, **overrides})
+        self.gen = Generator(self.config)
+        self._eval: tuple[list[str], float] | None = None
+
+    # tokenizer: one id per character, plus <pad>, <bos>, <eos>
+    @cached_property
+    def tokenizer(self) -> Any:
+        from scalelab.tokenizer import char_tokenizer
+
+        return char_tokenizer(ALPHABET)
+
+    @cached_property
+    def _lut(self) -> np.ndarray:
+        tok = self.tokenizer
+        lut = np.full(256, -1, dtype=np.int64)
+        for ch in ALPHABET:
+            lut[ord(ch)] = tok.convert_tokens_to_ids(ch)
+        lut[ord(_BOS)] = tok.bos_token_id
+        lut[ord(_EOS)] = tok.eos_token_id
+        return lut
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    @property
+    def unique_tokens(self) -> None:
+        return None  # generated fresh: data never repeats
+
+    def encode(self, text: str) -> np.ndarray:
+        ids = self._lut[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
+        if (ids < 0).any():
+            bad = sorted({c for c in text if c not in ALPHABET and c not in (_BOS, _EOS)})
+            raise ValueError(f"characters outside the testbed alphabet: {bad!r}")
+        return ids
+
+    def train_batch(self, step: int, batch_size: int, seq_len: int, seed: int) -> np.ndarray:
+        """Documents packed back to back as <bos>doc<eos>..., cut into rows of seq_len + 1."""
+        rng = _rng("train", seed, step)
+        need = batch_size * (seq_len + 1)
+        parts, n = [], 0
+        while n < need:
+            doc, _ = self.gen.document(rng)
+            parts.append(_BOS + doc + _EOS)
+            n += len(doc) + 2
+        ids = self.encode("".join(parts))
+        off = rng.randrange(len(ids) - need + 1)  # random phase so rows do not all start at <bos>
+        return ids[off:off + need].reshape(batch_size, seq_len + 1).copy()
+
+    # held-out loss set: fresh documents from the training distribution, on their own seed
+    def eval_documents(self) -> tuple[list[str], float]:
+        """The evaluation documents and their total exact negative log-likelihood (nats)."""
+        if self._eval is None:
+            rng = _rng("eval", self.config.eval_seed)
+            docs, nll = [], 0.0
+            for _ in range(self.config.eval_docs):
+                doc, lp = self.gen.document(rng)
+                docs.append(doc)
+                nll -= lp
+            self._eval = (docs, nll)
+        return self._eval
+
+    @property
+    def entropy_floor(self) -> float:
+        docs, nll = self.eval_documents()
+        return nll / sum(len(d) + 1 for d in docs)  # counted targets: the characters and <eos>
+
+    @property
+    def eval_bytes_per_token(self) -> float:
+        docs, _ = self.eval_documents()
+        return sum(len(d) for d in docs) / sum(len(d) + 1 for d in docs)
+
+    def max_document_length(self) -> int:
+        c = self.config
+        w = len(str(c.max_modulus - 1))
+        step = 2 + 3 * w + 3  # "a:" x op y "=" r "\n"
+        question = 2 + len(str(c.max_modulus)) + w + c.max_steps * (2 + w) + 1
+        return question + c.max_steps * 2 * step + 3 + w
+
+    def eval_batches(self, batch_size: int, seq_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Whole documents packed into rows that start with <bos>; padding is masked out."""
+        docs, _ = self.eval_documents()
+        longest = max(len(d) for d in docs) + 2
+        if longest > seq_len + 1:
+            raise ConfigError(f"seq_len={seq_len} is shorter than the longest evaluation document "
+                              f"({longest} tokens); use seq_len >= {longest - 1}")
+        pad = self.tokenizer.pad_token_id
+        bos = self.tokenizer.bos_token_id
+        rows: list[np.ndarray] = []
+        cur: list[np.ndarray] = []
+        used = 0
+        for d in docs:
+            ids = self.encode(_BOS + d + _EOS)
+            if used + len(ids) > seq_len + 1:
+                rows.append(np.concatenate(cur))
+                cur, used = [], 0
+            cur.append(ids)
+            used += len(ids)
+        if cur:
+            rows.append(np.concatenate(cur))
+        batches = []
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            x = np.full((len(chunk), seq_len + 1), pad, dtype=np.int64)
+            for j, r in enumerate(chunk):
+                x[j, :len(r)] = r
+            mask = ((x[:, 1:] != pad) & (x[:, 1:] != bos)).astype(np.float32)
+            batches.append((x, mask))
+        return batches
+
+    def describe(self) -> dict[str, Any]:
+        docs, _ = self.eval_documents()
+        return {
+            "name": self.name,
+            "config": self.config.model_dump(),
+            "vocab_size": self.vocab_size,
+            "entropy_floor": self.entropy_floor,
+            "eval_docs": len(docs),
+            "eval_tokens": sum(len(d) + 1 for d in docs),
+        }
+
+    # ---- problems for accuracy evaluation (test-time, post-training) --------------------------
+    def problems(self, split: str, n: int, *, steps: int, modulus: int | Iterable[int] | None = None,
+                 seed: int = 0) -> list[Problem]:
+        """`n` distinct problems of a split with `steps` steps; moduli from the natural mix or given."""
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"split={split!r}: must be train, val or test")
+        if not 1 <= steps <= self.config.max_steps:
+            raise ConfigError(f"steps={steps}: must be in 1..{self.config.max_steps}")
+        allowed = None if modulus is None else ([modulus] if isinstance(modulus, int) else list(modulus))
+        rng = _rng("problems", split, steps, seed, self.config.heldout_fraction)
+        out, seen = [], set()
+        for _ in range(200 * n):
+            m = None if allowed is None else allowed[rng.randrange(len(allowed))]
+            p, _ = self.gen.problem(rng, split, steps=steps, modulus=m)
+            if p not in seen:
+                seen.add(p)
+                out.append(p)
+                if len(out) == n:
+                    return out
+        return out  # the split holds fewer distinct problems of this shape than asked
