@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from scalelab import checkpoint as ckpt
 from scalelab import model as M
@@ -94,6 +94,13 @@ class TrainConfig(Config):
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if not M.PRESET_PATTERN.match(v):
+            raise ValueError(f"expected a ladder preset like d4, moe-d4, gpu-d12 ({', '.join(M.CPU_LADDER)})")
+        return v
 
 
 def run_id_for(config: TrainConfig) -> str:

@@ -1,0 +1,103 @@
+"""`scalelab train` (one run) and `scalelab sweep` (a plan of runs): parse, call, print."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from scalelab.cli.app import app
+from scalelab.errors import ConfigError, InputError
+
+_SET = typer.Option([], "--set", help="override a TrainConfig field: key=value (repeatable)")
+_CORPUS = typer.Option(None, "--corpus", help="testbed | stdlib | PATH (text files, glob or JSONL)")
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _base(config: Path | None, corpus: str | None, sets: list[str], first: list[str]):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
+    from scalelab.train import TrainConfig, resolve_source
+
+    cfg = TrainConfig.from_json(config) if config else TrainConfig.build()
+    cfg = cfg.override(first + ([f"source={corpus}"] if corpus else []) + list(sets))
+    return cfg, resolve_source(cfg.source, cfg.source_options)
+
+
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(None, help="a TrainConfig JSON file (else defaults)"),
+    preset: str = typer.Option(None, "--preset", help="model preset: d2..d8, moe-d4, gpu-d12, ..."),
+    sets: list[str] = _SET, corpus: str = _CORPUS,
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where run directories go"),
+) -> None:
+    """Train one model and write its run record."""
+    from scalelab.train import plan_run, run_id_for, train
+
+    cfg, source = _base(config, corpus, sets, [f"model={preset}"] if preset else [])
+    p = plan_run(cfg, source.vocab_size)
+    _err(f"run {run_id_for(cfg)}: {p['arch'].name} width {p['arch'].width} heads {p['arch'].n_heads}, "
+         f"batch {p['batch_size']}x{cfg.seq_len}, {p['steps']} steps, lr {p['lr']:.3g} ({cfg.schedule}), "
+         f"{p['flops_per_token'] * cfg.tokens:.3g} FLOPs on {source.name}")
+    rec = train(cfg, runs_dir, source=source,
+                progress=lambda e: _err(f"  step {e['step']}/{e['steps']}  eval loss {e['eval_loss']:.4f}")
+                if e["eval_loss"] is not None else None)
+    if rec.status != "complete":
+        _err(f"run {rec.run_id} {rec.status}: {rec.error}")
+        raise typer.Exit(1)
+    print(f"{rec.run_id}: loss {rec.metrics['loss']:.4f} nats/token, {rec.metrics['bpb']:.4f} bits/byte, "
+          f"{rec.tokens:,} tokens, {rec.flops['pretrain']:.3g} FLOPs, {rec.wall_s:.1f} s -> {runs_dir / rec.run_id}")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    runs_dir: Path = typer.Option(..., "--runs-dir", help="the sweep's runs directory"),
+    plan: str = typer.Option(None, "--plan", help="isoflop | grid"),
+    budgets: str = typer.Option(None, "--budgets", help="isoflop: training FLOPs, e.g. 1e12,3e12"),
+    points: int = typer.Option(None, "--points-per-budget", help="isoflop: model sizes per budget"),
+    sizes: str = typer.Option(None, "--sizes", help="grid: presets, e.g. d2,d4,d6"),
+    tokens: str = typer.Option(None, "--tokens", help="grid: token counts, e.g. 1e5,1e6"),
+    workers: int = typer.Option(1, "--workers", min=1, help="local processes (one torch thread each)"),
+    preset: str = typer.Option(None, "--preset", help="quick (~2 min) | default (~20 min)"),
+    sets: list[str] = _SET, corpus: str = _CORPUS,
+) -> None:
+    """Run a grid or IsoFLOP sweep; re-running it skips finished members and resumes the rest."""
+    from scalelab.ledger import load_runs
+    from scalelab.sweep import SWEEP_PRESETS, plan_grid, plan_isoflop, read_budgets, run_sweep
+
+    if preset is not None and preset not in SWEEP_PRESETS:
+        raise ConfigError(f"--preset {preset!r}: expected one of {', '.join(SWEEP_PRESETS)}")
+    pre = SWEEP_PRESETS.get(preset or "", {})
+    base_sets = [f"{k}={v}" for k, v in pre.get("base", {}).items()]
+    base, source = _base(None, corpus, sets, base_sets)
+    kind = plan or pre.get("plan")
+    if kind == "isoflop":
+        cs = read_budgets(budgets) if budgets else pre.get("budgets")
+        if not cs:
+            raise InputError("--plan isoflop needs --budgets (or --preset quick|default)")
+        configs = plan_isoflop(base, cs, points or pre.get("points", 3), vocab_size=source.vocab_size)
+    elif kind == "grid":
+        if not sizes or not tokens:
+            raise InputError("--plan grid needs --sizes and --tokens")
+        configs = plan_grid(base, sizes.split(","), [int(t) for t in read_budgets(tokens, "tokens")])
+    else:
+        raise ConfigError(f"--plan {kind!r}: expected isoflop or grid (or give --preset quick|default)")
+    problems = load_runs(runs_dir, status=None).problems if runs_dir.is_dir() else []
+    for p in problems:
+        _err(f"warning: {p} (skipped)")
+    _err(f"sweep: {len(configs)} members on {source.name}, {workers} worker(s) -> {runs_dir}")
+    outcomes = run_sweep(configs, runs_dir, workers=workers, vocab_size=source.vocab_size, show_progress=True,
+                         plan={"plan": kind, "preset": preset, "budgets": budgets, "sizes": sizes, "tokens": tokens})
+    for o in outcomes:
+        loss = f"loss {o.loss:.4f}" if o.loss is not None else (o.error or "")
+        print(f"{o.run_id:<28} {o.status:<9} {loss}")
+    failed = [o for o in outcomes if o.status in ("failed", "busy")]
+    if problems:
+        raise InputError(f"{len(problems)} unreadable record(s) under {runs_dir} were skipped, "
+                         f"first: {problems[0]}")
+    if failed:
+        _err(f"{len(failed)} of {len(outcomes)} members did not complete; re-run the same command to resume")
+        raise typer.Exit(1)

@@ -1,0 +1,136 @@
+"""Sweeps: plans, idempotence, corrupt records, parallel workers and a real kill -9."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scalelab import model as M
+from scalelab import sweep as S
+from scalelab.errors import ConfigError
+from scalelab.ledger import load_table, read_record
+from scalelab.train import TrainConfig, run_id_for, train
+
+from tests.conftest import REPO, run_cli
+
+SOURCE = "tests.test_train_source:MarkovSource"
+SETS = [f"source={SOURCE}", "seq_len=16", "batch_size=4", "eval_tokens=256", "log_every=10"]
+
+
+def base(**kw) -> TrainConfig:
+    return TrainConfig.build(model="d2", **{k: json.loads(v) if v[0].isdigit() else v
+                                            for k, v in (s.split("=", 1) for s in SETS)}, **kw)
+
+
+def test_isoflop_plan_brackets_twenty_tokens_per_parameter():
+    b = TrainConfig.build(model="d2", seq_len=64)
+    configs = S.plan_isoflop(b, [1e11, 1e12], 3, vocab_size=64)
+    assert len(configs) == 6
+    for c_budget, group in ((1e11, configs[:3]), (1e12, configs[3:])):
+        depths = [M.parse_preset(c.model, 64, 64).depth for c in group]
+        assert depths == list(range(depths[0], depths[0] + 3))  # consecutive sizes
+        ratios = []
+        for c in group:
+            arch = M.parse_preset(c.model, 64, 64)
+            assert c.tokens * M.train_flops_per_token(arch, 64) == pytest.approx(c_budget, rel=1e-3)
+            ratios.append(c.tokens / M.param_counts(arch).active)
+        assert ratios[0] > S.TOKENS_PER_PARAM > ratios[-1]  # the 20 tokens/param point is inside
+    assert [c.tokens for c in configs[:3]] == sorted((c.tokens for c in configs[:3]), reverse=True)
+
+
+def test_isoflop_plan_refuses_a_budget_too_small_for_the_ladder():
+    with pytest.raises(ConfigError, match="budget 1e\\+06"):
+        S.plan_isoflop(TrainConfig.build(model="d2"), [1e6], 3, vocab_size=64)
+
+
+def test_grid_plan_is_the_product_without_duplicates():
+    configs = S.plan_grid(base(), ["d1", "d2", "d1"], [2000, 4000])
+    assert sorted((c.model, c.tokens) for c in configs) == [("d1", 2000), ("d1", 4000), ("d2", 2000), ("d2", 4000)]
+    with pytest.raises(ConfigError):
+        S.plan_grid(base(), [], [1000])
+
+
+def test_budgets_parse_with_one_line_errors():
+    assert S.read_budgets("1e12, 3e12") == [1e12, 3e12]
+    for bad in ("1e12,x", "1e12,-3"):
+        with pytest.raises(Exception) as e:
+            S.read_budgets(bad)
+        assert "\n" not in str(e.value)
+
+
+def test_parallel_sweep_is_idempotent_and_fit_ready(tmp_path):
+    configs = S.plan_grid(base(), ["d1", "d2"], [3200, 6400])
+    out = S.run_sweep(configs, tmp_path, workers=2)
+    assert [o.status for o in out] == ["complete"] * 4
+    stamps = {o.run_id: read_record(tmp_path / o.run_id).finished_at for o in out}
+    assert len(stamps) == 4  # four distinct run directories, one per member
+    again = S.run_sweep(configs, tmp_path, workers=2)
+    assert [o.status for o in again] == ["skipped"] * 4
+    assert {o.run_id: read_record(tmp_path / o.run_id).finished_at for o in again} == stamps
+    frame = load_table(tmp_path).frame
+    assert len(frame) == 4 and frame[["N", "D", "C", "loss"]].notna().all().all()
+    assert list(tmp_path.glob("sweep-*.json"))
+
+
+def test_corrupt_member_record_is_reported_and_skipped(tmp_path):
+    configs = S.plan_grid(base(), ["d1"], [1600, 3200])
+    bad = tmp_path / run_id_for(configs[0])
+    bad.mkdir(parents=True)
+    (bad / "record.json").write_text('{"run_id": "half')
+    out = S.run_sweep(configs, tmp_path, workers=1)
+    assert out[0].status == "failed" and "unreadable record" in out[0].error
+    assert out[1].status == "complete"
+    r = run_cli("sweep", "--plan", "grid", "--sizes", "d1", "--tokens", "1600,3200", "--runs-dir", tmp_path,
+                *sum((["--set", s] for s in SETS), []), cwd=REPO)
+    assert r.returncode == 2
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "unreadable record" in err[0] and run_id_for(configs[0]) in err[0]
+    assert "warning:" in r.stderr and "skipped" in r.stderr
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    for args in (["--plan", "isoflop", "--budgets", "1e12,abc"], ["--plan", "cube"],
+                 ["--preset", "quick", "--set", "seqlen=4"], ["--plan", "grid", "--sizes", "d2"]):
+        r = run_cli("sweep", "--runs-dir", tmp_path, *args, cwd=REPO)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error:"), r.stderr
+
+
+def test_kill_9_of_a_running_sweep_loses_only_uncheckpointed_steps(tmp_path):
+    """A real SIGKILL of the sweep's whole process group mid-training, then the same command again:
+    every member completes with exactly the losses of an uninterrupted run."""
+    runs = tmp_path / "killed"
+    sets = SETS + ["checkpoint_every=25", "eval_every=100"]
+    args = ["sweep", "--plan", "grid", "--sizes", "d1,d2", "--tokens", "32000", "--workers", "2",
+            "--runs-dir", runs, *sum((["--set", s] for s in sets), [])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab", *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/checkpoint/trainer_state.json")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    states = {p.parent.parent.name: json.loads(p.read_text())["step"]
+              for p in runs.glob("*/checkpoint*/trainer_state.json")}
+    assert states, "no checkpoint was written before the kill"
+    for rec in runs.glob("*/record.json"):  # every record is whole and none says complete yet
+        assert read_record(rec.parent).status == "running"
+    r = run_cli(*args, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    resumed = {d.name: read_record(d) for d in runs.iterdir() if d.is_dir()}
+    assert all(rec.status == "complete" for rec in resumed.values())
+    assert any((rec.resumed_from_step or 0) > 0 for rec in resumed.values())
+    for rid, rec in resumed.items():
+        assert rec.resumed_from_step == (states.get(rid) or None)  # restarted exactly at its checkpoint
+        ref = train(TrainConfig.build(rec.config), tmp_path / "reference")  # same config, no kill
+        assert ref.run_id == rid and ref.metrics["loss"] == rec.metrics["loss"]
