@@ -280,7 +280,7 @@ def _resolve(spec: str, include_tests: bool) -> tuple[str, list[tuple[str, Path]
                 continue
             members.append((rel.as_posix(), p))
         return "stdlib", sorted(members)
-    if re.search(r"[*?[]", spec):
+    if re.search(r"[*?[]", spec) and not Path(spec).exists():  # a real "data[1].txt" is a path
         matches = [Path(m) for m in sorted(globlib.glob(spec, recursive=True))]
         paths = [f for m in matches for f in ([m] if m.is_file() else _walk(m))]
         if not paths:

@@ -229,6 +229,18 @@ def test_single_text_file_holds_out_its_tail(tmp_path):
     assert 0.1 <= len(held) / len("".join(lines)) < 0.1 + len(lines[-1]) / len("".join(lines))
 
 
+def test_glob_and_literal_bracket_paths(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.txt").write_text("first file\n" * 5)
+    (tmp_path / "a" / "two.md").write_text("second file\n" * 5)
+    (tmp_path / "a" / "three.txt").write_text("third file\n" * 5)
+    s = CorpusSource(str(tmp_path / "a" / "*.txt"), vocab_size=300, cache_dir=tmp_path / "c")
+    assert sorted(s.files["train"] + s.files["eval"]) == ["one.txt", "three.txt"]
+    literal = tmp_path / "data[1].txt"  # exists, so it is a path, not a pattern
+    literal.write_text("".join(f"line {i}\n" for i in range(50)))
+    assert CorpusSource(literal, vocab_size=300, cache_dir=tmp_path / "c").files["train"] == ["data[1].txt"]
+
+
 def test_make_source_builds_a_corpus(tree, src):
     s = make_source(str(tree), vocab_size=512, eval_fraction=0.25, cache_dir=src.cache_path.parent)
     assert isinstance(s, CorpusSource) and s.files == src.files
