@@ -1,5 +1,19 @@
-"""`scalelab fit / predict / optimal`: placeholder until the laws land."""
+"""`scalelab fit / predict / optimal`: fit a scaling law to a table of runs and use the fit.
+
+Thin: parsing and printing only; the work is in `scalelab.laws` (imported inside the commands so
+that other verbs start fast). Bad input raises InputError: one line on stderr, exit code 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
 from scalelab.cli.app import app
+from scalelab.laws import REGISTRY
 
 
 @app.command()
@@ -8,3 +22,121 @@ def version() -> None:
     from scalelab import __version__
 
     print(__version__)
+
+
+def _consoles():
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
+
+
+@app.command("fit")
+def fit_cmd(
+    table: str = typer.Argument(..., help="CSV file or runs directory"),
+    law: str = typer.Option(..., "--law", help=f"law to fit: {', '.join(REGISTRY)}"),
+    x: Optional[str] = typer.Option(None, "--x", help="power law: the column it is a law of (default N)"),
+    col: list[str] = typer.Option([], "--col", help="use another column as a standard one: N=NAME, D=, C=, loss=, U="),
+    n_init: Optional[int] = typer.Option(None, "--n-init", help="optimiser starts (default: Hoffmann's 4,500-point grid)"),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="resamples for 95% intervals (default 1000; 0: none)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the fit to this FIT.json"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a figure (PNG) of the fit"),
+) -> None:
+    """Fit a scaling law to the runs in TABLE and print its parameters with 95% intervals."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from scalelab.errors import InputError
+    from scalelab.laws import fit_table, make_law, parse_col_map, report
+    from scalelab.laws.fitfile import write_fit
+
+    if law not in REGISTRY:
+        raise InputError(f"--law {law!r}: choose one of {', '.join(REGISTRY)}")
+    if n_init is not None and n_init < 1:
+        raise InputError("--n-init must be at least 1")
+    if bootstrap is not None and bootstrap < 0:
+        raise InputError("--bootstrap must be 0 or more")
+    stdout, stderr = _consoles()
+    est = make_law(law, x=x, n_init=n_init, bootstrap=bootstrap, seed=seed)
+    progress = Progress(TextColumn("bootstrap"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=stderr, transient=True, auto_refresh=False,  # no refresh thread: fits fork
+                        disable=not stderr.is_terminal or not getattr(est, "bootstrap", 0))
+    with progress:
+        task = progress.add_task("bootstrap", total=getattr(est, "bootstrap", 0) or 1)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+            progress.refresh()
+
+        est, prep = fit_table(table, est, col_map=parse_col_map(col), x=x, progress=tick)
+    for note in prep.notices:
+        stderr.print(f"note: {note}", highlight=False)
+    stdout.print(report.params_table(est))
+    budgets = report.budgets_table(est)
+    if budgets is not None:
+        stdout.print(budgets)
+    stdout.print(report.two_columns(report.fit_facts(est), ("", ""), justify="left"))
+    if not est.converged_:
+        stderr.print(f"warning: the optimiser did not converge ({est.result_.message}); "
+                     "the parameters above are where it stopped", highlight=False)
+    if out is not None:
+        write_fit(out, est, source=str(table), notices=prep.notices, columns=parse_col_map(col) or None)
+        stdout.print(f"wrote {out}", highlight=False)
+    if plot is not None:
+        from scalelab.laws.plot import plot_fit
+
+        plot_fit(est, prep.X, prep.y, plot)
+        stdout.print(f"wrote {plot}", highlight=False)
+
+
+@app.command("predict")
+def predict_cmd(
+    fit: Path = typer.Argument(..., help="FIT.json written by `scalelab fit --out`"),
+    params: Optional[float] = typer.Option(None, "--params", help="model parameters N"),
+    tokens: Optional[float] = typer.Option(None, "--tokens", help="training tokens D"),
+    unique_tokens: Optional[float] = typer.Option(None, "--unique-tokens", help="datacon: unique tokens U (default D)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Predict the loss of a model with N parameters trained on D tokens."""
+    from scalelab.laws.fitfile import load_law
+    from scalelab.laws.predict import predict_point
+
+    law = load_law(fit, verb="predict")
+    result = predict_point(law, N=params, D=tokens, U=unique_tokens)
+    if as_json:
+        print(json.dumps(result))
+        return
+    inputs = ", ".join(f"{k}={v:.4g}" for k, v in result["inputs"].items())
+    print(f"predicted loss {result['loss']:.6g}  ({result['law']} fit; {inputs})")
+
+
+@app.command("optimal")
+def optimal_cmd(
+    fit: Path = typer.Argument(..., help="FIT.json written by `scalelab fit --out`"),
+    compute: float = typer.Option(..., "--compute", help="training compute C in FLOPs (C = 6ND)"),
+    inference_tokens: Optional[float] = typer.Option(None, "--inference-tokens",
+                                                     help="tokens the model will serve (Sardana et al. 2024)"),
+    unique_tokens: Optional[float] = typer.Option(None, "--unique-tokens", help="datacon: unique tokens available"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Compute-optimal N*, D* and tokens per parameter for a compute budget (with --inference-tokens: the cheapest model to train and serve at the same loss)."""
+    from rich.console import Console
+
+    from scalelab.laws import report
+    from scalelab.laws.fitfile import load_law
+    from scalelab.laws.predict import optimal_point
+
+    law = load_law(fit, verb="optimal")
+    result = optimal_point(law, compute=compute, inference_tokens=inference_tokens, U=unique_tokens)
+    if as_json:
+        print(json.dumps(result))
+        return
+    console = Console()
+    if "inference" in result:
+        console.print(f"inference-aware optimum (Sardana et al. 2024) at the loss of the compute-optimal "
+                      f"model for C = {compute:.4g}, serving {inference_tokens:.4g} tokens:", highlight=False)
+        console.print(report.two_columns(report.inference_rows(result["inference"]),
+                                         ("", "inference-aware", "Chinchilla-optimal")))
+        console.print(f"total FLOPs saved: {100 * result['inference']['saving']:.2f}%", highlight=False)
+    else:
+        console.print(report.two_columns(report.allocation_rows(result["allocation"]), ("", "")))
+    sys.stdout.flush()

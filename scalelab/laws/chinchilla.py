@@ -1,0 +1,121 @@
+"""The Chinchilla parametric law L(N, D) = E + A/N^alpha + B/D^beta (approach 3).
+
+Fitted as Hoffmann et al. (2022, App. D.2) describe and Besiroglu et al. (2024, "Chinchilla
+Scaling: A replication attempt") reproduce: parameters a = log A, b = log B, e = log E, alpha,
+beta; the model's log-loss is LSE(a - alpha·log N, b - beta·log D, e); the objective is the sum
+of Huber losses (delta = 1e-3) of log-loss residuals; L-BFGS from every start of a 4,500-point
+grid; the best optimum wins. Intervals are percentile bootstrap intervals (Besiroglu et al.
+use 4,000 resamples; the default here is 1,000).
+
+Compute-optimal allocation for C = 6·N·D (Hoffmann et al. 2022, Eq. 4):
+    N*(C) = G·(C/6)^a,  D*(C) = G^-1·(C/6)^b,  G = (alpha·A / (beta·B))^(1/(alpha+beta)),
+    a = beta/(alpha+beta),  b = alpha/(alpha+beta).
+
+    >>> law = ChinchillaLaw(bootstrap=0).fit(np.column_stack([N, D]), loss)
+    >>> law.params_, law.compute_optimal(1e23).N
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from scalelab.laws.base import Allocation, Law, Timer, as_columns, as_target, percentile_ci
+from scalelab.laws.loghuber import (LogHuberObjective, bootstrap_refits, fit_multistart, hoffmann_grid,
+                                    select_starts)
+from scalelab.laws.optimize import HUBER_DELTA
+
+
+class ChinchillaLaw(Law):
+    name = "chinchilla"
+    title = "Chinchilla L(N, D) = E + A/N^alpha + B/D^beta"
+    columns = ("N", "D")
+    param_names = ("E", "A", "B", "alpha", "beta")
+    verbs = frozenset({"predict", "optimal"})
+    min_points = 6                      # 5 free parameters
+    min_distinct = {"N": 3, "D": 3}     # a curvature in each variable needs three values
+
+    def __init__(self, *, n_init: int | None = None, bootstrap: int = 1000, seed: int = 0,
+                 delta: float = HUBER_DELTA, n_jobs: int | None = None):
+        self.n_init = n_init          # None: the full Hoffmann grid (4,500 starts)
+        self.bootstrap = bootstrap    # resamples for the 95% intervals (0: none)
+        self.seed = seed
+        self.delta = delta
+        self.n_jobs = n_jobs          # processes for the multi-start pass (None: all CPUs)
+
+    # ---- fitting -----------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any, *, progress: Callable[[int, int], None] | None = None) -> "ChinchillaLaw":
+        X = as_columns(X, 2, self.columns)
+        y = as_target(y, X.shape[0])
+        timer = Timer()
+        obj = LogHuberObjective(np.log(X), np.log(y), (0, 1), True, None, self.delta)
+        grid = hoffmann_grid(2, True)
+        starts = select_starts(obj, grid, self.n_init, self.seed)
+        self.result_ = fit_multistart(obj, starts, n_jobs=self.n_jobs)
+        self.theta_ = np.asarray(self.result_.x, float)
+        self.params_ = self._params_from_theta(self.theta_)
+        self.n_points_ = int(X.shape[0])
+        self.timing_ = {"fit_s": timer()}
+        self.ci_, self.optimal_ci_ = {}, {}
+        self.bootstrap_failed_ = 0
+        if self.bootstrap and self.bootstrap > 0:
+            t2 = Timer()
+            thetas, ok = bootstrap_refits(obj, self.theta_, starts, n_boot=int(self.bootstrap),
+                                          seed=self.seed, progress=progress)
+            self.bootstrap_failed_ = int((~ok).sum())
+            self.bootstrap_params_ = thetas[ok]
+            self._set_intervals(self.bootstrap_params_)
+            self.timing_["bootstrap_s"] = t2()
+        return self
+
+    @staticmethod
+    def _params_from_theta(theta: np.ndarray) -> dict[str, float]:
+        a, b, e, alpha, beta = (float(v) for v in theta)
+        return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": alpha, "beta": beta}
+
+    def _set_intervals(self, thetas: np.ndarray) -> None:
+        a, b, e, al, be = thetas.T
+        cols = {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be}
+        self.ci_ = {k: percentile_ci(v) for k, v in cols.items()}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.optimal_ci_ = {"a": percentile_ci(be / (al + be)), "b": percentile_ci(al / (al + be))}
+
+    # ---- using the law -----------------------------------------------------------------------
+    def predict(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        X = as_columns(X, 2, self.columns)
+        p = self.params_
+        return p["E"] + p["A"] * X[:, 0] ** -p["alpha"] + p["B"] * X[:, 1] ** -p["beta"]
+
+    def optimal_exponents(self) -> dict[str, float]:
+        self._check_fitted()
+        al, be = self.params_["alpha"], self.params_["beta"]
+        return {"a": be / (al + be), "b": al / (al + be)}
+
+    def compute_optimal(self, C: float, **_: Any) -> Allocation:
+        """N*, D* minimising L(N, D) subject to 6·N·D = C (Hoffmann et al. 2022, Eq. 4)."""
+        self._check_fitted()
+        if not (np.isfinite(C) and C > 0):
+            raise ValueError("compute must be a positive number of FLOPs")
+        p = self.params_
+        ex = self.optimal_exponents()
+        G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / (p["alpha"] + p["beta"]))
+        N = G * (C / 6.0) ** ex["a"]
+        D = (C / 6.0) ** ex["b"] / G
+        return Allocation(compute=float(C), N=float(N), D=float(D), loss=float(self.predict([[N, D]])[0]))
+
+    def extra_summary(self) -> dict[str, Any]:
+        res = self.result_
+        out: dict[str, Any] = {
+            "optimal_ci95": {k: list(v) for k, v in getattr(self, "optimal_ci_", {}).items()},
+            "starts": {"n": getattr(res, "n_starts", None), "converged": getattr(res, "n_starts_converged", None)},
+        }
+        if self.bootstrap:
+            out["bootstrap"] = {"n": int(self.bootstrap), "failed": int(getattr(self, "bootstrap_failed_", 0)),
+                                "seed": self.seed}
+        if hasattr(self, "timing_"):
+            out["timing"] = self.timing_
+        return out
+
+    def _restore_extra(self, d: dict[str, Any]) -> None:
+        self.optimal_ci_ = {k: tuple(v) for k, v in (d.get("optimal_ci95") or {}).items()}

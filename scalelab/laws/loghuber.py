@@ -1,0 +1,217 @@
+"""The Huber-on-log-residuals objective of Hoffmann et al. (2022) and its multi-start fit.
+
+Shared by the Chinchilla law L(N, D), the one-variable power law L(x) and the first stage of the
+data-constrained law. `fit_multistart` runs L-BFGS from every start of a grid at once (see
+`optimize.lbfgs_batch`), then polishes the best distinct end points with scipy's L-BFGS-B and
+keeps the best; `bootstrap_refits` refits percentile-bootstrap resamples as weighted rows.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import numpy as np
+from scipy.optimize import OptimizeResult
+
+from scalelab.laws.optimize import HUBER_DELTA, lbfgs_batch, multistart, polish
+
+class LogHuberObjective:
+    """Sum of Huber losses of log-residuals for a sum of power laws, in log-sum-exp form.
+
+        log L̂_i = LSE(c_1 - γ_1·log x_{i,v1}, ..., c_T - γ_T·log x_{i,vT} [, e])
+        objective = Σ_i w_i · Huber_δ(log L̂_i - log L_i)
+
+    This is the Hoffmann et al. (2022, Sec. D.2, Eq. 5) parameterisation A = exp(c), E = exp(e),
+    which Besiroglu et al. (2024) reuse; with T = 2 and vars (N, D) the parameter vector is
+    [a, b, e, alpha, beta], their order. With T = 1 it is Kaplan's L(x) = E + A·x^(-alpha), and
+    without `const` a pure power law. `weights` [k, n] give each batch row its own point weights
+    (bootstrap resamples); rows index them.
+    """
+
+    def __init__(self, logx, logy, term_vars=(0, 1), const=True, weights=None, delta=HUBER_DELTA):
+        self.logx = np.asarray(logx, float).reshape(len(logy), -1)
+        self.logy = np.asarray(logy, float)
+        self.term_vars = tuple(term_vars)
+        self.const = bool(const)
+        self.weights = None if weights is None else np.asarray(weights, float)
+        self.delta = float(delta)
+        T = len(self.term_vars)
+        self.n_params = 2 * T + int(self.const)
+        # d(log L̂)/dγ_k needs Σ_i v_i·u_ik·log x_i: one matmul against [1, log x].
+        self._design = [np.stack([np.ones_like(self.logy), self.logx[:, v]], 1) for v in self.term_vars]
+
+    def subset(self, rows: np.ndarray) -> "LogHuberObjective":
+        w = None if self.weights is None else self.weights[rows]
+        return self.with_weights(w)
+
+    def with_weights(self, weights: np.ndarray | None) -> "LogHuberObjective":
+        return LogHuberObjective(self.logx, self.logy, self.term_vars, self.const, weights, self.delta)
+
+    def split(self, X: np.ndarray):
+        T = len(self.term_vars)
+        c = X[:, :T]
+        e = X[:, T] if self.const else None
+        g = X[:, T + int(self.const):]
+        return c, e, g
+
+    def __call__(self, X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c, e, gam = self.split(X)
+        T = len(self.term_vars)
+        # Shift the exponents by a reference so exp() cannot overflow: the constant e when the
+        # law has one (then u_k = A·x^-γ / E), else the first term itself (then u_1 = 1).
+        shift = e if self.const else np.zeros(X.shape[0])
+        ts = []
+        for k, v in enumerate(self.term_vars):
+            t = np.multiply.outer(gam[:, k], self.logx[:, v])
+            np.subtract((c[:, k] - shift)[:, None], t, out=t)
+            ts.append(t)
+        ref = None if self.const else ts[0].copy()
+        s = None
+        us = []
+        for t in ts:
+            if ref is not None:
+                t -= ref
+            np.minimum(t, 700.0, out=t)
+            u = np.exp(t, out=t)
+            s = u + 1.0 if (s is None and self.const) else (u.copy() if s is None else s.__iadd__(u))
+            us.append(u)
+        r = np.log(s)
+        if self.const:
+            r += (e[:, None] - self.logy)
+        else:
+            r += ref
+            r -= self.logy
+        dh = np.clip(r, -self.delta, self.delta)
+        r -= 0.5 * dh
+        r *= dh                      # Huber value: dh·(r - dh/2) equals both branches
+        v = dh / s                   # dHuber/dlog L̂ times the softmax denominator
+        if self.weights is not None:
+            w = self.weights[rows]
+            r *= w
+            v *= w
+        f = r.sum(axis=1)
+        g = np.empty((X.shape[0], self.n_params))
+        for k, u in enumerate(us):
+            u *= v                   # softmax weight of term k times dHuber
+            gk = u @ self._design[k]
+            g[:, k] = gk[:, 0]
+            g[:, T + int(self.const) + k] = -gk[:, 1]
+        if self.const:
+            g[:, T] = v.sum(axis=1)
+        return f, g
+
+    def single(self, x: np.ndarray, row: int = 0) -> tuple[float, np.ndarray]:
+        f, g = self(np.asarray(x, float)[None, :], np.array([row]))
+        return float(f[0]), g[0]
+
+    def predict_log(self, X: np.ndarray, logx: np.ndarray) -> np.ndarray:
+        """log L̂ for parameter rows X [k, p] at points logx [n, q] -> [k, n]."""
+        c, e, gam = self.split(np.atleast_2d(X))
+        terms = [c[:, k, None] - np.multiply.outer(gam[:, k], logx[:, v]) for k, v in enumerate(self.term_vars)]
+        if self.const:
+            terms.append(np.broadcast_to(e[:, None], terms[0].shape))
+        return np.logaddexp.reduce(np.stack(terms), axis=0)
+
+
+    def point_losses(self, X: np.ndarray) -> np.ndarray:
+        """Unweighted Huber loss of every point for parameter rows X -> [k, n]."""
+        r = self.predict_log(X, self.logx) - self.logy
+        dh = np.clip(r, -self.delta, self.delta)
+        return dh * (r - 0.5 * dh)
+
+
+def hoffmann_grid(n_terms: int = 2, const: bool = True) -> np.ndarray:
+    """The initialisation grid of Hoffmann et al. (2022, App. D.2): a, b in {0, 5, ..., 25},
+    e in {-1, -0.5, ..., 1}, alpha, beta in {0, 0.5, ..., 2}; 6·6·5·5·5 = 4,500 starts for
+    L(N, D). Columns follow the objective's order [c_1..c_T, (e), γ_1..γ_T]."""
+    c_vals = np.arange(0.0, 30.0, 5.0)
+    e_vals = np.arange(-1.0, 1.5, 0.5)
+    g_vals = np.arange(0.0, 2.5, 0.5)
+    axes = [c_vals] * n_terms + ([e_vals] if const else []) + [g_vals] * n_terms
+    return np.array(list(itertools.product(*axes)), dtype=float)
+
+
+# Stopping tests for the batched multi-start pass. gtol is scipy L-BFGS-B's default pgtol; ftol is
+# relative to |f| (scipy divides by max(|f|, 1), which for Huber sums of ~1e-3 would stop
+# far from the optimum). The best end points are then polished to much tighter tolerances.
+MULTISTART_TOL = dict(gtol=1e-5, ftol=1e-10, max_iter=1000)
+BOOTSTRAP_TOL = dict(gtol=1e-8, ftol=1e-12, max_iter=1000)
+
+
+def select_starts(obj: LogHuberObjective, grid: np.ndarray, n_init: int | None, seed: int = 0) -> np.ndarray:
+    """All grid points, or the `n_init` with the lowest initial objective (more than the grid:
+    the grid plus uniform random starts inside its bounding box)."""
+    if n_init is None or n_init == len(grid):
+        return grid
+    if n_init < 1:
+        raise ValueError("n_init must be at least 1")
+    if n_init < len(grid):
+        f0 = obj.point_losses(grid).sum(axis=1)
+        f0 = np.where(np.isfinite(f0), f0, np.inf)
+        return grid[np.argsort(f0, kind="stable")[:n_init]]
+    rng = np.random.default_rng(seed)
+    extra = rng.uniform(grid.min(0), grid.max(0), size=(n_init - len(grid), grid.shape[1]))
+    return np.vstack([grid, extra])
+
+
+def fit_multistart(obj: LogHuberObjective, starts: np.ndarray, *, n_jobs: int | None = None,
+                   polish_top: int = 10) -> OptimizeResult:
+    """Best optimum over all starts; returns scipy's OptimizeResult of the polished winner with
+    `n_starts`, `n_starts_converged` and `batch` (the per-start results) attached."""
+    batch = multistart(obj, starts, n_jobs=n_jobs, **MULTISTART_TOL)
+    order = np.argsort(np.where(np.isfinite(batch.fun), batch.fun, np.inf), kind="stable")
+    picked: list[np.ndarray] = []
+    for i in order:
+        if not np.isfinite(batch.fun[i]) or len(picked) >= polish_top:
+            break
+        if all(np.max(np.abs(batch.x[i] - p)) > 1e-6 for p in picked):
+            picked.append(batch.x[i])
+    if not picked:
+        res = OptimizeResult(x=starts[0], fun=np.nan, success=False, nit=0,
+                             message="no start reached a finite objective")
+    else:
+        polished = [polish(obj.single, x, scale=1.0 / obj.delta) for x in picked]
+        res = min(polished, key=lambda r: r.fun if np.isfinite(r.fun) else np.inf)
+    res.n_starts = int(len(starts))
+    res.n_starts_converged = int(batch.converged.sum())
+    res.batch = batch
+    return res
+
+
+def bootstrap_refits(obj, theta: np.ndarray, grid: np.ndarray, *, n_boot: int, seed: int,
+                     weights: np.ndarray | None = None, top: int = 3, chunk: int = 100,
+                     progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Refit `n_boot` resamples (drawn with replacement, as point weights); returns the
+    parameters [n_boot, p] and whether each refit converged [n_boot].
+
+    Each resample starts from the full-data optimum and from the `top` grid points that score
+    best on that resample (scoring the grid is one matrix product for all resamples).
+    """
+    n = obj.logy.size
+    if weights is None:
+        rng = np.random.default_rng(seed)
+        W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    else:
+        W = np.asarray(weights, float)
+    H = obj.point_losses(grid)
+    H = np.where(np.isfinite(H), H, 1e300)
+    thetas = np.full((n_boot, obj.n_params), np.nan)
+    ok = np.zeros(n_boot, dtype=bool)
+    k = top + 1
+    for lo in range(0, n_boot, chunk):
+        hi = min(n_boot, lo + chunk)
+        Wc = W[lo:hi]
+        scores = H @ Wc.T                                    # [grid, resamples]
+        best = np.argsort(scores, axis=0, kind="stable")[:top].T   # [resamples, top]
+        starts = np.concatenate([np.repeat(theta[None, :], hi - lo, 0)[:, None, :], grid[best]], axis=1)
+        rows_w = np.repeat(Wc, k, axis=0)
+        sub = obj.with_weights(rows_w)
+        res = lbfgs_batch(sub, starts.reshape(-1, obj.n_params), **BOOTSTRAP_TOL)
+        fun = np.where(np.isfinite(res.fun), res.fun, np.inf).reshape(hi - lo, k)
+        j = np.argmin(fun, axis=1)
+        idx = np.arange(hi - lo) * k + j
+        thetas[lo:hi] = res.x[idx]
+        ok[lo:hi] = res.converged[idx] & np.isfinite(res.fun[idx])
+        if progress is not None:
+            progress(hi, n_boot)
+    return thetas, ok

@@ -1,0 +1,104 @@
+"""Text summaries of fits, predictions and allocations for the command line (rich tables)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+from scalelab.laws.base import Law
+
+
+def fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, (int,)) and not isinstance(v, bool):
+        return f"{v:,}"
+    v = float(v)
+    return f"{v:.4g}" if 1e-3 <= abs(v) < 1e5 or v == 0 else f"{v:.4e}"
+
+
+def params_table(law: Law) -> Table:
+    t = Table(title=law.title, title_justify="left", show_edge=False)
+    t.add_column("parameter")
+    t.add_column("value", justify="right")
+    t.add_column("95% interval", justify="right")
+    for k in law.param_names:
+        lo_hi = (law.ci_ or {}).get(k)
+        ci = f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "-"
+        t.add_row(k, fmt(law.params_[k]), ci)
+    opt = law.optimal_exponents()
+    opt_ci = getattr(law, "optimal_ci_", {}) or {}
+    if opt and law.name != "isoflop":
+        for k, v in opt.items():
+            lo_hi = opt_ci.get(k)
+            label = "N*(C) ∝ C^a" if k == "a" else "D*(C) ∝ C^b"
+            t.add_row(f"{k}  ({label})", fmt(v), f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "-")
+    return t
+
+
+def fit_facts(law: Law) -> list[tuple[str, str]]:
+    res = law.result_
+    rows = [("n_points", fmt(law.n_points_)),
+            ("objective", fmt(getattr(res, "fun", None))),
+            ("converged", "yes" if law.converged_ else "NO")]
+    starts = getattr(res, "n_starts", None)
+    if starts:
+        rows.append(("starts", f"{starts:,} ({res.n_starts_converged:,} met a stopping test)"))
+    boot = getattr(law, "bootstrap", 0)
+    if boot:
+        failed = getattr(law, "bootstrap_failed_", 0)
+        rows.append(("bootstrap", f"{boot:,} resamples" + (f", {failed} failed and left out" if failed else "")))
+    timing = getattr(law, "timing_", {}) or {}
+    if timing:
+        rows.append(("time", ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in timing.items())))
+    rows.append(("optimiser", str(getattr(res, "message", ""))))
+    return rows
+
+
+def budgets_table(law: Law) -> Table | None:
+    budgets = getattr(law, "budgets_", None)
+    if not budgets:
+        return None
+    t = Table(title="budgets (approach 2 parabolas)", title_justify="left", show_edge=False)
+    for col in ("C", "runs", "N_opt", "D_opt", "loss at min", "note"):
+        t.add_column(col, justify="right" if col != "note" else "left")
+    for b in budgets:
+        note = "" if b.get("used") else "skipped: <3 sizes or no minimum"
+        if not b.get("used") and b.get("spread_dex", 0) > 0.3:
+            note = f"skipped: C spans {b['spread_dex']:.2f} dex, not one budget"
+        if b.get("used") and not b.get("inside"):
+            note = "minimum outside the sampled sizes"
+        t.add_row(fmt(b["C"]), str(b["n_points"]), fmt(b.get("N_opt")), fmt(b.get("D_opt")),
+                  fmt(b.get("loss_min")), note)
+    return t
+
+
+def allocation_rows(alloc: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [("compute C", fmt(alloc["compute"])), ("N* (parameters)", fmt(alloc["N"])),
+            ("D* (tokens)", fmt(alloc["D"])), ("tokens per parameter", fmt(alloc["tokens_per_param"]))]
+    if alloc.get("loss") is not None:
+        rows.append(("predicted loss", fmt(alloc["loss"])))
+    return rows
+
+
+def inference_rows(opt: dict[str, Any]) -> list[tuple[str, str, str]]:
+    cN, cD = opt["chinchilla_N"], opt["chinchilla_D"]
+    return [
+        ("target loss", fmt(opt["target_loss"]), fmt(opt["target_loss"])),
+        ("parameters N", fmt(opt["N"]), fmt(cN)),
+        ("training tokens D", fmt(opt["D_train"]), fmt(cD)),
+        ("tokens per parameter", fmt(opt["tokens_per_param"]), fmt(cD / cN)),
+        ("training FLOPs 6ND", fmt(opt["train_flops"]), fmt(6 * cN * cD)),
+        ("inference FLOPs 2N·T", fmt(opt["inference_flops"]), fmt(2 * cN * opt["inference_tokens"])),
+        ("total FLOPs", fmt(opt["total_flops"]), fmt(opt["chinchilla_total_flops"])),
+    ]
+
+
+def two_columns(rows: list[tuple[str, ...]], headers: tuple[str, ...], justify: str = "right") -> Table:
+    t = Table(show_edge=False, show_header=any(headers))
+    for i, h in enumerate(headers):
+        t.add_column(h, justify="left" if i == 0 else justify)
+    for r in rows:
+        t.add_row(*r)
+    return t
