@@ -86,9 +86,9 @@ class Law:
 
     @property
     def converged_(self) -> bool:
-        """The optimiser's success flag, or (see `optimize.polish`) a stall at round-off level."""
+        """The optimiser's success flag (`result_.success`), unchanged."""
         self._check_fitted()
-        return bool(getattr(self.result_, "converged", getattr(self.result_, "success", False)))
+        return bool(getattr(self.result_, "success", False))
 
     def fit(self, X: Any, y: Any, **fit_params: Any) -> "Law":  # pragma: no cover - abstract
         raise NotImplementedError
@@ -120,9 +120,9 @@ class Law:
             "n_points": int(self.n_points_),
             "objective": float(res.fun) if res is not None and np.isfinite(res.fun) else None,
             "converged": self.converged_,
-            "optimizer_success": bool(getattr(res, "success", False)),
             "optimal": {k: float(v) for k, v in self.optimal_exponents().items()},
             "message": str(getattr(res, "message", "")),
+            "check": str(getattr(res, "check", "") or ""),
             "settings": _jsonable(self.get_params()),
         }
         out.update(_jsonable(self.extra_summary()))
@@ -141,8 +141,7 @@ class Law:
         law.n_points_ = int(d.get("n_points") or 0)
         law.result_ = OptimizeResult(
             fun=d.get("objective") if d.get("objective") is not None else math.nan,
-            success=bool(d.get("optimizer_success", d.get("converged"))), converged=bool(d.get("converged")),
-            message=d.get("message", "read from FIT.json"),
+            success=bool(d.get("converged")), message=d.get("message", "read from FIT.json"),
         )
         law._restore_extra(d)
         return law

@@ -27,7 +27,7 @@ from scalelab.errors import InputError
 from scalelab.laws.base import Allocation, Law, Timer, as_columns, as_target, percentile_ci
 from scalelab.laws.loghuber import (BOOTSTRAP_TOL, LogHuberObjective, bootstrap_refits, fit_multistart,
                                     hoffmann_grid)
-from scalelab.laws.optimize import HUBER_DELTA, lbfgs_batch, polish
+from scalelab.laws.optimize import HUBER_DELTA, finish, lbfgs_batch
 
 # Published C4 constants (datablations README, "Parametric Fit"): a, b, e are logs of A, B, E.
 MUENNIGHOFF_2023 = {"E": float(np.exp(0.6254804)), "A": float(np.exp(6.255414)), "B": float(np.exp(7.3049974)),
@@ -68,6 +68,12 @@ class TiedExponents:
 
     def with_weights(self, weights):
         return TiedExponents(self.obj.with_weights(weights))
+
+    def to_internal(self, X):
+        return self.obj.to_internal(self.expand(X))[:, :4]
+
+    def to_external(self, X):
+        return self.obj.to_external(self.expand(X))[:, :4]
 
     def __call__(self, X, rows):
         f, g = self.obj(self.expand(X), rows)
@@ -174,13 +180,11 @@ class DataConstrainedLaw(Law):
             base = self._theta_to_base(np.atleast_2d(res1.x))
         stage2 = RepetitionObjective(N, D, U, logy, np.repeat(base, len(REPETITION_GRID), 0), None, self.delta)
         batch = lbfgs_batch(stage2, REPETITION_GRID, **BOOTSTRAP_TOL)
-        best = batch.x[int(np.nanargmin(np.where(np.isfinite(batch.fun), batch.fun, np.inf)))]
-        res2 = polish(stage2.single, best, scale=1.0 / self.delta)
+        res2 = finish(stage2.single, batch, scale=1.0 / self.delta, top=3)
         self.params_ = {**dict(zip(BASE_KEYS, map(float, base[0]))),
                         "R_D_star": float(np.exp(res2.x[0])), "R_N_star": float(np.exp(res2.x[1]))}
         self.result_ = OptimizeResult(
             x=np.r_[base[0], res2.x], fun=res2.fun, success=bool(res1.success and res2.success),
-            converged=bool(getattr(res1, "converged", res1.success) and res2.converged),
             message=f"stage 1: {res1.message}; stage 2: {res2.message}", stage1=res1, stage2=res2)
         self.n_points_, self.n_fresh_ = int(len(y)), int(fresh.sum())
         self.ci_, self.bootstrap_failed_ = {}, 0

@@ -1,8 +1,9 @@
 """FIT.json: a fitted law on disk, read back by `scalelab predict` and `scalelab optimal`.
 
 Keys (issue 2): `law`; `params`; `ci95` (same keys, [low, high]); `n_points`; `objective`;
-`converged`; `optimal` (a, b where the law defines them). scalelab adds `optimizer_success`
-(the optimiser's own flag), `message`, `settings` (the hyper-parameters), `source`, `columns`,
+`converged`; `optimal` (a, b where the law defines them). scalelab adds `message` (the stopping
+test met), `check` (what scipy's L-BFGS-B made of the optimum), `settings` (the
+hyper-parameters), `source`, `columns`,
 `notices`, `scalelab` (version) and law-specific blocks (bootstrap, starts, budgets, timing).
 Written atomically.
 """

@@ -53,6 +53,8 @@ def fit_facts(law: Law) -> list[tuple[str, str]]:
     if timing:
         rows.append(("time", ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in timing.items())))
     rows.append(("optimiser", str(getattr(res, "message", ""))))
+    if getattr(res, "check", None):
+        rows.append(("check", str(res.check)))
     return rows
 
 

@@ -53,10 +53,10 @@ def _present(frame: pd.DataFrame, col: str) -> bool:
 def _missing_message(wanted: str, frame: pd.DataFrame, via: str | None) -> str:
     cols = [str(c) for c in frame.columns]
     close = difflib.get_close_matches(via or wanted, cols, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     shown = ", ".join(cols[:30]) + (f", ... ({len(cols)} in all)" if len(cols) > 30 else "")
     what = f"column {via!r} (given for {wanted})" if via else f"column {wanted!r}"
-    return f"{what} not found{hint} Columns in the table: {shown}"
+    return f"{what} not found{hint}; columns in the table: {shown}"
 
 
 def _row_names(frame: pd.DataFrame, idx: np.ndarray) -> list[str]:
