@@ -30,21 +30,22 @@ from typing import Any, Callable, Protocol
 from scalelab import model as M
 from scalelab.errors import ConfigError, InputError
 from scalelab.ledger import atomic_write_json, config_hash, load_runs, read_record
-from scalelab.train import RunBusy, TrainConfig, plan_run, run_id_for, train
+from scalelab.train import RunBusy, TrainConfig, plan_run, quiet_import_noise, run_id_for, train
 
 # Hoffmann et al. 2022 (table 3): compute-optimal training uses ~20 tokens per parameter; the
 # IsoFLOP plan centres each budget's sizes on it. Only the centre depends on it: the fit finds
 # the real optimum, provided the points bracket it.
 TOKENS_PER_PARAM = 20.0
 MAX_DEPTH = {"cpu": 16, "gpu": 48}
+MIN_DEPTH = 2  # one layer cannot form induction heads (Olsson et al. 2022): another regime
 
 # `--preset quick` (<= 2 min on 2 cores, used by tests) and `--preset default` (<= 20 min).
 # Budgets are exact training FLOPs; `base` overrides TrainConfig defaults for every member.
 SWEEP_PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"plan": "isoflop", "budgets": [1e11, 3e11, 1e12], "points": 3,
-              "base": {"seq_len": 128, "eval_tokens": 16_384}},
+    "quick": {"plan": "isoflop", "budgets": [1.5e11, 4e11, 1e12], "points": 3,
+              "base": {"seq_len": 256, "eval_tokens": 16_384}},
     "default": {"plan": "isoflop", "budgets": [3e11, 1e12, 3e12, 1e13], "points": 5,
-                "base": {"seq_len": 256, "eval_tokens": 65_536}},
+                "base": {"seq_len": 256, "eval_tokens": 32_768}},
 }
 
 
@@ -69,7 +70,7 @@ def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_
     out = []
     for c in sorted(budgets):
         ladder = []  # (name, tokens, tokens per parameter) for every depth with enough tokens
-        for depth in range(1, MAX_DEPTH[family] + 1):
+        for depth in range(MIN_DEPTH, MAX_DEPTH[family] + 1):
             arch = M.parse_preset(f"{prefix}d{depth}", vocab_size, base.seq_len)
             d = int(c / M.train_flops_per_token(arch, base.seq_len))
             if d >= max(1000, 10 * base.seq_len):
@@ -128,6 +129,7 @@ def _init_worker(events: Any, threads: int) -> None:
     _EVENTS = events
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # FINDINGS.md: busy-waiting threads slowed training 10-16x
+    quiet_import_noise()
     parent = os.getppid()
 
     def watch() -> None:  # a worker whose sweep was killed stops too (its checkpoint stays)

@@ -20,6 +20,7 @@ import importlib
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -47,7 +48,20 @@ RULE: dict[str, float] = {
     "batch_min_seqs": 4, "batch_max_seqs": 512, "min_steps": 100,
 }
 RULE_NAME = "lr: Kaplan 2020 eq. D.1; batch: DeepSeek LLM 2024 B_opt(C)"
+# Evaluation may cost at most this share of the training FLOPs (a forward pass is 1/3 of a training
+# step per token), so short runs evaluate less often instead of spending most of their time there.
+EVAL_SHARE = 0.1
 EXECUTION_FIELDS = {"threads", "checkpoint_every", "checkpoint_interval_s", "compile"}
+
+
+def quiet_import_noise() -> None:
+    """Importing transformers loads torchao, whose missing GPU kernels and deprecated enum
+    registrations log warnings on every start; they say nothing about training, so the command
+    line and sweep workers raise those two loggers to ERROR (call before importing torch)."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def rule_lr(n_nonembedding: int) -> float:
@@ -83,8 +97,8 @@ class TrainConfig(Config):
     grad_clip: float = Field(1.0, ge=0, le=1e3, description="0 disables")
     tie_embeddings: bool = False
     router_aux_coef: float = Field(0.01, ge=0, le=1, description="MoE load-balancing loss weight")
-    eval_every: int | None = Field(None, ge=1, description="steps; default: 10 evals per run")
-    eval_tokens: int = Field(65_536, ge=1, le=10**9, description="held-out tokens per eval (cap)")
+    eval_every: int | None = Field(None, ge=1, description="steps; default: <= 10 evals, <= 10% of compute")
+    eval_tokens: int = Field(32_768, ge=1, le=10**9, description="held-out tokens per eval (cap)")
     log_every: int | None = Field(None, ge=1, description="steps; default: ~200 rows per run")
     checkpoint_every: int | None = Field(None, ge=1, description="steps; default: 10% of the run")
     checkpoint_interval_s: float = Field(120.0, gt=0, description="also checkpoint after this long")
@@ -141,7 +155,8 @@ def plan_run(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
     return {
         "arch": arch, "batch_size": batch, "steps": steps, "lr": lr,
         "warmup_steps": math.ceil(config.warmup_frac * steps),
-        "eval_every": config.eval_every or max(1, steps // 10),
+        "eval_every": config.eval_every or max(
+            1, steps // 10, math.ceil(steps * config.eval_tokens / (3 * EVAL_SHARE * config.tokens))),
         "log_every": config.log_every or max(1, steps // 200),
         "checkpoint_every": config.checkpoint_every or max(1, steps // 10),
         "flops_per_token": fpt, "flops_6n_per_token": M.flops_6n_per_token(arch),
@@ -333,17 +348,31 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
         record.flops, record.flops_6n = {"pretrain": st["flops"]}, {"pretrain": st["flops_6n"]}
         write_record(run_dir, record)
 
+    eval_positions = sum(x.shape[0] * T for x, _ in evals)
+    fwd_fpt = M.forward_flops_per_token(arch, T)
+    st.setdefault("eval_flops", 0.0)
+
+    def run_eval() -> float:
+        st["eval_flops"] += eval_positions * fwd_fpt
+        return evaluate(fwd, evals, device, autocast)
+
+    # The next batch is made on a helper thread while this step computes: sources written in
+    # Python (the testbed) would otherwise add their generation time to every step.
+    loader = ThreadPoolExecutor(1, thread_name_prefix="batches")
+    fetch = lambda s: loader.submit(source.train_batch, s, B, T, c.seed) if s < steps else None  # noqa: E731
     try:
         write_record(run_dir, record)
         if st["step"] == 0:
-            e = evaluate(fwd, evals, device, autocast)
+            e = run_eval()
             st["eval_curve"].append([0, 0, 0.0, e])
             append_metrics(run_dir, row(0, e))
+        pending = fetch(st["step"])
         for step in range(st["step"], steps):
             lr = lr_at(step, plan["lr"], steps, plan["warmup_steps"], c)
             for g in opt.param_groups:
                 g["lr"] = lr
-            x = torch.from_numpy(source.train_batch(step, B, T, c.seed)).to(device)  # [B, T+1]
+            x = torch.from_numpy(pending.result()).to(device)  # [B, T+1]
+            pending = fetch(step + 1)
             with autocast():
                 out = fwd(input_ids=x[:, :-1], use_cache=False, **({"output_router_logits": True} if arch.is_moe else {}))
                 loss = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), x[:, 1:].reshape(-1))
@@ -365,7 +394,7 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
                     record.fail(f"diverged: training loss is {float(acc)} at step {s} (lr {lr:.3g})")
                     write_record(run_dir, record)
                     return record
-                e = evaluate(fwd, evals, device, autocast) if is_eval else None
+                e = run_eval() if is_eval else None
                 if e is not None:
                     st["eval_curve"].append([s, st["tokens"], st["flops"], e])
                 r = row(s, e)
@@ -386,10 +415,13 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
         record.fail(err if str(err) else type(err).__name__)
         write_record(run_dir, record)
         raise
+    finally:
+        loader.shutdown(wait=True, cancel_futures=True)
     record.complete(
         loss=final, bpb=final / math.log(2) / source.eval_bytes_per_token, train_loss=st.get("train_loss"),
         entropy_floor=source.entropy_floor, eval_tokens=eval_tokens, eval_curve=st["eval_curve"],
     )
+    record.flops_eval = st["eval_flops"]  # held-out evaluation, kept out of the pretraining ledger
     write_record(run_dir, record)
     return record
 

@@ -20,7 +20,9 @@ def _err(msg: str) -> None:
 
 def _base(config: Path | None, corpus: str | None, sets: list[str], first: list[str]):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
-    from scalelab.train import TrainConfig, resolve_source
+    from scalelab.train import TrainConfig, quiet_import_noise, resolve_source
+
+    quiet_import_noise()
 
     cfg = TrainConfig.from_json(config) if config else TrainConfig.build()
     cfg = cfg.override(first + ([f"source={corpus}"] if corpus else []) + list(sets))
@@ -85,6 +87,7 @@ def sweep_cmd(
         configs = plan_grid(base, sizes.split(","), [int(t) for t in read_budgets(tokens, "tokens")])
     else:
         raise ConfigError(f"--plan {kind!r}: expected isoflop or grid (or give --preset quick|default)")
+    source.eval_batches(16, base.seq_len)  # bad input (e.g. seq_len too short) fails here, once
     problems = load_runs(runs_dir, status=None).problems if runs_dir.is_dir() else []
     for p in problems:
         _err(f"warning: {p} (skipped)")
