@@ -285,15 +285,19 @@ def describe(a: Arch, seq_len: int) -> dict[str, Any]:
     }
 
 
-def _main() -> None:
-    print(f"{'preset':<12}{'width':>6}{'heads':>6}{'ffn':>6}{'N (non-emb)':>13}{'N active':>11}"
-          f"{'train FLOP/tok exact':>22}{'6N':>12}   (vocab 64, T 256)")
-    for name in CPU_LADDER + ["moe-d4", "moe-d6"] + GPU_LADDER:
-        a = parse_preset(name, 64, 256)
-        c = param_counts(a)
-        print(f"{name:<12}{a.width:>6}{a.n_heads:>6}{a.ffn:>6}{c.nonembedding:>13,}{c.active:>11,}"
-              f"{train_flops_per_token(a, 256):>22,.0f}{flops_6n_per_token(a):>12,.0f}")
+def ladder_table(vocab_size: int = 36, seq_len: int = 256) -> str:
+    """The presets as a Markdown table (GPU presets at vocab 50,304 and 1,024 tokens)."""
+    lines = ["| preset | width | heads | FFN | N non-emb | N active | N total | train FLOP/token exact | 6N |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in CPU_LADDER + ["moe-d2", "moe-d4", "moe-d6"] + GPU_LADDER:
+        gpu = name.startswith("gpu-")
+        v, t = (50_304, 1024) if gpu else (vocab_size, seq_len)
+        a, c = parse_preset(name, v, t), param_counts(parse_preset(name, v, t))
+        lines.append(f"| {name} | {a.width} | {a.n_heads} | {a.ffn}{' x8' if a.is_moe else ''} | "
+                     f"{c.nonembedding:,} | {c.active:,} | {c.total:,} | "
+                     f"{train_flops_per_token(a, t):,.0f} | {flops_6n_per_token(a):,.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    _main()
+    print(ladder_table())
