@@ -187,10 +187,12 @@ class DataConstrainedLaw(Law):
             x=np.r_[base[0], res2.x], fun=res2.fun, success=bool(res1.success and res2.success),
             message=f"stage 1: {res1.message}; stage 2: {res2.message}", stage1=res1, stage2=res2)
         self.n_points_, self.n_fresh_ = int(len(y)), int(fresh.sum())
+        self.timing_ = {"fit_s": timer()}
         self.ci_, self.bootstrap_failed_ = {}, 0
         if self.bootstrap and self.bootstrap > 0:
+            t2 = Timer()
             self._bootstrap(N, D, U, logy, fresh, stage1, res1, res2, progress)
-        self.timing_ = {"fit_s": timer()}
+            self.timing_["bootstrap_s"] = t2()
         return self
 
     def _stage1_objective(self, N, D, logy, fresh):
@@ -260,7 +262,7 @@ class DataConstrainedLaw(Law):
         return Allocation(compute=float(C), N=N, D=float(C / (6 * N)), loss=float(r.fun))
 
     def extra_summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"n_fresh": getattr(self, "n_fresh_", None)}
+        out: dict[str, Any] = {"n_fresh": getattr(self, "n_fresh_", None), "timing": getattr(self, "timing_", {})}
         if self.bootstrap:
             out["bootstrap"] = {"n": int(self.bootstrap), "failed": int(getattr(self, "bootstrap_failed_", 0)),
                                 "seed": self.seed}

@@ -99,10 +99,12 @@ class IsoFlopLaw(Law):
             msg += "; two budgets fix the power law exactly: no check of its fit"
         self.result_ = OptimizeResult(x=np.array([self.params_["a"], self.params_["b"]]), fun=sse,
                                       success=len(used) >= 2, message=msg, nit=0)
+        self.timing_ = {"fit_s": timer()}
         self.ci_, self.bootstrap_failed_ = {}, 0
         if self.bootstrap and self.bootstrap > 0:
+            t2 = Timer()
             self._bootstrap(N, D, C, y, progress)
-        self.timing_ = {"fit_s": timer()}
+            self.timing_["bootstrap_s"] = t2()
         return self
 
     def _fit_once(self, N, D, C, y, labels, w):
@@ -171,7 +173,8 @@ class IsoFlopLaw(Law):
         return Allocation(compute=float(C), N=float(p["coef_N"] * C ** p["a"]), D=float(p["coef_D"] * C ** p["b"]))
 
     def extra_summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"budgets": getattr(self, "budgets_", []), "envelope": getattr(self, "envelope_", {})}
+        out: dict[str, Any] = {"budgets": getattr(self, "budgets_", []), "envelope": getattr(self, "envelope_", {}),
+                               "timing": getattr(self, "timing_", {})}
         if self.bootstrap:
             out["bootstrap"] = {"n": int(self.bootstrap), "failed": int(getattr(self, "bootstrap_failed_", 0)),
                                 "seed": self.seed}

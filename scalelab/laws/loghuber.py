@@ -211,6 +211,8 @@ def bootstrap_refits(obj, theta: np.ndarray, grid: np.ndarray, *, n_boot: int, s
     thetas = np.full((n_boot, obj.n_params), np.nan)
     ok = np.zeros(n_boot, dtype=bool)
     k = top + 1
+    if n < 50:  # tiny tables: per-iteration overhead dominates, so one batch beats many chunks
+        chunk = max(chunk, n_boot)
     for lo in range(0, n_boot, chunk):
         hi = min(n_boot, lo + chunk)
         Wc = W[lo:hi]

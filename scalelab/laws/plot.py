@@ -130,6 +130,10 @@ def _plot_power(plt, law: Law, X, y):
     if p["E"] > 0:
         ax.axhline(p["E"], color="0.5", ls="--", lw=0.8, label="irreducible E")
     ax.set(xscale="log", yscale="log", xlabel=law.x, ylabel="loss")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
     ax.legend(fontsize=7)
     return fig
 

@@ -54,11 +54,13 @@ class PowerLaw(Law):
         self.ci_ = {}
         self.bootstrap_failed_ = 0
         if self.bootstrap and self.bootstrap > 0:
+            t2 = Timer()
             thetas, ok = bootstrap_refits(obj, self.theta_, starts, n_boot=int(self.bootstrap),
                                           seed=self.seed, progress=progress)
             self.bootstrap_failed_ = int((~ok).sum())
             cols = self._params(thetas[ok])
             self.ci_ = {k: percentile_ci(v) for k, v in cols.items() if k != "E" or self.irreducible}
+            self.timing_["bootstrap_s"] = t2()
         return self
 
     def _params(self, thetas: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,7 +78,7 @@ class PowerLaw(Law):
 
     def extra_summary(self) -> dict[str, Any]:
         res = self.result_
-        out: dict[str, Any] = {"x": self.x,
+        out: dict[str, Any] = {"x": self.x, "timing": getattr(self, "timing_", {}),
                                "starts": {"n": getattr(res, "n_starts", None),
                                           "converged": getattr(res, "n_starts_converged", None)}}
         if self.bootstrap:

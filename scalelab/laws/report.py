@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from rich.table import Table
 
 from scalelab.laws.base import Law
@@ -40,7 +41,7 @@ def params_table(law: Law) -> Table:
 def fit_facts(law: Law) -> list[tuple[str, str]]:
     res = law.result_
     rows = [("n_points", fmt(law.n_points_)),
-            ("objective", fmt(getattr(res, "fun", None))),
+            ("objective", f"{res.fun:.10g}" if np.isfinite(getattr(res, "fun", np.nan)) else "-"),
             ("converged", "yes" if law.converged_ else "NO")]
     starts = getattr(res, "n_starts", None)
     if starts:
@@ -54,7 +55,7 @@ def fit_facts(law: Law) -> list[tuple[str, str]]:
         rows.append(("time", ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in timing.items())))
     rows.append(("optimiser", str(getattr(res, "message", ""))))
     if getattr(res, "check", None):
-        rows.append(("check", str(res.check)))
+        rows.append(("check", str(res.check).replace("scipy L-BFGS-B from here: ", "scipy L-BFGS-B from the optimum: ")))
     return rows
 
 
