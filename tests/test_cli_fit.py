@@ -162,6 +162,10 @@ def test_missing_and_misspelled_columns(tmp_path, capsys):
     assert_one_line_error(code, err, "expected STANDARD=NAME")
     code, _, err = run(["fit", csv, "--law", "chinchila"], capsys)
     assert_one_line_error(code, err, "choose one of power, chinchilla, isoflop, datacon")
+    code, _, err = run(["fit", csv, "--law", "chinchilla", "--x", "C"], capsys)
+    assert_one_line_error(code, err, "--x applies to --law power")
+    code, _, err = run(["fit", csv, "--law", "isoflop", "--n-init", "10"], capsys)
+    assert_one_line_error(code, err, "--n-init applies to --law power / chinchilla")
 
 
 @pytest.mark.parametrize("bad, needle", [

@@ -55,6 +55,12 @@ def fit_cmd(
         raise InputError("--n-init must be at least 1")
     if bootstrap is not None and bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
+    from scalelab.laws import LAWS
+
+    for flag, value, hyper in (("--x", x, "x"), ("--n-init", n_init, "n_init")):
+        if value is not None and hyper not in LAWS[law]._hyper_names():
+            able = [name for name in REGISTRY if hyper in LAWS[name]._hyper_names()]
+            raise InputError(f"{flag} applies to --law {' / '.join(able)}, not {law}")
     stdout, stderr = _consoles()
     est = make_law(law, x=x, n_init=n_init, bootstrap=bootstrap, seed=seed)
     progress = Progress(TextColumn("bootstrap"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -32,7 +32,7 @@ def plot_fit(law: Law, X: np.ndarray, y: np.ndarray, path: str | Path, *, title:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 

@@ -156,7 +156,3 @@ def _check_size(law: type[Law] | Law, X: np.ndarray, names: list[str]) -> None:
         if distinct < k:
             what = "model sizes" if names[j] == "N" else f"distinct values of {names[j]}"
             raise InputError(f"law '{law.name}' needs at least {k} {what}; the table has {distinct}")
-
-
-def frame_summary(frame: pd.DataFrame) -> dict[str, Any]:
-    return {"rows": int(len(frame)), "columns": [str(c) for c in frame.columns]}
