@@ -117,9 +117,12 @@ def test_power_isoflop_datacon_and_runs_dir(tmp_path, capsys):
         rec = RunRecord(run_id=f"r{i}", phase="pretrain", technique="pretrain", task="testbed",
                         n_params_nonembedding=int(N), tokens=int(D), flops={"pretrain": 6 * N * D})
         write_record(runs / f"r{i}", rec.complete(loss=float(loss)))
+    failed = RunRecord(run_id="broken", phase="pretrain", technique="pretrain", task="testbed")
+    write_record(runs / "broken", failed.fail("out of memory"))
     code, out, err = run(["fit", runs, "--law", "chinchilla", "--n-init", "200", "--bootstrap", "0",
                           "--out", tmp_path / "runs.json"], capsys)
     assert code == 0, err
+    assert "run left out" in err and "out of memory" in err
     doc = json.loads((tmp_path / "runs.json").read_text())
     assert doc["n_points"] == 9 and abs(doc["params"]["alpha"] - TRUE["alpha"]) < 0.01
 

@@ -77,8 +77,10 @@ def fit_table(table: str | Path, law: Any, *, col_map: dict[str, str] | None = N
     from scalelab.ledger import load_table
 
     est = make_law(law, x=x, **hyper) if isinstance(law, str) else law
-    frame = load_table(table).frame
-    prepared = prepare(frame, est, col_map=col_map, x=getattr(est, "x", x))
+    loaded = load_table(table)
+    prepared = prepare(loaded.frame, est, col_map=col_map, x=getattr(est, "x", x))
+    # Runs the loader could not use (failed, corrupt) are reported, never dropped silently.
+    prepared.notices[:0] = [f"run left out: {p}" for p in loaded.problems]
     est.fit(prepared.X, prepared.y, progress=progress)
     return est, prepared
 
