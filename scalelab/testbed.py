@@ -65,8 +65,8 @@ class TestbedConfig(Config):
     __test__ = False  # not a pytest class despite the name
 
     min_modulus: int = Field(2, ge=2, le=997, description="smallest modulus (number size)")
-    max_modulus: int = Field(30, ge=2, le=997, description="largest modulus")
-    modulus_zipf: float = Field(1.0, ge=0.0, le=4.0, description="P(m) ∝ (m - min + 1)^-s")
+    max_modulus: int = Field(40, ge=2, le=997, description="largest modulus")
+    modulus_zipf: float = Field(1.2, ge=0.0, le=4.0, description="P(m) ∝ (m - min + 1)^-s")
     ops: str = Field(OPS, min_length=1, description="operations to draw from, a subset of +-*")
     max_steps: int = Field(8, ge=1, le=len(LABELS), description="steps k are uniform on 1..max")
     p_direct: float = Field(0.25, ge=0.0, le=1.0, description="share of direct-answer items")
