@@ -58,9 +58,10 @@ def plan_grid(base: TrainConfig, sizes: list[str], tokens: list[int]) -> list[Tr
 
 
 def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_size: int,
-                 family: str | None = None, moe: bool | None = None) -> list[TrainConfig]:
+                 family: str | None = None, moe: bool | None = None,
+                 tokens_per_param: float = TOKENS_PER_PARAM, min_depth: int = MIN_DEPTH) -> list[TrainConfig]:
     """For each budget C, `points` consecutive ladder depths centred on the size that would see
-    TOKENS_PER_PARAM tokens per parameter, each trained for C / (exact FLOPs per token) tokens."""
+    `tokens_per_param` tokens per parameter, each trained for C / (exact FLOPs per token) tokens."""
     if not budgets or points < 1:
         raise ConfigError("isoflop plan: give at least one budget (--budgets) and --points-per-budget >= 1")
     ref = M.parse_preset(base.model, vocab_size, base.seq_len)
@@ -70,7 +71,7 @@ def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_
     out = []
     for c in sorted(budgets):
         ladder = []  # (name, tokens, tokens per parameter) for every depth with enough tokens
-        for depth in range(MIN_DEPTH, MAX_DEPTH[family] + 1):
+        for depth in range(min_depth, MAX_DEPTH[family] + 1):
             arch = M.parse_preset(f"{prefix}d{depth}", vocab_size, base.seq_len)
             d = int(c / M.train_flops_per_token(arch, base.seq_len))
             if d >= max(1000, 10 * base.seq_len):
@@ -78,7 +79,7 @@ def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_
         if len(ladder) < points:
             raise ConfigError(f"budget {c:.3g} FLOPs: only {len(ladder)} ladder sizes get >= 10 sequences; "
                               f"raise the budget or lower --points-per-budget")
-        best = min(range(len(ladder)), key=lambda i: abs(math.log(ladder[i][2] / TOKENS_PER_PARAM)))
+        best = min(range(len(ladder)), key=lambda i: abs(math.log(ladder[i][2] / tokens_per_param)))
         lo = min(max(0, best - points // 2), len(ladder) - points)
         out += [base.override([f"model={n}", f"tokens={d}"]) for n, d, _ in ladder[lo:lo + points]]
     return _unique(out)
