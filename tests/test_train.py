@@ -161,6 +161,17 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert resumed.metrics["loss"] == straight.metrics["loss"]
 
 
+def test_moe_resume_is_exact_too(tmp_path):
+    """Mixtral's fused expert tensors go through save_pretrained / from_pretrained unchanged."""
+    cfg = tiny(model="moe-d1", tokens=64 * 80, eval_every=40, checkpoint_every=30)
+    straight = T.train(cfg, tmp_path / "a")
+    with pytest.raises(_StopAt):
+        T.train(cfg, tmp_path / "b", progress=_stop_at(40))
+    resumed = T.train(cfg, tmp_path / "b")
+    assert resumed.resumed_from_step == 30
+    assert _curve(tmp_path / "b" / resumed.run_id) == _curve(tmp_path / "a" / straight.run_id)
+
+
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     from safetensors.torch import save_file as real_save
 

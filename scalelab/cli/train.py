@@ -60,6 +60,7 @@ def sweep_cmd(
     plan: str = typer.Option(None, "--plan", help="isoflop | grid"),
     budgets: str = typer.Option(None, "--budgets", help="isoflop: training FLOPs, e.g. 1e12,3e12"),
     points: int = typer.Option(None, "--points-per-budget", help="isoflop: model sizes per budget"),
+    ratio: float = typer.Option(None, "--tokens-per-param", help="isoflop: centre of the sizes (default 20)"),
     sizes: str = typer.Option(None, "--sizes", help="grid: presets, e.g. d2,d4,d6"),
     tokens: str = typer.Option(None, "--tokens", help="grid: token counts, e.g. 1e5,1e6"),
     workers: int = typer.Option(1, "--workers", min=1, help="local processes (one torch thread each)"),
@@ -80,7 +81,8 @@ def sweep_cmd(
         cs = read_budgets(budgets) if budgets else pre.get("budgets")
         if not cs:
             raise InputError("--plan isoflop needs --budgets (or --preset quick|default)")
-        configs = plan_isoflop(base, cs, points or pre.get("points", 3), vocab_size=source.vocab_size)
+        configs = plan_isoflop(base, cs, points or pre.get("points", 3), vocab_size=source.vocab_size,
+                               tokens_per_param=ratio or pre.get("tokens_per_param", 20.0))
     elif kind == "grid":
         if not sizes or not tokens:
             raise InputError("--plan grid needs --sizes and --tokens")
