@@ -16,10 +16,14 @@ Crash safety: a new checkpoint is written in full to a temporary sibling directo
 disk, and then renamed into place. The previous good checkpoint is renamed to `checkpoint.old`
 just before and removed just after; `latest()` falls back to it, so a kill or a full disk at any
 moment leaves at least one complete checkpoint.
+
+`run_lock` keeps two processes from training one run: an OS lock on `RUN_DIR/.lock` that the
+kernel releases when its holder dies, even by kill -9, so a stale lock never blocks a resume.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -27,12 +31,32 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from scalelab.errors import ScalelabError
 from scalelab.ledger import CHECKPOINT_DIR, atomic_write_json
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 OLD_SUFFIX = ".old"
 TMP_PREFIX = ".checkpoint.tmp-"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """An exclusive lock on a run; the kernel drops it when its process dies, even by kill -9."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f"{run_dir}: another process is training this run") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class RunBusy(ScalelabError):
+    """The run is being trained by another live process."""
 
 
 def is_complete(path: Path) -> bool:

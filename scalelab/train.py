@@ -14,9 +14,8 @@ Command line: `scalelab train --preset d4 --set tokens=2e6 --runs-dir runs`.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib
+import json
 import math
 import os
 import time
@@ -27,9 +26,10 @@ from typing import Any, Callable, Literal
 from pydantic import Field, field_validator
 
 from scalelab import checkpoint as ckpt
+from scalelab.checkpoint import RunBusy, run_lock  # noqa: F401 (re-exported for sweeps)
 from scalelab import model as M
 from scalelab.config import Config
-from scalelab.errors import ConfigError, InputError, ScalelabError
+from scalelab.errors import ConfigError, InputError
 from scalelab.ledger import (
     CONFIG_FILE, METRICS_FILE, RunRecord, SIXN_CONVENTION, append_metrics, atomic_write_json,
     atomic_write_text, config_hash, read_metrics, read_record, write_record,
@@ -186,25 +186,6 @@ def lr_at(step: int, peak: float, steps: int, warmup: int, c: TrainConfig) -> fl
         return peak
     t = (step - decay_start + 1) / (steps - decay_start)
     return lo + (peak - lo) * (1 - math.sqrt(min(t, 1.0)))
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """An exclusive lock on a run; the kernel drops it when its process dies, even by kill -9."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunBusy(f"{run_dir}: another process is training this run") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-class RunBusy(ScalelabError):
-    pass
 
 
 def _existing(run_dir: Path) -> RunRecord | None:
@@ -430,6 +411,4 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
 
 
 def _jsonl(r: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(r) + "\n"
