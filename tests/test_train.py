@@ -248,3 +248,28 @@ def _write_golden() -> None:  # python -m tests.test_train
 
 if __name__ == "__main__":
     _write_golden()
+
+
+# ---- command line ------------------------------------------------------------------------------
+def test_cli_trains_from_a_config_file(tmp_path, cli):
+    from tests.conftest import REPO
+
+    cfg = tmp_path / "run.json"
+    cfg.write_text(tiny(tokens=64 * 40).model_dump_json())
+    r = cli("train", cfg, "--set", "seed=3", "--runs-dir", tmp_path / "runs", cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    rec = read_record(next((tmp_path / "runs").iterdir()))
+    assert rec.status == "complete" and rec.config["seed"] == 3 and rec.run_id in r.stdout
+    assert "nats/token" in r.stdout and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--set", "sed=1"], "did you mean seed"),
+    (["--set", "tokens=5"], "tokens=5"),
+    (["--preset", "d4x"], "model='d4x'"),
+    (["missing.json"], "config file not found"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, cli, args, expect):
+    r = cli("train", *args, "--runs-dir", tmp_path)
+    assert r.returncode == 2 and expect in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error:")
