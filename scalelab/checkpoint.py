@@ -87,7 +87,7 @@ def save(run_dir: str | Path, model: Any, tokenizer: Any, optimizer: Any, state:
     final, old = run_dir / CHECKPOINT_DIR, run_dir / (CHECKPOINT_DIR + OLD_SUFFIX)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=run_dir))
     try:
-        with _quiet_hf():
+        with quiet_hf():
             model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -112,8 +112,8 @@ def save(run_dir: str | Path, model: Any, tokenizer: Any, optimizer: Any, state:
 
 
 @contextlib.contextmanager
-def _quiet_hf():
-    """No "Writing model shards" bar on every checkpoint; the caller's setting is restored."""
+def quiet_hf():
+    """No "Writing model shards" / "Loading weights" bars per checkpoint; the caller's setting is restored."""
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()

@@ -281,8 +281,9 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
     ckpt.remove_stale_temporaries(run_dir)
     last = ckpt.latest(run_dir)
     if last is not None:
-        model = AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32,
-                                                     attn_implementation=c.attn_implementation)
+        with ckpt.quiet_hf():
+            model = AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32,
+                                                         attn_implementation=c.attn_implementation)
     else:
         special = {f"{k}_token_id": getattr(tok, f"{k}_token_id", None) for k in ("pad", "bos", "eos")}
         model = M.build_model(arch, seed=c.seed, special_tokens=special,
