@@ -79,6 +79,16 @@ def test_parallel_sweep_is_idempotent_and_fit_ready(tmp_path):
     assert list(tmp_path.glob("sweep-*.json"))
 
 
+def test_a_member_held_by_another_process_is_reported_busy_not_trained_twice(tmp_path):
+    from scalelab.checkpoint import run_lock
+
+    configs = S.plan_grid(base(), ["d1"], [1600, 3200])
+    with run_lock(tmp_path / run_id_for(configs[0])):  # as a concurrent sweep would hold it
+        out = S.run_sweep(configs, tmp_path, workers=1)
+    assert [o.status for o in out] == ["busy", "complete"]
+    assert not (tmp_path / run_id_for(configs[0]) / "record.json").exists()
+
+
 def test_corrupt_member_record_is_reported_and_skipped(tmp_path):
     configs = S.plan_grid(base(), ["d1"], [1600, 3200])
     bad = tmp_path / run_id_for(configs[0])
