@@ -1,0 +1,211 @@
+"""`scalelab testtime ...`: evaluate strategies, train reward models, fit and predict test-time
+curves, allocate compute by difficulty, draw the accuracy-vs-FLOPs figure. Parsing and printing
+only; the work is in `scalelab.testtime`."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from scalelab.cli.app import app
+from scalelab.errors import InputError
+
+tt = typer.Typer(help="Test-time scaling: strategies, reward models, laws and allocation, in FLOPs.",
+                 context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(tt, name="testtime")
+_SET = typer.Option([], "--set", help="any other config field: key=value (repeatable)")
+
+
+def _ints(text: str, what: str) -> list[int]:
+    """'1,2,4' or '1-8' or '1,2,8-10' -> ints."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                out += list(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise InputError(f"{what} {text!r}: expected integers like 1,2,4 or a range like 1-8") from None
+    return out
+
+
+def _setup(threads: Optional[int]) -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
+    from scalelab.train import quiet_import_noise
+
+    quiet_import_noise()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = Console(stderr=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if v == v else "-"
+
+
+@tt.callback(invoke_without_command=True)
+def testtime_cmd(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", help="policy run directory (or HF checkpoint dir)"),
+    strategies: str = typer.Option("cot,majority", "--strategies", help="comma-separated; see `scalelab testtime strategies`"),
+    n: str = typer.Option("1,2,4,8,16,32,64", "--n", help="budgets: samples / beams / revisions"),
+    difficulties: str = typer.Option("1-8", "--difficulties", help="steps per problem, e.g. 3-6 or 2,4,6"),
+    problems: int = typer.Option(50, "--problems", help="problems per difficulty"),
+    orm: Optional[str] = typer.Option(None, "--orm", help="outcome reward model run"),
+    prm: Optional[str] = typer.Option(None, "--prm", help="process reward model run"),
+    temperature: float = typer.Option(0.8, "--temperature"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: all cores)"),
+    sets: list[str] = _SET,
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where records go"),
+) -> None:
+    """Evaluate strategies on the testbed: one record per (strategy, n, difficulty)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None:
+        raise InputError("--model RUN is required (or use a subcommand: see `scalelab testtime --help`)")
+    _setup(threads)
+    from scalelab.testtime.evaluate import TesttimeConfig, evaluate
+
+    cfg = TesttimeConfig.build(model=model, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
+                               n=_ints(n, "--n"), difficulties=_ints(difficulties, "--difficulties"), problems=problems,
+                               orm=orm, prm=prm, temperature=temperature, seed=seed, threads=threads).override(sets)
+    print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'chance':>10}{'FLOPs/question':>16}")
+    with _progress() as bar:
+        task = bar.add_task("loading", total=None)
+
+        def tick(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        def show(rec) -> None:
+            m = rec.metrics
+            bar.console.print(f"{rec.technique:<24}{m['steps']:>6}{m['n']:>5}{m['accuracy']:>10.3f}{_fmt(m['accuracy_se']):>8}"
+                              f"{m['chance']:>10.2g}{m['flops_per_question']:>16.4g}", highlight=False, soft_wrap=True)
+            bar.update(task, description=f"d{m['steps']} {rec.technique} n={m['n']}")
+
+        recs = evaluate(cfg, runs_dir, progress=tick, on_record=show)
+    print(f"{len(recs)} records under {runs_dir}", file=sys.stderr)
+
+
+@tt.command("strategies")
+def strategies_cmd() -> None:
+    """List the registered strategies."""
+    from scalelab.testtime.strategies import STRATEGIES
+
+    for s in STRATEGIES.values():
+        needs = f" [needs {', '.join(s.needs)}]" if s.needs else ""
+        print(f"{s.name:<24}{s.kind:<9}{s.summary}{needs}")
+
+
+@tt.command("train-verifier")
+def train_verifier_cmd(
+    policy: str = typer.Option(..., "--policy", help="policy run directory"),
+    kind: str = typer.Option(..., "--kind", help="orm | prm"),
+    problems: int = typer.Option(512, "--problems", help="training problems"),
+    samples: int = typer.Option(8, "--samples", help="policy samples per problem"),
+    rollouts: int = typer.Option(8, "--rollouts", help="PRM: Monte-Carlo rollouts per step prefix"),
+    label: str = typer.Option("hard", "--label", help="PRM labels: hard (any rollout right) | soft (share right)"),
+    epochs: int = typer.Option(3, "--epochs"),
+    init: str = typer.Option("policy", "--init", help="policy (fine-tune a copy) | a ladder preset (from scratch)"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    sets: list[str] = _SET,
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+) -> None:
+    """Train an outcome or process reward model on the policy's own samples; writes a run."""
+    _setup(threads)
+    from scalelab.testtime.rewardtrain import VerifierConfig, train_verifier
+
+    if kind not in ("orm", "prm"):
+        raise InputError(f"--kind {kind!r}: choose orm or prm")
+    cfg = VerifierConfig.build(policy=policy, kind=kind, problems=problems, samples=samples, rollouts=rollouts,
+                               label=label, epochs=epochs, init=init, threads=threads).override(sets)
+    with _progress() as bar:
+        task = bar.add_task("loading", total=None)
+        rec = train_verifier(cfg, runs_dir, progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))
+    m = rec.metrics
+    agree = f", MC labels agree with true step correctness {m['label_agreement']:.3f}" if m.get("label_agreement") is not None else ""
+    within = m.get("val_auc_within_problem")
+    print(f"{rec.run_id}: val AUC {_fmt(m['val_auc'])} (within problems {_fmt(within) if within is not None else '-'}), best of {m['val_best_of']} by score "
+          f"{m['val_accuracy_best_of_samples']:.3f} vs random pick {m['val_accuracy_random_pick']:.3f}{agree}; "
+          f"FLOPs inference {rec.flops.get('inference', 0):.3g}, posttrain {rec.flops.get('posttrain', 0):.3g} "
+          f"-> {runs_dir / rec.run_id}")
+
+
+@tt.command("predict")
+def predict_cmd(
+    runs: Path = typer.Argument(..., help="runs directory written by `scalelab testtime` (the small budgets)"),
+    against: Optional[Path] = typer.Option(None, "--against", help="records of the large budget, sampled separately "
+                                           "(default: RUNS itself)"),
+    law: str = typer.Option("testtime", "--law", help="testtime | coverage"),
+    x: str = typer.Option("n", "--x", help="testtime law: n | flops"),
+    fit_max_n: int = typer.Option(8, "--fit-max-n", help="fit on budgets n <= this"),
+    at: int = typer.Option(64, "--at", help="predict accuracy at this n and compare with the record"),
+    strategies: Optional[str] = typer.Option(None, "--strategies", help="only these (default: every curve)"),
+) -> None:
+    """Fit each curve on small budgets and predict a large one: predicted, observed, error."""
+    from scalelab.testtime.predict import predict_curves
+
+    rows = predict_curves(runs, against=against, law=law, x=x, fit_max_n=fit_max_n, at=at,
+                          strategies=strategies.split(",") if strategies else None)
+    print(f"{'strategy':<24}{'steps':>6}{'points':>7}{'predicted':>11}{'observed':>10}{'error':>8}  fit")
+    for r in rows:
+        err = f"{100 * r['error']:+.1f}pt" if r["error"] is not None else "-"
+        obs = f"{r['observed']:.3f}" if r["observed"] is not None else "-"
+        print(f"{r['strategy']:<24}{r['steps']:>6}{r['points']:>7}{r['predicted']:>11.3f}{obs:>10}{err:>8}  {r['fit']}")
+
+
+@tt.command("plot")
+def plot_cmd(
+    runs: Path = typer.Argument(..., help="runs directory written by `scalelab testtime`"),
+    out: Path = typer.Option(..., "--out", help="PNG file"),
+    difficulties: Optional[str] = typer.Option(None, "--difficulties", help="panels (default: all)"),
+) -> None:
+    """Accuracy against FLOPs per question, every strategy on one axis, chance drawn."""
+    from scalelab.testtime.plots import plot_accuracy_vs_flops
+
+    path = plot_accuracy_vs_flops(runs, out, difficulties=_ints(difficulties, "--difficulties") if difficulties else None)
+    print(f"wrote {path}")
+
+
+@tt.command("allocate")
+def allocate_cmd(
+    model: str = typer.Option(..., "--model", help="policy run directory"),
+    orm: Optional[str] = typer.Option(None, "--orm", help="ORM run (weighted vote; else majority vote)"),
+    difficulties: str = typer.Option("1-8", "--difficulties"),
+    problems: int = typer.Option(50, "--problems"),
+    n_max: int = typer.Option(64, "--n-max", help="largest samples per question"),
+    probe: int = typer.Option(4, "--probe", help="samples per question that predict its difficulty"),
+    step: int = typer.Option(2, "--step", help="adaptive: samples added per round"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    sets: list[str] = _SET,
+    out_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where the adaptive records go"),
+) -> None:
+    """Difficulty predicted from answer agreement, compute-optimal strategy per bin, and the
+    adaptive allocator against uniform best-of-n at equal accuracy."""
+    _setup(threads)
+    from scalelab.testtime.allocate import AllocateConfig, run_allocation
+
+    cfg = AllocateConfig.build(model=model, orm=orm, difficulties=_ints(difficulties, "--difficulties"),
+                               problems=problems, n_max=n_max, probe=probe, step=step, threads=threads).override(sets)
+    with _progress() as bar:
+        task = bar.add_task("loading", total=None)
+        report = run_allocation(cfg, out_dir,
+                                progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))
+    for line in report:
+        print(line)

@@ -1,0 +1,225 @@
+"""Difficulty-adaptive test-time compute (Snell et al. 2024, "Scaling LLM Test-Time Compute
+Optimally can be More Effective than Scaling Model Parameters", sec. 3-4).
+
+One pool of `n_max` samples per question is drawn for a mix of difficulties (the questions a
+deployment would see). Three analyses use it, none of them the true number of steps:
+
+1. Predicted difficulty. The first `probe` samples of a question (samples are exchangeable, so
+   the first ones are a random subset) give its answer agreement: the share of the most common
+   answer. Questions are cut into `bins` quantile bins of agreement (low agreement = predicted
+   hard). Snell et al. bin by the model's own pass@1 estimate or a verifier's mean score; answer
+   agreement needs neither labels nor a verifier. The report shows the true steps and pass@1 per
+   bin, so the predictor can be judged.
+2. Compute-optimal strategy per bin. For each budget k the strategies (majority vote, and with
+   an ORM best-of-n and weighted best-of-n) are scored on the samples after the probe (held out
+   from the prediction) with the unbiased estimators of `estimators.py`; the best strategy per bin
+   is chosen on half of the questions and its accuracy measured on the other half (2-fold cross-
+   validation, so choosing among strategies does not flatter the result).
+3. Adaptive allocation: start with the `probe` samples, then sample `step` more at a time and
+   stop as soon as the most common answer holds a share >= tau of the samples so far (or at n_max); answer with the same
+   rule as the uniform baseline (weighted best-of-n with an ORM, else majority). Replayed on the
+   pool in `orders` random orders and averaged. For each tau the report gives accuracy, FLOPs per
+   question (policy + verifier) and the FLOPs uniform allocation needs for the same accuracy
+   (interpolated on its curve in log FLOPs), i.e. the saving.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+from pydantic import Field
+
+from scalelab.config import Config
+from scalelab.errors import ConfigError
+from scalelab.ledger import RunRecord, atomic_write_json, config_hash, write_record
+from scalelab.testtime import estimators as est
+
+
+class AllocateConfig(Config):
+    model: str
+    orm: str | None = None
+    difficulties: list[int] = Field(default_factory=lambda: list(range(1, 9)))
+    problems: int = Field(50, ge=2, le=100_000, description="problems per difficulty")
+    split: Literal["val", "test"] = "test"
+    n_max: int = Field(64, ge=4, le=100_000)
+    probe: int = Field(4, ge=2, le=1024)
+    bins: int = Field(5, ge=1, le=100)
+    step: int = Field(2, ge=1, le=1024, description="adaptive: samples drawn per round")
+    taus: list[float] = Field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    orders: int = Field(20, ge=1, le=10_000)
+    temperature: float = Field(0.8, gt=0, le=10)
+    draws: int = Field(400, ge=1)
+    seed: int = Field(0, ge=0)
+    max_batch: int = Field(1024, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+
+def _agreement(answers: np.ndarray) -> float:
+    a = answers[answers != est.NO_ANSWER]
+    if a.size == 0:
+        return 0.0
+    return float(np.unique(a, return_counts=True)[1].max() / answers.size)
+
+
+def _choose(answers: np.ndarray, correct: np.ndarray, scores: np.ndarray | None) -> float:
+    """Correctness of the vote over these samples (weighted by scores when given)."""
+    ok = answers != est.NO_ANSWER
+    if not ok.any():
+        return 0.0
+    w = np.ones(answers.size) if scores is None else scores
+    vals = np.unique(answers[ok])
+    tot = np.array([w[answers == v].sum() for v in vals])
+    win = vals[np.flatnonzero(tot == tot.max())[0]]
+    members = np.flatnonzero(answers == win)
+    if scores is None:
+        return float(correct[members].mean())  # a random member, in expectation
+    return float(correct[members[np.argmax(scores[members])]])
+
+
+def run_allocation(cfg: AllocateConfig, runs_dir: str | Path,
+                   progress: Callable[[str, int, int], None] | None = None) -> list[str]:
+    import torch
+
+    from scalelab.testtime.evaluate import TesttimeConfig, load_context
+
+    if cfg.probe >= cfg.n_max:
+        raise ConfigError(f"probe={cfg.probe} must be smaller than n_max={cfg.n_max}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    tcfg = TesttimeConfig.build(model=cfg.model, orm=cfg.orm, strategies=["majority"] + (["best_of_n"] if cfg.orm else []),
+                                temperature=cfg.temperature, seed=cfg.seed, max_batch=cfg.max_batch, n=[cfg.n_max])
+    ctx, parent, pid, src = load_context(tcfg, progress=progress)
+    problems = [p for d in cfg.difficulties
+                for p in src.problems(cfg.split, cfg.problems, steps=d, seed=cfg.seed)]
+    pools = ctx.scored(problems, cfg.n_max, "orm") if cfg.orm else ctx.pool(problems, cfg.n_max)
+    rng = np.random.default_rng(cfg.seed)
+    lines: list[str] = []
+    steps = np.array([p.steps for p in problems])
+
+    # 1. predicted difficulty from the probe samples
+    agree = np.array([_agreement(pl.answers[:cfg.probe]) for pl in pools])
+    edges = np.unique(np.quantile(agree, np.linspace(0, 1, cfg.bins + 1)[1:-1]))
+    raw = np.searchsorted(edges, agree, side="left")
+    bin_of = np.unique(raw, return_inverse=True)[1].reshape(-1)  # 0 = least agreement = predicted hardest
+    n_bins = int(bin_of.max()) + 1
+    pass1 = np.array([pl.correct[cfg.probe:].mean() for pl in pools])
+    lines.append(f"predicted difficulty: {n_bins} bins of answer agreement over {cfg.probe} samples "
+                 f"(bin 0 = least agreement)")
+    lines.append(f"{'bin':>4}{'questions':>10}{'agreement':>11}{'true steps':>12}{'pass@1':>8}")
+    for b in range(n_bins):
+        m = bin_of == b
+        lines.append(f"{b:>4}{int(m.sum()):>10}{agree[m].mean():>11.2f}{steps[m].mean():>12.2f}{pass1[m].mean():>8.3f}")
+
+    # 2. compute-optimal strategy per bin, 2-fold cross-validated
+    held = cfg.n_max - cfg.probe
+    ks = [k for k in (2 ** i for i in range(20)) if k <= held]
+    rules = {"majority": None}
+    if cfg.orm:
+        rules.update(best_of_n="best", weighted_best_of_n="weighted")
+    acc = {}  # (rule, k) -> per-question accuracy on held-out samples
+    for name, kind in rules.items():
+        for k in ks:
+            vals = []
+            for pl in pools:
+                a, c = pl.answers[cfg.probe:], pl.correct[cfg.probe:]
+                s = pl.orm[cfg.probe:] if pl.orm is not None else None
+                if kind == "best":
+                    vals.append(est.best_of_k(s, c, k))
+                else:
+                    vals.append(est.vote_at_k(a, c, k, scores=s if kind else None, draws=cfg.draws, rng=rng))
+            acc[(name, k)] = np.array(vals)
+    fold = rng.permutation(len(problems)) % 2
+    lines.append("compute-optimal strategy per predicted-difficulty bin (chosen on one half, scored on the other):")
+    lines.append(f"{'k':>4}  {'best single strategy':<28}{'per-bin optimal':>16}  choices by bin")
+    for k in ks:
+        best_single = max(rules, key=lambda r: acc[(r, k)].mean())
+        cv = np.zeros(len(problems))
+        picks = []
+        for f in (0, 1):
+            train, test = fold != f, fold == f
+            for b in range(n_bins):
+                tb = train & (bin_of == b)
+                pick = max(rules, key=lambda r: acc[(r, k)][tb].mean() if tb.any() else -1)
+                cv[test & (bin_of == b)] = acc[(pick, k)][test & (bin_of == b)]
+                if f == 0:
+                    picks.append(pick)
+        lines.append(f"{k:>4}  {best_single + f' {acc[(best_single, k)].mean():.3f}':<28}{cv.mean():>16.3f}  {', '.join(picks)}")
+
+    # 3. adaptive allocation against uniform, same selection rule
+    rule = "weighted_best_of_n" if cfg.orm else "majority"
+    cost = np.array([pl.flops_decode.mean() for pl in pools])
+    pre = np.array([pl.flops_prefill for pl in pools])
+    vcost = np.array([pl.orm_flops.mean() for pl in pools]) if cfg.orm else np.zeros(len(pools))
+    uni_k = [k for k in (2 ** i for i in range(20)) if k <= cfg.n_max]
+    uni_acc = []
+    for k in uni_k:
+        uni_acc.append(np.mean([est.vote_at_k(pl.answers, pl.correct, k, scores=pl.orm if cfg.orm else None,
+                                              draws=cfg.draws, rng=rng) for pl in pools]))
+    uni_flops = np.array([np.mean(pre + k * (cost + vcost)) for k in uni_k])
+    uni_acc = np.array(uni_acc)
+    lines.append(f"adaptive allocation ({rule}; {cfg.probe} samples, then {cfg.step} more at a time until the top "
+                 "answer holds a share >= tau):")
+    lines.append(f"{'tau':>5}{'mean n':>8}{'accuracy':>10}{'FLOPs/q':>11}{'uniform FLOPs/q at same acc':>30}{'saving':>8}")
+    for tau in cfg.taus:
+        got, used = np.zeros(len(pools)), np.zeros(len(pools))
+        for i, pl in enumerate(pools):
+            for _ in range(cfg.orders):
+                order = rng.permutation(pl.N)
+                m = cfg.probe  # the probe that predicted its difficulty is the first round
+                while m < pl.N and _agreement(pl.answers[order[:m]]) < tau:
+                    m += cfg.step
+                m = min(m, pl.N)
+                sel = order[:m]
+                got[i] += _choose(pl.answers[sel], pl.correct[sel], pl.orm[sel] if cfg.orm else None)
+                used[i] += m
+            got[i] /= cfg.orders
+            used[i] /= cfg.orders
+        a = float(got.mean())
+        f = float(np.mean(pre + used * (cost + vcost)))
+        u = _uniform_flops_at(uni_acc, uni_flops, a)
+        save = f"{u / f:.2f}x" if u is not None else "-"
+        lines.append(f"{tau:>5.2f}{used.mean():>8.1f}{a:>10.3f}{f:>11.3g}{(f'{u:.3g}' if u else 'beyond n_max'):>30}{save:>8}")
+        _record(cfg, runs_dir, parent, pid, rule, tau, a, got, used, pre, cost, vcost, len(problems), u)
+    lines.append("uniform: " + ", ".join(f"n={k} {a_:.3f} ({f_:.3g})" for k, a_, f_ in zip(uni_k, uni_acc, uni_flops)))
+    out = Path(runs_dir) / pid / "allocation"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"report-{config_hash(cfg.model_dump())}.json", {"config": cfg.model_dump(), "lines": lines})
+    return lines
+
+
+def _uniform_flops_at(acc: np.ndarray, flops: np.ndarray, target: float) -> float | None:
+    """FLOPs at which the uniform curve first reaches `target` (log-linear interpolation)."""
+    best = np.maximum.accumulate(acc)
+    if target > best[-1]:
+        return None
+    j = int(np.argmax(best >= target))
+    if j == 0:
+        return float(flops[0])
+    a0, a1 = best[j - 1], best[j]
+    t = 0.0 if a1 == a0 else (target - a0) / (a1 - a0)
+    return float(np.exp(np.log(flops[j - 1]) + t * (np.log(flops[j]) - np.log(flops[j - 1]))))
+
+
+def _record(cfg: AllocateConfig, runs_dir: str | Path, parent: Any, pid: str, rule: str, tau: float, acc: float,
+            got: np.ndarray, used: np.ndarray, pre: np.ndarray, cost: np.ndarray, vcost: np.ndarray, q: int,
+            uniform: float | None) -> None:
+    name = f"adaptive_{rule}"
+    key = {**cfg.model_dump(exclude={"threads", "max_batch", "taus"}), "tau": tau}
+    run_dir = Path(runs_dir) / pid / "allocation" / f"{name}-tau{tau:g}-{config_hash(key)}"
+    rec = RunRecord(run_id=run_dir.name, parent_id=pid, phase="testtime", technique=name, task="testbed",
+                    config={**cfg.model_dump(), "tau": tau})
+    if parent is not None:
+        rec.flops = {k: v for k, v in parent.flops.items() if k in ("pretrain", "posttrain")}
+    inf = float(np.sum(pre + used * cost))
+    ver = float(np.sum(used * vcost))
+    rec.flops.update(inference=inf, verifier=ver)
+    se = float(got.std(ddof=1) / np.sqrt(got.size)) if got.size > 1 else None
+    rec.complete(n=float(used.mean()), accuracy=float(acc), accuracy_se=se, tau=tau, problems=q,
+                 flops_per_question=(inf + ver) / q, inference_flops_per_question=inf / q,
+                 verifier_flops_per_question=ver / q, uniform_flops_same_accuracy=uniform,
+                 difficulties=cfg.difficulties, kind="adaptive", per_problem=got.tolist())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", rec.config)
+    write_record(run_dir, rec)

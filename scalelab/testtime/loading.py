@@ -1,0 +1,125 @@
+"""Loading a causal LM and its tokenizer from a run directory or a Hugging Face checkpoint
+directory, with one-line errors for everything a user can get wrong.
+
+Weights are read from safetensors only (`use_safetensors=True`): a `pytorch_model.bin` is a
+pickle, and unpickling a file runs whatever code it holds.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from scalelab.errors import InputError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory (its `checkpoint/`) or a checkpoint directory itself."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such run or checkpoint directory")
+    if not p.is_dir():
+        raise InputError(f"{p}: not a directory (expected a run directory or a Hugging Face checkpoint)")
+    if (p / "checkpoint" / "config.json").is_file():  # a run directory (its config.json is the run's)
+        return p / "checkpoint"
+    if (p / "config.json").is_file():
+        return p
+    if (p / "record.json").is_file():
+        raise InputError(f"{p}: this run has no checkpoint/ (it made no model, or it failed before saving one)")
+    raise InputError(f"{p}: no config.json here or in {p / 'checkpoint'}: not a model checkpoint")
+
+
+def check_causal_lm(ckpt: Path) -> dict[str, Any]:
+    """The config as a dict, after checking it describes a causal language model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        cfg = json.loads((ckpt / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{ckpt / 'config.json'}: not valid JSON ({e})") from None
+    mtype = cfg.get("model_type")
+    archs = cfg.get("architectures") or []
+    causal_heads = ("ForCausalLM", "LMHeadModel")
+    if mtype not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (archs and not any(a.endswith(causal_heads) for a in archs)):
+        what = ", ".join(archs) or str(mtype)
+        raise InputError(f"{ckpt}: holds a {what} model, not a causal language model (expected e.g. LlamaForCausalLM)")
+    return cfg
+
+
+def check_tokenizer(ckpt: Path) -> None:
+    if not any((ckpt / f).is_file() for f in TOKENIZER_FILES):
+        raise InputError(f"{ckpt}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer next to "
+                         "the model with tokenizer.save_pretrained(dir)")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No weight-loading progress bars or info logs on the command line; settings restored."""
+    from transformers.utils import logging as hf_logging
+
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_causal_lm(path: str | Path, *, device: str = "cpu", model_class: Any = None) -> tuple[Any, Any, Path]:
+    """(model in eval mode, tokenizer, checkpoint dir). `model_class` defaults to
+    AutoModelForCausalLM."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ckpt = resolve_checkpoint(path)
+    check_causal_lm(ckpt)
+    check_tokenizer(ckpt)
+    if not any((ckpt / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        raise InputError(f"{ckpt}: no model.safetensors; scalelab loads safetensors weights only "
+                         "(a .bin file is a pickle and is never loaded)")
+    with quiet_transformers():
+        try:
+            tok = AutoTokenizer.from_pretrained(ckpt)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{ckpt}: cannot load the tokenizer ({' '.join(str(e).split())[:200]})") from None
+        try:
+            model = (model_class or AutoModelForCausalLM).from_pretrained(
+                ckpt, dtype=torch.float32, use_safetensors=True)
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(f"{ckpt}: cannot load the model ({' '.join(str(e).split())[:200]})") from None
+    return model.to(device).eval(), tok, ckpt
+
+
+def parent_record(path: str | Path) -> Any:
+    """The run record of a run directory (None for a bare checkpoint directory)."""
+    from scalelab.ledger import read_record
+
+    p = Path(path)
+    if (p / "record.json").is_file():
+        return read_record(p)
+    if p.name == "checkpoint" and (p.parent / "record.json").is_file():
+        return read_record(p.parent)
+    return None
+
+
+def run_name(path: str | Path, record: Any) -> str:
+    if record is not None:
+        return record.run_id
+    p = Path(path).resolve()
+    return p.parent.name if p.name == "checkpoint" else p.name
+
+
+def testbed_for(record: Any) -> Any:
+    """The testbed the policy was trained on (its moduli, steps and splits), else the default."""
+    from scalelab.testbed import TestbedConfig, TestbedSource
+
+    src = getattr(record, "source", None) if record is not None else None
+    if isinstance(src, dict) and src.get("name") == "testbed" and isinstance(src.get("config"), dict):
+        return TestbedSource(TestbedConfig.build(src["config"]))
+    return TestbedSource()

@@ -1,0 +1,334 @@
+"""Training an outcome or process reward model on samples of a policy: `train_verifier(config)`.
+
+1. Sample `samples` worked solutions per training problem from the policy (temperature T).
+2. Label them. ORM: the strict verifier's verdict on the whole solution. PRM: Monte-Carlo
+   estimation as in Math-Shepherd (Wang et al. 2024, sec. 3.3): from the prefix ending at each
+   line, `rollouts` completions are sampled from the same policy; the line's label is 1 if any
+   rollout ends in a right solution ("hard estimation", their default) or the share that does
+   ("soft"). The answer line's label is the sample's own verdict. No step-level oracle is used, so
+   the recipe works wherever only final answers can be checked; on the testbed the labels are
+   also compared with the true correctness of each prefix (`label_agreement`), which differs
+   exactly where a wrong step is followed by a correction the policy would write.
+3. Fine-tune a copy of the policy (or a fresh ladder model, `init=d2`...) to predict the label as
+   P("+" vs "-") at each query position (see `verifiers.py`), binary cross-entropy, AdamW.
+4. Validate on the validation split: AUC of the score against correctness, and the accuracy of
+   picking the best-scored of the `samples` solutions against picking one at random.
+5. Write a run like any other: checkpoint (safetensors, tokenizer, reward.json), record with the
+   policy as parent; its ledger carries the policy's FLOPs forward and adds sampling and rollouts
+   as inference, training as posttrain.
+
+Command line: `scalelab testtime train-verifier --policy RUN --kind prm --runs-dir runs`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from scalelab.config import Config
+from scalelab.errors import ConfigError
+from scalelab.ledger import (CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, config_hash,
+                             read_record, write_record)
+from scalelab.testtime import estimators as est
+from scalelab.testtime.verifiers import BAD, GOOD, REWARD_FILE, TestbedTask, split_lines, vocab_hash
+
+
+class VerifierConfig(Config):
+    policy: str = Field(..., description="policy run directory (or checkpoint directory)")
+    kind: Literal["orm", "prm"] = "prm"
+    problems: int = Field(512, ge=1, le=1_000_000, description="training problems")
+    samples: int = Field(8, ge=1, le=4096, description="policy samples per problem")
+    rollouts: int = Field(8, ge=1, le=1024, description="PRM: Monte-Carlo completions per step prefix")
+    label: Literal["hard", "soft"] = "hard"
+    min_steps: int = Field(1, ge=1, le=12)
+    max_steps: int = Field(8, ge=1, le=12)
+    temperature: float = Field(0.8, gt=0, le=10)
+    init: str = Field("policy", description="policy (fine-tune a copy) or a ladder preset from scratch")
+    epochs: int = Field(3, ge=1, le=1000)
+    lr: float = Field(3e-4, gt=0, le=1)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    val_problems: int = Field(64, ge=2, le=100_000)
+    seed: int = Field(0, ge=0)
+    max_batch: int = Field(1024, ge=1, le=1_000_000, description="engine rows per batch")
+    threads: int | None = Field(None, ge=1, le=1024)
+
+
+def run_id_for(cfg: VerifierConfig, policy_id: str) -> str:
+    key = cfg.model_dump(exclude={"max_batch", "threads", "policy"})
+    return f"{cfg.kind}-{policy_id}-{config_hash({**key, 'policy': policy_id})}"
+
+
+def _problems(src: Any, split: str, n: int, cfg: VerifierConfig, seed: int) -> list[Any]:
+    ks = list(range(cfg.min_steps, cfg.max_steps + 1))
+    per = math.ceil(n / len(ks))
+    out = [p for k in ks for p in src.problems(split, per, steps=k, seed=seed)]
+    rng = np.random.default_rng(seed)
+    return [out[i] for i in rng.permutation(len(out))[:n]]
+
+
+def _label_prm(eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[str]], cfg: VerifierConfig,
+               progress: Any) -> tuple[list[list[list[float]]], list[list[list[bool]]]]:
+    """MC labels [problem][sample][line] and the true prefix correctness for the same lines."""
+    from scalelab.testtime.engine import SamplingParams
+
+    prefixes: dict[tuple[int, str], None] = {}
+    for i, row in enumerate(texts):
+        for t in row:
+            lines = split_lines(t)
+            for j in range(len(lines) - 1):
+                prefixes[(i, "".join(lines[:j + 1]))] = None
+    keys = list(prefixes)
+    labels: dict[tuple[int, str], float] = {}
+    if keys:
+        params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed + 1,
+                                max_tokens=max(task.max_tokens(p) for p in probs))
+        gen = eng.generate([task.prompt(probs[i]) + pre for i, pre in keys], cfg.rollouts, params, progress=progress)
+        for (i, pre), comps in zip(keys, gen.completions):
+            ok = [task.verify(probs[i], pre + c.text).correct for c in comps]
+            labels[(i, pre)] = float(any(ok)) if cfg.label == "hard" else float(np.mean(ok))
+    out, truth = [], []
+    for i, row in enumerate(texts):
+        out.append([])
+        truth.append([])
+        for t in row:
+            lines = split_lines(t)
+            final = float(task.verify(probs[i], t).correct)
+            out[-1].append([labels[(i, "".join(lines[:j + 1]))] for j in range(len(lines) - 1)] + [final])
+            truth[-1].append([_prefix_ok(task, probs[i], "".join(lines[:j + 1])) for j in range(len(lines))])
+    return out, truth
+
+
+def _prefix_ok(task: TestbedTask, p: Any, prefix: str) -> bool:
+    """Every step written so far is right (after corrections) and the lines are well formed."""
+    from scalelab.testbed import LABELS
+
+    v = task.verify(p, prefix)
+    seen = {ln[0] if ln[0] != "!" else ln[1] for ln in prefix.split("\n") if len(ln) > 1 and ln[0] != "A"}
+    steps = [LABELS.index(c) for c in seen if c in LABELS and LABELS.index(c) < p.steps]
+    ok = v.well_formed and all(v.steps_correct[s] for s in steps)
+    return bool(ok and (v.answer is None or v.answer_correct))
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U / (n_pos n_neg)), ties counted half."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = s[y], s[~y]
+    if pos.size == 0 or neg.size == 0:
+        return math.nan
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (pos.size * neg.size))
+
+
+def train_verifier(cfg: VerifierConfig, runs_dir: str | Path, *, progress: Any = None) -> RunRecord:
+    """See the module docstring. Returns the finished record (an existing complete run is reused)."""
+    import torch
+
+    from scalelab.testtime.loading import parent_record, run_name
+
+    if cfg.min_steps > cfg.max_steps:
+        raise ConfigError(f"min_steps={cfg.min_steps} > max_steps={cfg.max_steps}")
+    parent = parent_record(cfg.policy)
+    pid = run_name(cfg.policy, parent)
+    run_dir = Path(runs_dir) / run_id_for(cfg, pid)
+    if (run_dir / "record.json").is_file():
+        done = read_record(run_dir)
+        if done.status == "complete":
+            return done
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, run_dir, parent, pid, progress or (lambda *a: None))
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: Any) -> RunRecord:
+    from scalelab.testtime.engine import Engine, SamplingParams
+    from scalelab.testtime.loading import resolve_checkpoint, testbed_for
+
+    t0 = time.perf_counter()
+    eng = Engine.load(cfg.policy, max_batch=cfg.max_batch)
+    src = testbed_for(parent)
+    if cfg.max_steps > src.config.max_steps:
+        raise ConfigError(f"max_steps={cfg.max_steps}: the policy's testbed has at most {src.config.max_steps} steps")
+    task = TestbedTask()
+    train_p = _problems(src, "train", cfg.problems, cfg, cfg.seed)
+    val_p = _problems(src, "val", cfg.val_problems, cfg, cfg.seed + 7)
+    params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed,
+                            max_tokens=max(task.max_tokens(p) for p in train_p + val_p))
+    tick = lambda stage: (lambda d, t: progress(stage, d, t))  # noqa: E731
+    gen = eng.generate([task.prompt(p) for p in train_p + val_p], cfg.samples, params, progress=tick("sampling"))
+    texts = gen.texts()
+    tr_texts, va_texts = texts[:len(train_p)], texts[len(train_p):]
+    correct = [[task.verify(p, t).correct for t in row] for p, row in zip(train_p + val_p, texts)]
+    if cfg.kind == "prm":
+        labels, truth = _label_prm(eng, task, train_p, tr_texts, cfg, tick("rollouts"))
+        flat_l = np.array([x for a in labels for b in a for x in b])
+        flat_t = np.array([x for a in truth for b in a for x in b])
+        agreement = float(((flat_l >= 0.5) == flat_t).mean())
+    else:
+        labels = [[[float(c)] for c in row] for row in correct[:len(train_p)]]
+        agreement = None
+    inference_flops = eng.meter.totals["inference"]
+
+    # ---- the reward model -----------------------------------------------------------------------
+    model = _init_model(cfg, eng, resolve_checkpoint(cfg.policy))
+    tok = eng.tokenizer
+    good, bad = tok.convert_tokens_to_ids(GOOD), tok.convert_tokens_to_ids(BAD)
+    rm_meta = {"kind": cfg.kind, "good_token": GOOD, "bad_token": BAD, "policy": pid, "label": cfg.label,
+               "vocab_hash": vocab_hash(tok), "query": "every line end" if cfg.kind == "prm" else "last token"}
+    examples = _examples(eng, task, train_p, tr_texts, labels, cfg.kind)
+    from scalelab.testtime.flops import flop_model
+
+    fm = flop_model(model)
+    record = RunRecord(run_id=run_dir.name, parent_id=pid, phase="posttrain", technique=f"reward-model-{cfg.kind}",
+                       task="testbed", config=cfg.model_dump())
+    record.n_params = sum(p.numel() for p in model.parameters())
+    base = dict(parent.flops) if parent is not None else {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / CONFIG_FILE, cfg.model_dump())
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    write_record(run_dir, record)
+    try:
+        train_flops, last_loss = _fit(model, examples, cfg, good, bad, fm, run_dir, tick("training"))
+        rm_dir = run_dir / CHECKPOINT_DIR
+        from scalelab.testtime.loading import quiet_transformers
+
+        with quiet_transformers():
+            model.save_pretrained(rm_dir, safe_serialization=True)
+            tok.save_pretrained(rm_dir)
+        atomic_write_json(rm_dir / REWARD_FILE, rm_meta)
+        val = _validate(rm_dir, eng, task, val_p, va_texts, correct[len(train_p):])
+    except BaseException as err:
+        record.fail(err)
+        write_record(run_dir, record)
+        raise
+    record.flops = {**base, "inference": base.get("inference", 0.0) + inference_flops,
+                    "posttrain": base.get("posttrain", 0.0) + train_flops}
+    record.tokens = int(sum(len(e[0]) for e in examples)) * cfg.epochs
+    record.wall_s = time.perf_counter() - t0
+    n_lab = sum(len(x) for a in labels for x in a)
+    record.complete(train_loss=last_loss, train_examples=len(examples), train_labels=n_lab,
+                    train_positive=float(np.mean([x >= 0.5 for a in labels for b in a for x in b])),
+                    train_accuracy_policy=float(np.mean(correct[:len(train_p)])),
+                    label_agreement=agreement, rollouts=cfg.rollouts if cfg.kind == "prm" else 0, **val)
+    write_record(run_dir, record)
+    return record
+
+
+def _init_model(cfg: VerifierConfig, eng: Any, policy_ckpt: Path) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from scalelab import model as M
+    from scalelab.testtime.loading import quiet_transformers
+
+    if cfg.init == "policy":
+        with quiet_transformers():
+            return AutoModelForCausalLM.from_pretrained(policy_ckpt, dtype=torch.float32, use_safetensors=True)
+    tok = eng.tokenizer
+    arch = M.parse_preset(cfg.init, len(tok), eng.context if eng.context < 10**9 else 512)
+    special = {f"{k}_token_id": getattr(tok, f"{k}_token_id", None) for k in ("pad", "bos", "eos")}
+    return M.build_model(arch, seed=cfg.seed, special_tokens=special)
+
+
+def _examples(eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[str]], labels: list[Any],
+              kind: str) -> list[tuple[list[int], list[int], list[float]]]:
+    """(token ids of prompt + solution, query positions, labels) per sample."""
+    out = []
+    line_ids = {i for i, s in enumerate(eng.token_text()) if s.endswith("\n")}
+    for p, row, lab in zip(probs, texts, labels):
+        prompt = eng.encode(task.prompt(p))
+        for t, y in zip(row, lab):
+            ids = eng.encode(t)
+            if not ids:
+                continue
+            if kind == "orm":
+                q = [len(ids) - 1]
+            else:
+                q = [i for i, x in enumerate(ids) if x in line_ids]
+                if not q or q[-1] != len(ids) - 1:
+                    q.append(len(ids) - 1)
+            q = q[:len(y)]
+            out.append((prompt + ids, [len(prompt) + i for i in q], list(y[:len(q)])))
+    return out
+
+
+def _fit(model: Any, examples: list[Any], cfg: VerifierConfig, good: int, bad: int, fm: Any, run_dir: Path,
+         progress: Any) -> tuple[float, float]:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(cfg.seed)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    head = model.get_output_embeddings()
+    rng = np.random.default_rng(cfg.seed)
+    steps = cfg.epochs * math.ceil(len(examples) / cfg.batch_size)
+    flops, step, t0, loss_v = 0.0, 0, time.perf_counter(), math.nan
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(examples))
+        for b in range(0, len(order), cfg.batch_size):
+            batch = [examples[i] for i in order[b:b + cfg.batch_size]]
+            L = max(len(e[0]) for e in batch)
+            ids = torch.full((len(batch), L), 0, dtype=torch.long)
+            att = torch.zeros((len(batch), L), dtype=torch.long)
+            rows, cols, ys = [], [], []
+            for r, (x, q, y) in enumerate(batch):
+                ids[r, :len(x)] = torch.tensor(x)
+                att[r, :len(x)] = 1
+                rows += [r] * len(q)
+                cols += q
+                ys += y
+            h = model.base_model(input_ids=ids, attention_mask=att).last_hidden_state[rows, cols]  # [Q, d]
+            w = head.weight[good] - head.weight[bad]
+            z = h @ w + ((head.bias[good] - head.bias[bad]) if getattr(head, "bias", None) is not None else 0.0)
+            loss = F.binary_cross_entropy_with_logits(z, torch.tensor(ys, dtype=z.dtype))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            lr = cfg.lr * min(1.0, (step + 1) / max(1, steps // 20)) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            # forward + backward = 3 x forward (model.py convention); the head is one row per label
+            flops += 3 * (sum(fm.tokens(len(e[0]), 0, heads=0) for e in batch) + fm.head / head.weight.shape[0] * len(ys))
+            step += 1
+            loss_v = float(loss.detach())
+            if step % max(1, steps // 50) == 0 or step == steps:
+                append_metrics(run_dir, {"step": step, "epoch": epoch, "tokens": None, "flops": flops,
+                                         "wall_s": round(time.perf_counter() - t0, 3), "loss": loss_v, "lr": lr})
+                progress(step, steps)
+    model.eval()
+    return flops, loss_v
+
+
+def _validate(rm_dir: Path, eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[str]],
+              correct: list[list[bool]]) -> dict[str, Any]:
+    """AUC against correctness and best-of-samples accuracy on validation problems."""
+    from scalelab.testtime.verifiers import RewardModel, aggregate
+
+    rm = RewardModel.load(rm_dir)
+    prompts = [task.prompt(p) for p, row in zip(probs, texts) for _ in row]
+    flat = [t for row in texts for t in row]
+    scores, _ = rm.score(prompts, flat)
+    final = np.array([aggregate(s, "last") for s in scores])
+    y = np.array([c for row in correct for c in row], float)
+    k = len(texts[0])
+    per = np.array([est.best_of_k(final[i * k:(i + 1) * k], y[i * k:(i + 1) * k], k) for i in range(len(texts))])
+    # Pooled AUC mostly rewards telling easy problems from hard ones; what a selector needs is to
+    # rank the samples of one problem, so the AUC within problems is reported too.
+    within = [auc(final[i * k:(i + 1) * k], y[i * k:(i + 1) * k]) for i in range(len(texts))]
+    within = [a for a in within if a == a]
+    return {"val_auc": auc(final, y), "val_auc_within_problem": float(np.mean(within)) if within else None,
+            "val_problems_mixed": len(within), "val_problems": len(texts), "val_samples": int(y.size),
+            "val_accuracy_random_pick": float(y.mean()), "val_accuracy_best_of_samples": float(per.mean()),
+            "val_best_of": k}

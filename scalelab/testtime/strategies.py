@@ -1,0 +1,284 @@
+"""Test-time strategies: one signature, one registry.
+
+Every strategy is `run(problems, n, ctx) -> list[Outcome]`: it answers each problem with a budget
+of n and reports, per problem, the expected correctness and the FLOPs spent (policy and
+verifier). `STRATEGIES` maps names to `Strategy` entries (the command line, the evaluation and
+the conformance test all read it; search-and-learn keeps its approaches in one dict the same way).
+
+Three kinds:
+  single    one greedy answer; n is ignored (evaluated at n = 1)
+  parallel  a selection rule over samples: one pool of N = max n samples per problem is drawn
+            once (`Context.pool`) and every n <= N is scored by unbiased subsampling
+            (`estimators.py`); FLOPs are the expected cost of n samples (prefill once + n decodes,
+            + n reward-model passes)
+  search    run per budget (PRM beam search, DVTS, sequential revision; `search.py`)
+
+Correctness is the testbed's unit for worked solutions: every step and the answer right
+(`testbed.verify`); `answer_correct` is kept next to it.
+
+    ctx = Context(engine=Engine.load(run), orm=RewardModel.load(orm_run))
+    outs = run_strategy("best_of_n", problems, 16, ctx)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from scalelab.errors import ConfigError, InputError
+from scalelab.testbed import Problem
+from scalelab.testtime import estimators as est
+from scalelab.testtime.verifiers import PRM_AGGREGATES, TestbedTask, aggregate
+
+
+@dataclass
+class Options:
+    temperature: float = 0.8      # FINDINGS.md probed voting at T = 0.8
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    prm_agg: str = "last"         # last | min | prod (verifiers.aggregate)
+    beam_width: int = 4           # search-and-learn's default beam width
+    final: str = "weighted"       # how a tree search picks among its finished solutions: weighted | best
+    revision_threshold: float = 0.2
+    draws: int = 1000             # Monte Carlo k-subsets per problem for vote estimators
+
+    def __post_init__(self) -> None:
+        if self.prm_agg not in PRM_AGGREGATES:
+            raise ConfigError(f"prm_agg={self.prm_agg!r}: choose one of {', '.join(PRM_AGGREGATES)}")
+        if self.final not in ("weighted", "best"):
+            raise ConfigError(f"final={self.final!r}: choose weighted or best")
+        if self.beam_width < 1 or self.draws < 1:
+            raise ConfigError("beam_width and draws must be >= 1")
+
+
+@dataclass
+class Outcome:
+    correct: float             # expected correctness of the answer given, in [0, 1]
+    answer_correct: float
+    flops_inference: float     # policy FLOPs (expected, for parallel strategies)
+    flops_verifier: float
+    tokens: float              # generated tokens
+    text: str | None = None
+
+
+@dataclass
+class Pool:
+    """N samples of one problem, their verdicts and costs; reward scores filled in on demand."""
+
+    texts: list[str]
+    correct: np.ndarray         # [N] whole solution right
+    answer_correct: np.ndarray  # [N]
+    answers: np.ndarray         # [N] parsed answer, est.NO_ANSWER when none
+    flops_prefill: float
+    flops_decode: np.ndarray    # [N]
+    tokens: np.ndarray          # [N]
+    orm: np.ndarray | None = None       # [N]
+    prm: list[list[float]] | None = None
+    orm_flops: np.ndarray | None = None
+    prm_flops: np.ndarray | None = None
+
+    @property
+    def N(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class Context:
+    engine: Any
+    orm: Any = None
+    prm: Any = None
+    options: Options = field(default_factory=Options)
+    task: TestbedTask = field(default_factory=TestbedTask)
+    progress: Callable[[str, int, int], None] | None = None
+    pools: dict[tuple[Problem, ...], list[Pool]] = field(default_factory=dict)
+    pool_size: int = 0  # draw at least this many samples per problem (the largest budget of a sweep)
+
+    def sampling(self, max_tokens: int, **kw: Any) -> Any:
+        from scalelab.testtime.engine import SamplingParams
+
+        o = self.options
+        base = dict(temperature=o.temperature, top_p=o.top_p, top_k=o.top_k, seed=o.seed, max_tokens=max_tokens)
+        return SamplingParams(**{**base, **kw})
+
+    def pool(self, problems: Sequence[Problem], n: int) -> list[Pool]:
+        """At least n samples per problem, drawn once and reused for every smaller budget."""
+        key = tuple(problems)
+        n = max(n, self.pool_size)
+        have = self.pools.get(key)
+        if have is not None and have[0].N >= n:
+            return have
+        task, eng = self.task, self.engine
+        prompts = [task.prompt(p) for p in problems]
+        max_tokens = max(task.max_tokens(p) for p in problems)
+        tick = (lambda d, t: self.progress("sampling", d, t)) if self.progress else None
+        gen = eng.generate(prompts, n, self.sampling(max_tokens), progress=tick)
+        pools = []
+        for i, p in enumerate(problems):
+            texts = [c.text for c in gen.completions[i]]
+            verdicts = [task.verify(p, t) for t in texts]
+            pools.append(Pool(
+                texts=texts,
+                correct=np.array([v.correct for v in verdicts], float),
+                answer_correct=np.array([v.answer_correct for v in verdicts], float),
+                answers=np.array([v.answer if v.answer is not None else est.NO_ANSWER for v in verdicts]),
+                flops_prefill=gen.flops_prefill[i], flops_decode=np.array(gen.flops_decode[i]),
+                tokens=np.array([len(c.token_ids) for c in gen.completions[i]], float)))
+        self.pools[key] = pools
+        return pools
+
+    def scored(self, problems: Sequence[Problem], n: int, which: str) -> list[Pool]:
+        pools = self.pool(problems, n)
+        rm = self.orm if which == "orm" else self.prm
+        if getattr(pools[0], which) is None:
+            prompts = [self.task.prompt(p) for p, pool in zip(problems, pools) for _ in pool.texts]
+            texts = [t for pool in pools for t in pool.texts]
+            scores, flops = rm.score(prompts, texts)
+            k = 0
+            for pool in pools:
+                s, f = scores[k:k + pool.N], flops[k:k + pool.N]
+                if which == "orm":
+                    pool.orm, pool.orm_flops = np.array([x[0] for x in s]), np.array(f)
+                else:
+                    pool.prm, pool.prm_flops = s, np.array(f)
+                k += pool.N
+        return pools
+
+
+# ---- single --------------------------------------------------------------------------------------
+def _greedy(problems: Sequence[Problem], ctx: Context, task: TestbedTask) -> list[Outcome]:
+    eng = ctx.engine
+    prompts = [task.prompt(p) for p in problems]
+    gen = eng.generate(prompts, 1, ctx.sampling(max(task.max_tokens(p) for p in problems), temperature=0.0))
+    out = []
+    for i, p in enumerate(problems):
+        c = gen.completions[i][0]
+        v = task.verify(p, c.text)
+        out.append(Outcome(float(v.correct), float(v.answer_correct), gen.flops_prefill[i] + gen.flops_decode[i][0],
+                           0.0, float(len(c.token_ids)), c.text))
+    return out
+
+
+def run_direct(problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]:
+    return _greedy(problems, ctx, TestbedTask(direct=True))
+
+
+def run_cot(problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]:
+    return _greedy(problems, ctx, ctx.task)
+
+
+# ---- parallel: selection rules over one pool ------------------------------------------------------
+def _parallel(select: Callable[[Pool, int, np.random.Generator, Context], tuple[float, float]], rm: str | None):
+    def run(problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]:
+        pools = ctx.scored(problems, n, rm) if rm else ctx.pool(problems, n)
+        rng = np.random.default_rng([ctx.options.seed, n])
+        out = []
+        for pool in pools:
+            c, a = select(pool, n, rng, ctx)
+            ver = 0.0
+            if rm:
+                ver = n * float(np.mean(pool.orm_flops if rm == "orm" else pool.prm_flops))
+            out.append(Outcome(c, a, pool.flops_prefill + n * float(pool.flops_decode.mean()), ver,
+                               n * float(pool.tokens.mean())))
+        return out
+    return run
+
+
+def _coverage(pool: Pool, k: int, rng: Any, ctx: Context) -> tuple[float, float]:
+    return (est.pass_at_k(pool.N, int(pool.correct.sum()), k),
+            est.pass_at_k(pool.N, int(pool.answer_correct.sum()), k))
+
+
+def _majority(pool: Pool, k: int, rng: Any, ctx: Context) -> tuple[float, float]:
+    d = ctx.options.draws
+    return (est.vote_at_k(pool.answers, pool.correct, k, draws=d, rng=rng),
+            est.vote_at_k(pool.answers, pool.answer_correct, k, draws=d, rng=rng))
+
+
+def _scores(pool: Pool, rm: str, ctx: Context) -> np.ndarray:
+    if rm == "orm":
+        return pool.orm
+    return np.array([aggregate(s, ctx.options.prm_agg) for s in pool.prm])
+
+
+def _best(rm: str):
+    def select(pool: Pool, k: int, rng: Any, ctx: Context) -> tuple[float, float]:
+        s = _scores(pool, rm, ctx)
+        return est.best_of_k(s, pool.correct, k), est.best_of_k(s, pool.answer_correct, k)
+    return select
+
+
+def _weighted(rm: str):
+    def select(pool: Pool, k: int, rng: Any, ctx: Context) -> tuple[float, float]:
+        s, d = _scores(pool, rm, ctx), ctx.options.draws
+        return (est.vote_at_k(pool.answers, pool.correct, k, scores=s, draws=d, rng=rng),
+                est.vote_at_k(pool.answers, pool.answer_correct, k, scores=s, draws=d, rng=rng))
+    return select
+
+
+# ---- the registry -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    kind: str                      # single | parallel | search
+    run: Callable[[Sequence[Problem], int, Context], list[Outcome]]
+    summary: str
+    needs: tuple[str, ...] = ()    # "orm", "prm"
+    direct: bool = False           # answers the direct-answer question (no worked steps)
+
+
+def _search(name: str) -> Callable[[Sequence[Problem], int, Context], list[Outcome]]:
+    def run(problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]:
+        from scalelab.testtime import search
+
+        return getattr(search, name)(problems, n, ctx)
+    return run
+
+
+_ENTRIES = [
+    Strategy("direct", "single", run_direct, "greedy direct answer, no worked steps", direct=True),
+    Strategy("cot", "single", run_cot, "chain of thought: one greedy worked solution"),
+    Strategy("coverage", "parallel", _parallel(_coverage, None),
+             "pass@n: right if any of n samples is right (an oracle's upper bound; Brown et al. 2024)"),
+    Strategy("majority", "parallel", _parallel(_majority, None),
+             "self-consistency: the most frequent answer of n samples (Wang et al. 2023)"),
+    Strategy("best_of_n", "parallel", _parallel(_best("orm"), "orm"), "the sample the ORM scores highest",
+             needs=("orm",)),
+    Strategy("best_of_n_prm", "parallel", _parallel(_best("prm"), "prm"),
+             "the sample with the highest aggregated PRM score", needs=("prm",)),
+    Strategy("weighted_best_of_n", "parallel", _parallel(_weighted("orm"), "orm"),
+             "the answer with the largest sum of ORM scores (Li et al. 2023; Snell et al. 2024)", needs=("orm",)),
+    Strategy("weighted_best_of_n_prm", "parallel", _parallel(_weighted("prm"), "prm"),
+             "the answer with the largest sum of aggregated PRM scores", needs=("prm",)),
+    Strategy("beam_search", "search", _search("beam_search"),
+             "PRM-guided beam search over step lines: n beams, keep n/width, expand each width times",
+             needs=("prm",)),
+    Strategy("dvts", "search", _search("dvts"),
+             "diverse verifier tree search: n/width independent subtrees, greedy on the PRM (Beeching et al. 2024)",
+             needs=("prm",)),
+    Strategy("revision", "search", _search("revision"),
+             "budget forcing: reopen the greedy solution at its most doubtful step with a '!' correction, "
+             "up to n - 1 times"),
+]
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in _ENTRIES}
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise InputError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+def run_strategy(name: str, problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]:
+    """Run one registered strategy at budget n (checks the budget and the reward models it needs)."""
+    s = get_strategy(name)
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"n={n}: the budget must be a positive integer")
+    for need in s.needs:
+        if getattr(ctx, need) is None:
+            raise InputError(f"strategy {name!r} needs a{'n' if need == 'orm' else ''} {need.upper()} "
+                             f"(--{need} RUN, trained with `scalelab testtime train-verifier --kind {need}`)")
+    if not problems:
+        return []
+    return s.run(problems, int(n), ctx)
