@@ -55,6 +55,14 @@ def synthetic(name: str, seed: int = 0):
                     rows.append((N, D, U))
         X = np.array(rows)
         return X, noisy(datacon_loss(X[:, 0], X[:, 1], X[:, 2], p), rng, 0.001)
+    if name == "coverage":  # pass@k of problems with Beta(0.3, 2) success rates
+        from scalelab.laws.coverage import beta_coverage
+
+        k = np.array([1, 2, 4, 8, 16, 32, 64], float)
+        return k[:, None], np.minimum(noisy(beta_coverage(k, 0.3, 2.0), rng), 1.0)
+    if name == "testtime":  # accuracy against samples, saturating at 0.8
+        n = np.array([1, 2, 4, 8, 16, 32, 64], float)
+        return n[:, None], noisy(0.8 - 0.5 * n ** -0.6, rng)
     raise KeyError(f"no synthetic data for law {name!r}: add a generator to tests/test_laws.py")
 
 

@@ -14,6 +14,7 @@ from scalelab.errors import ScalelabError
 # Importing a verb module registers its commands on `app`.
 from scalelab.cli import fit as _fit  # noqa: F401,E402
 from scalelab.cli import train as _train  # noqa: F401,E402
+from scalelab.cli import testtime as _testtime  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,8 @@ REGISTRY: dict[str, str] = {
     "chinchilla": "scalelab.laws.chinchilla:ChinchillaLaw",
     "isoflop": "scalelab.laws.isoflop:IsoFlopLaw",
     "datacon": "scalelab.laws.datacon:DataConstrainedLaw",
+    "coverage": "scalelab.laws.coverage:CoverageLaw",
+    "testtime": "scalelab.laws.testtime:TesttimeLaw",
 }
 
 
@@ -78,7 +80,8 @@ def fit_table(table: str | Path, law: Any, *, col_map: dict[str, str] | None = N
 
     est = make_law(law, x=x, **hyper) if isinstance(law, str) else law
     loaded = load_table(table)
-    prepared = prepare(loaded.frame, est, col_map=col_map, x=getattr(est, "x", x))
+    own = getattr(est, "prepare_table", None)  # test-time laws select one curve of their own columns
+    prepared = own(loaded.frame, col_map=col_map) if own else prepare(loaded.frame, est, col_map=col_map, x=getattr(est, "x", x))
     # Runs the loader could not use (failed, corrupt) are reported, never dropped silently.
     prepared.notices[:0] = [f"run left out: {p}" for p in loaded.problems]
     est.fit(prepared.X, prepared.y, progress=progress)
