@@ -48,7 +48,7 @@ import torch
 
 from scalelab.testbed import LABELS, Problem
 from scalelab.testtime.strategies import Context, Outcome
-from scalelab.testtime.verifiers import RewardSession, aggregate
+from scalelab.testtime.verifiers import aggregate
 
 LINE_TOKENS = 24  # longest testbed line: "!h:999*999=999\n" is 15 characters
 
@@ -78,11 +78,11 @@ def _tree(problems: Sequence[Problem], n: int, ctx: Context, mode: str) -> list[
         max_lines = max(2 * p.steps + 2 for p in chunk)  # every step corrected once, and the answer
         pol = eng.session(len(chunk), max(map(len, ids)) + max_lines * LINE_TOKENS)
         pol.metered = True
-        rms = RewardSession(ctx.prm, prompts)
+        rms = ctx.prm.session(prompts)
         with torch.inference_mode():
             pol.feed(ids)
         f_inf = np.array(pol.take_row_flops(), float)
-        f_ver = np.array(rms.sess.take_row_flops(), float)
+        f_ver = np.array(rms.take_row_flops(), float)
         index = torch.arange(len(chunk)).repeat_interleave(rows_per)
         pol.select(index)
         rms.select(index)
@@ -104,7 +104,7 @@ def _tree(problems: Sequence[Problem], n: int, ctx: Context, mode: str) -> list[
                 tokens[row["p"]] += len(toks)
             for r, f in enumerate(pol.take_row_flops()):
                 f_inf[rows[r]["p"]] += f
-            for r, f in enumerate(rms.sess.take_row_flops()):
+            for r, f in enumerate(rms.take_row_flops()):
                 f_ver[rows[r]["p"]] += f
             keep = _select(rows, done, mode, groups, width, o.prm_agg)
             if not keep:

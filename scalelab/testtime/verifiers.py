@@ -159,6 +159,10 @@ class RewardModel:
 
         return torch.sigmoid(hidden @ self.label_w + self.label_b)
 
+    def session(self, prompts: Sequence[str]) -> "RewardSession":
+        """A session fed line by line (step-by-step search), one row per prompt."""
+        return RewardSession(self, prompts)
+
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[list[float]], list[float]]:
         """Scores of each (prompt, completion) -- step scores (PRM) or one score (ORM) -- and the
         FLOPs each row cost (a forward over prompt + completion, no lm_head, one label row per
@@ -199,6 +203,9 @@ class RewardSession:
 
     def select(self, index: Any) -> None:
         self.sess.select(index)
+
+    def take_row_flops(self) -> list[float]:
+        return self.sess.take_row_flops()
 
     def add_lines(self, texts: Sequence[str]) -> list[float]:
         """Feed each row its new text (one step line, or nothing) and return the score at its end
