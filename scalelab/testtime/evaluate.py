@@ -106,7 +106,8 @@ def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context,
             continue
         rm = RewardModel.load(path, meter=eng.meter, max_batch=cfg.max_batch)
         if rm.kind != kind:
-            raise ConfigError(f"--{kind} {path}: is a {rm.kind.upper()}, not a{'n' if kind == 'orm' else ''} {kind.upper()}")
+            raise ConfigError(f"--{kind} {path}: is {'an' if rm.kind == 'orm' else 'a'} {rm.kind.upper()}, "
+                              f"not {'an' if kind == 'orm' else 'a'} {kind.upper()}")
         rm.check_tokenizer(eng.tokenizer, policy_name=pid)
         rms[kind] = rm
     needs = {n for s in cfg.strategies for n in get_strategy(s).needs}
