@@ -1,21 +1,24 @@
 """The embedded testbed: multi-step modular arithmetic with worked solutions and an exact verifier.
 
-A problem picks a modulus m (the "number size"), a start value and k labelled operations
-(the "number of steps"); the answer applies them left to right modulo m::
+A problem picks a modulus m and an operation (together the "skill"), a start value and k labelled
+operands (the "number of steps"); the answer applies the operation step by step modulo m::
 
-    Q23:9 a+6 b*19 c-4        worked question: "Q", modulus, ":", start, labelled operations
-    a:9+6=15                  one step per line: previous value, operation, operand, result
-    b:15*19=3                 ...a step may be wrong (the corpus injects errors at rate p_error)
-    !b:15*19=9                ...and is then corrected on a line that starts with "!"
-    c:9-4=5
-    A:5                       final-answer line
+    Q23*:9 a6 b19 c4          worked question: "Q", modulus, operation, ":", start, labelled operands
+    a:9*6=8                   one step per line: previous value, operation, operand, result
+    b:8*19=3                  ...a step may be wrong (the corpus injects errors at rate p_error)
+    !b:8*19=14                ...and is then corrected on a line that starts with "!"
+    c:14*4=10
+    A:10                      final-answer line
 
-    D23:9 a+6 b*19 c-4        direct question: the answer with no worked steps
-    A:5
+    D23*:9 a6 b19 c4          direct question: the answer with no worked steps
+    A:10
 
-Why this shape (see FINDINGS.md): labelling each operation lets a small model find operation i
-by matching its label instead of counting, which makes the task learnable on a CPU; but one
-narrow skill learns by a sharp phase transition and gives a bad power-law fit. So the corpus
+Why this shape (see FINDINGS.md and docs/LOG.md): labelling each operand lets a small model find
+operand i by matching its label instead of counting, which makes the task learnable on a CPU.
+One operation per problem, stated once in the header: with a different operation at every step,
+models of 200k parameters copied every operand but never learned which operation came next
+(loss on that character stayed at ln 3 through 4M tokens). One narrow skill also
+learns by a sharp phase transition and gives a bad power-law fit, so the corpus
 holds many sub-skills of graded difficulty at power-law frequencies, following the quantization
 model of neural scaling (Michaud et al. 2023, "The Quantization Model of Neural Scaling"): every
 modulus m brings its own addition, subtraction and multiplication tables (3·m² facts), moduli are
@@ -118,9 +121,16 @@ class Problem:
     def answer(self) -> int:
         return self.values[-1]
 
+    @property
+    def op(self) -> str:
+        """The problem's operation (every step of a generated problem uses the same one)."""
+        return self.ops[0][0]
+
     def question(self, direct: bool = False) -> str:
-        body = " ".join(f"{LABELS[i]}{op}{y}" for i, (op, y) in enumerate(self.ops))
-        return f"{'D' if direct else 'Q'}{self.modulus}:{self.start} {body}\n"
+        if any(op != self.op for op, _ in self.ops):
+            raise ValueError("the question format states one operation per problem")
+        body = " ".join(f"{LABELS[i]}{y}" for i, (_, y) in enumerate(self.ops))
+        return f"{'D' if direct else 'Q'}{self.modulus}{self.op}:{self.start} {body}\n"
 
     def step_line(self, i: int, result: int | None = None) -> str:
         op, y = self.ops[i]
@@ -198,10 +208,9 @@ class Generator:
         pair = int(pairs[rng.randrange(len(pairs))])
         logp -= math.log(len(pairs))
         start, first = divmod(pair, m)
-        ops = [(rng.choice(cfg.ops), first)]
-        for _ in range(k - 1):
-            ops.append((rng.choice(cfg.ops), rng.randrange(m)))
-        logp -= k * math.log(len(cfg.ops)) + (k - 1) * math.log(m)
+        op = rng.choice(cfg.ops)
+        ops = [(op, first)] + [(op, rng.randrange(m)) for _ in range(k - 1)]
+        logp -= math.log(len(cfg.ops)) + (k - 1) * math.log(m)
         return Problem(m, start, tuple(ops)), logp
 
     def document(self, rng: random.Random) -> tuple[str, float]:

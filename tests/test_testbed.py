@@ -9,33 +9,35 @@ from scalelab.errors import ConfigError
 from scalelab.testbed import (ALPHABET, Problem, TestbedConfig, TestbedSource, Generator, chance,
                               split_of, verify)
 
-P = Problem(23, 9, (("+", 6), ("*", 19), ("-", 4)))
+P = Problem(23, 9, (("*", 6), ("*", 19), ("*", 4)))
 
 
 def test_problem_values_and_rendering():
-    assert P.values == (9, 15, 9, 5) and P.answer == 5
-    assert P.question() == "Q23:9 a+6 b*19 c-4\n"
-    assert P.question(direct=True) == "D23:9 a+6 b*19 c-4\n"
-    assert P.solution() == "a:9+6=15\nb:15*19=9\nc:9-4=5\nA:5\n"
-    assert P.solution({1: 3}) == "a:9+6=15\nb:15*19=3\n!b:15*19=9\nc:9-4=5\nA:5\n"
+    assert P.values == (9, 8, 14, 10) and P.answer == 10
+    assert P.question() == "Q23*:9 a6 b19 c4\n"
+    assert P.question(direct=True) == "D23*:9 a6 b19 c4\n"
+    assert P.solution() == "a:9*6=8\nb:8*19=14\nc:14*4=10\nA:10\n"
+    assert P.solution({1: 3}) == "a:9*6=8\nb:8*19=3\n!b:8*19=14\nc:14*4=10\nA:10\n"
+    with pytest.raises(ValueError, match="one operation"):
+        Problem(5, 1, (("+", 1), ("*", 2))).question()
 
 
 def test_verifier_accepts_right_solutions_and_corrections():
     assert verify(P, P.solution()).correct
     assert verify(P, P.solution({0: 1, 2: 7})).correct
-    assert verify(P, "A:5\n", direct=True).correct
+    assert verify(P, "A:10\n", direct=True).correct
     v = verify(P, P.solution() + "junk after the answer is ignored")
-    assert v.correct and v.answer == 5
+    assert v.correct and v.answer == 10
 
 
 @pytest.mark.parametrize("text", [
-    "a:9+6=15\nb:15*19=8\nc:8-4=4\nA:4\n",        # a wrong step, consistent afterwards
-    "a:9+6=15\nb:15*19=9\nc:9-4=5\nA:6\n",        # wrong answer
-    "a:9+6=15\nc:9-4=5\nA:5\n",                    # a skipped step
-    "a:9+6=15\nb:15*19=9\nb:15*19=9\nc:9-4=5\nA:5\n",  # a repeated step
-    "a:9+6=15\nb:15+19=9\nc:9-4=5\nA:5\n",        # wrong operation copied
-    "a:9+6=15\nb:15*19=09\nc:9-4=5\nA:5\n",       # leading zero is not a number here
-    "A:5\n",                                       # answer with no work
+    "a:9*6=8\nb:8*19=13\nc:13*4=6\nA:6\n",         # a wrong step, consistent afterwards
+    "a:9*6=8\nb:8*19=14\nc:14*4=10\nA:11\n",       # wrong answer
+    "a:9*6=8\nc:14*4=10\nA:10\n",                   # a skipped step
+    "a:9*6=8\nb:8*19=14\nb:8*19=14\nc:14*4=10\nA:10\n",  # a repeated step
+    "a:9*6=8\nb:8+19=14\nc:14*4=10\nA:10\n",       # wrong operation copied
+    "a:9*6=8\nb:8*19=014\nc:14*4=10\nA:10\n",      # leading zero is not a number here
+    "A:10\n",                                       # answer with no work
     "",
 ])
 def test_verifier_rejects_anything_short_of_a_whole_right_solution(text):
@@ -49,7 +51,7 @@ def test_verifier_never_evaluates_text():
 
 
 def test_verifier_reports_steps_and_answer_separately():
-    v = verify(P, "a:9+6=15\nb:15*19=8\nc:8-4=4\nA:5\n")
+    v = verify(P, "a:9*6=8\nb:8*19=13\nc:13*4=6\nA:10\n")
     assert v.steps_correct == (True, False, False) and v.answer_correct and not v.correct
 
 
