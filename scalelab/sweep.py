@@ -39,13 +39,16 @@ TOKENS_PER_PARAM = 20.0
 MAX_DEPTH = {"cpu": 16, "gpu": 48}
 MIN_DEPTH = 2  # one layer cannot form induction heads (Olsson et al. 2022): another regime
 
-# `--preset quick` (<= 2 min on 2 cores, used by tests) and `--preset default` (<= 20 min).
-# Budgets are exact training FLOPs; `base` overrides TrainConfig defaults for every member.
+# `--preset quick` (<= 2 min on 2 idle cores, used by tests) and `--preset default` (<= 20 min).
+# Budgets are exact training FLOPs; `base` overrides TrainConfig defaults for every member. On the
+# testbed the compute-optimal models at 1e12-3e12 FLOPs are the smallest of the ladder (d2 beat d3
+# at 3e12 with 464 tokens per parameter; docs/LOG.md, 2026-11-25), so the presets centre on 150
+# tokens per parameter and admit depth 1 as the left bracket of the lowest budgets.
 SWEEP_PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"plan": "isoflop", "budgets": [1.5e11, 4e11, 1e12], "points": 3,
-              "base": {"seq_len": 256, "eval_tokens": 16_384}},
-    "default": {"plan": "isoflop", "budgets": [3e11, 1e12, 3e12, 1e13], "points": 5,
-                "base": {"seq_len": 256, "eval_tokens": 32_768}},
+    "quick": {"plan": "isoflop", "budgets": [1e11, 3e11, 8e11], "points": 3, "tokens_per_param": 150,
+              "min_depth": 1, "base": {"seq_len": 256, "eval_tokens": 16_384}},
+    "default": {"plan": "isoflop", "budgets": [2e11, 6e11, 2e12, 6e12], "points": 5, "tokens_per_param": 150,
+                "min_depth": 1, "base": {"seq_len": 256, "eval_tokens": 32_768}},
 }
 
 

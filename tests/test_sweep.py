@@ -144,3 +144,15 @@ def test_kill_9_of_a_running_sweep_loses_only_uncheckpointed_steps(tmp_path):
         assert rec.resumed_from_step == (states.get(rid) or None)  # restarted exactly at its checkpoint
         ref = train(TrainConfig.build(rec.config), tmp_path / "reference")  # same config, no kill
         assert ref.run_id == rid and ref.metrics["loss"] == rec.metrics["loss"]
+
+
+@pytest.mark.slow
+def test_quick_preset_on_the_testbed_feeds_the_fitters(tmp_path):
+    """`--preset quick` end to end (about 2 min on 2 idle cores), then both fits read its dir."""
+    r = run_cli("sweep", "--preset", "quick", "--workers", "2", "--runs-dir", tmp_path, cwd=REPO, timeout=900)
+    assert r.returncode == 0, r.stderr
+    frame = load_table(tmp_path).frame
+    assert len(frame) == 9 and frame[["N", "D", "C", "loss"]].notna().all().all()
+    for law in ("chinchilla", "isoflop"):
+        f = run_cli("fit", tmp_path, "--law", law, "--bootstrap", "50", cwd=REPO)
+        assert f.returncode == 0, f.stderr

@@ -82,7 +82,8 @@ def sweep_cmd(
         if not cs:
             raise InputError("--plan isoflop needs --budgets (or --preset quick|default)")
         configs = plan_isoflop(base, cs, points or pre.get("points", 3), vocab_size=source.vocab_size,
-                               tokens_per_param=ratio or pre.get("tokens_per_param", 20.0))
+                               tokens_per_param=ratio or pre.get("tokens_per_param", 20.0),
+                               min_depth=pre.get("min_depth", 2))
     elif kind == "grid":
         if not sizes or not tokens:
             raise InputError("--plan grid needs --sizes and --tokens")
