@@ -148,7 +148,7 @@ def optimizer_to_flat(optimizer: Any, model: Any) -> tuple[dict[str, Any], dict[
     for idx, slots in sd["state"].items():
         for slot, v in slots.items():
             if hasattr(v, "shape") and v.dim() > 0:
-                tensors[f"{names[idx]}.{slot}"] = v.detach().contiguous().clone()
+                tensors[f"{names[idx]}.{slot}"] = v.detach().cpu().contiguous().clone()  # safetensors: host memory
             else:
                 scalars["state"].setdefault(names[idx], {})[slot] = float(v)
     for g in sd["param_groups"]:
