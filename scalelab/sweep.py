@@ -18,6 +18,7 @@ Command line: `scalelab sweep --plan isoflop --budgets 1e12,1e13 --points-per-bu
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import queue
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from scalelab import checkpoint as ckpt
 from scalelab import model as M
 from scalelab.errors import ConfigError, InputError
 from scalelab.ledger import atomic_write_json, config_hash, load_runs, read_record
@@ -241,12 +243,22 @@ def run_sweep(configs: list[TrainConfig], runs_dir: str | Path, *, workers: int 
     executor = executor or (LocalExecutor(workers) if workers > 1 else InProcessExecutor())
     if todo:
         if show_progress and vocab_size is not None:
-            with _ProgressBar(todo, vocab_size, len(configs) - len(todo)) as bar:
+            with _ProgressBar(todo, vocab_size, len(configs) - len(todo), runs_dir) as bar:
                 done = executor.run(todo, runs_dir, bar.chain(on_event))
         else:
             done = executor.run(todo, runs_dir, on_event or (lambda ev: None))
         outcomes.update({o.run_id: o for o in done})
     return [outcomes[i] for i in ids]
+
+
+def _checkpointed_flops(run_dir: Path) -> float:
+    last = ckpt.latest(run_dir)
+    if last is None:
+        return 0.0
+    try:
+        return float(json.loads((last / ckpt.STATE_FILE).read_text()).get("flops", 0.0))
+    except (OSError, ValueError):
+        return 0.0
 
 
 def _problem(problems: list[Any], rid: str) -> str:
@@ -256,17 +268,20 @@ def _problem(problems: list[Any], rid: str) -> str:
 class _ProgressBar:
     """A rich bar on stderr over the FLOPs of the members still to run, with an ETA."""
 
-    def __init__(self, todo: list[TrainConfig], vocab_size: int, skipped: int):
+    def __init__(self, todo: list[TrainConfig], vocab_size: int, skipped: int, runs_dir: Path):
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.total = {run_id_for(c): c.tokens * plan_run(c, vocab_size)["flops_per_token"] for c in todo}
-        self.done: dict[str, float] = {}
+        # Work already in checkpoints counts as done from the start, so resuming does not read as
+        # a burst of speed that would make the ETA optimistic.
+        self.done = {rid: _checkpointed_flops(runs_dir / rid) for rid in self.total}
         self.members, self.finished = len(todo) + skipped, skipped
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.percentage:>3.0f}% of FLOPs"), TimeElapsedColumn(),
                                  TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True))
-        self.task = self.progress.add_task(self._label(), total=sum(self.total.values()))
+        self.task = self.progress.add_task(self._label(), total=sum(self.total.values()),
+                                           completed=sum(self.done.values()))
 
     def _label(self) -> str:
         return f"sweep {self.finished}/{self.members} members"
