@@ -324,9 +324,15 @@ class TestbedSource:
 
     name = "testbed"
 
-    def __init__(self, config: TestbedConfig | None = None, **overrides: Any):
+    def __init__(self, config: TestbedConfig | None = None, *, max_eval_tokens: int | None = None,
+                 **overrides: Any):
         base = config.model_dump() if config is not None else {}
         self.config = TestbedConfig.build({**base, **overrides})
+        if max_eval_tokens is not None and max_eval_tokens < 1:
+            raise ConfigError(f"max_eval_tokens={max_eval_tokens}: must be >= 1")
+        # The held-out set is cut to whole documents within this many counted tokens, and the
+        # floor and bytes per token are computed on exactly that set.
+        self.max_eval_tokens = max_eval_tokens
         self.gen = Generator(self.config)
         self._eval: tuple[list[str], float] | None = None
 
@@ -380,9 +386,12 @@ class TestbedSource:
         """The evaluation documents and their total exact negative log-likelihood (nats)."""
         if self._eval is None:
             rng = _rng("eval", self.config.eval_seed)
-            docs, nll = [], 0.0
+            docs, nll, counted = [], 0.0, 0
             for _ in range(self.config.eval_docs):
                 doc, lp = self.gen.document(rng)
+                counted += len(doc) + 1
+                if self.max_eval_tokens is not None and counted > self.max_eval_tokens and docs:
+                    break
                 docs.append(doc)
                 nll -= lp
             self._eval = (docs, nll)

@@ -147,6 +147,15 @@ def resolve_source(spec: str, options: dict[str, Any]) -> Any:
     return make_source(spec, **options)
 
 
+def source_options(config: "TrainConfig") -> dict[str, Any]:
+    """The source's options, with the held-out set cut to `eval_tokens` inside the source, so
+    that its entropy floor and bytes per token describe exactly the tokens that are scored."""
+    opts = dict(config.source_options)
+    if ":" not in config.source or os.path.exists(config.source):
+        opts.setdefault("max_eval_tokens", config.eval_tokens)
+    return opts
+
+
 def plan_run(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
     """Everything derived from the config and the model size: printed and recorded."""
     arch = M.parse_preset(config.model, vocab_size, config.seq_len, tie_embeddings=config.tie_embeddings)
@@ -210,7 +219,7 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = N
         threads_before = torch.get_num_threads()
         torch.set_num_threads(config.threads or os.cpu_count() or 1)
         try:
-            return _run(config, run_dir, source or resolve_source(config.source, config.source_options),
+            return _run(config, run_dir, source or resolve_source(config.source, source_options(config)),
                         progress, done)
         finally:
             torch.set_num_threads(threads_before)

@@ -148,3 +148,14 @@ def test_bad_config_values_are_one_line_errors():
     with pytest.raises(ConfigError):
         TestbedSource().problems("dev", 3, steps=2)
     assert split_of(23, 9, 6) in ("train", "val", "test")
+
+
+def test_eval_set_cut_keeps_floor_and_bytes_exact_for_the_scored_tokens():
+    full = TestbedSource(eval_docs=400)
+    cut = TestbedSource(eval_docs=400, max_eval_tokens=5000)
+    docs, nll = cut.eval_documents()
+    counted = sum(len(d) + 1 for d in docs)
+    assert counted <= 5000 and docs == full.eval_documents()[0][:len(docs)]
+    assert sum(m.sum() for _, m in cut.eval_batches(8, 256)) == counted
+    assert cut.entropy_floor == pytest.approx(nll / counted)
+    assert cut.eval_bytes_per_token == pytest.approx(sum(len(d) for d in docs) / counted)

@@ -20,13 +20,13 @@ def _err(msg: str) -> None:
 
 def _base(config: Path | None, corpus: str | None, sets: list[str], first: list[str]):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
-    from scalelab.train import TrainConfig, quiet_import_noise, resolve_source
+    from scalelab.train import TrainConfig, quiet_import_noise, resolve_source, source_options
 
     quiet_import_noise()
 
     cfg = TrainConfig.from_json(config) if config else TrainConfig.build()
     cfg = cfg.override(first + ([f"source={corpus}"] if corpus else []) + list(sets))
-    return cfg, resolve_source(cfg.source, cfg.source_options)
+    return cfg, resolve_source(cfg.source, source_options(cfg))
 
 
 @app.command("train")
