@@ -39,11 +39,11 @@ def policy(runs):
     return runs / rec.run_id
 
 
-def _train_rm(policy, runs, kind):
+def _train_rm(policy, runs, kind, head="likelihood"):
     from scalelab.testtime.rewardtrain import VerifierConfig, train_verifier
 
-    cfg = VerifierConfig.build(policy=str(policy), kind=kind, problems=12, samples=3, rollouts=2, epochs=2,
-                               batch_size=8, val_problems=4, max_steps=2, threads=1)
+    cfg = VerifierConfig.build(policy=str(policy), kind=kind, head=head, problems=12, samples=3, rollouts=2,
+                               epochs=2, batch_size=8, val_problems=4, max_steps=2, threads=1)
     return train_verifier(cfg, runs / "rm")
 
 
@@ -290,6 +290,35 @@ def test_reward_model_with_another_tokenizer_is_refused(policy, orm, runs, ctx, 
         RewardModel.load(policy)
 
 
+@pytest.mark.parametrize("head", ["likelihood", "label"])
+def test_line_by_line_scores_equal_whole_solution_scores(policy, runs, head):
+    """The search path (a reward session fed one line at a time) and the batch path agree."""
+    from scalelab.testtime.verifiers import RewardModel
+
+    rec = _train_rm(policy, runs, "prm", head)
+    assert rec.metrics["head"] == head
+    rm = RewardModel.load(runs / "rm" / rec.run_id)
+    task = TestbedTask()
+    problems = _problems(2)
+    texts = [problems[0].solution(), "a:1+1=2\nb:44==\nA:9\n"]
+    whole, _ = rm.score([task.prompt(p) for p in problems], texts)
+    sess = rm.session([task.prompt(p) for p in problems])
+    lines = [split_lines(t) for t in texts]
+    steps = [sess.add_lines([ls[i] if i < len(ls) else "" for ls in lines]) for i in range(max(map(len, lines)))]
+    for r in range(2):
+        assert [steps[i][r] for i in range(len(lines[r]))] == pytest.approx(whole[r], abs=1e-5)
+    assert math.isnan(steps[-1][0]) or len(lines[0]) == len(steps)
+
+
+def test_likelihood_features():
+    from scalelab.testtime.verifiers import likelihood_features
+
+    lp = [-0.1, -2.0, -0.5, -0.3, -1.0]
+    f = likelihood_features("prm", lp, [1, 4])  # lines: tokens 0-1 and 2-4
+    assert np.allclose(f, [[-2.0, -2.1, -2.0, -2.1], [-1.0, -1.8, -2.0, -3.9]])
+    assert np.allclose(likelihood_features("orm", lp, [4]), [[-2.0, -3.9, -0.78]])
+
+
 # ---- evaluation records, laws and the command line ------------------------------------------------
 def test_evaluation_writes_one_record_per_point_and_resumes(policy, orm, runs):
     from scalelab.laws import fit_table
@@ -357,6 +386,7 @@ def test_cli_bad_input_is_one_line_exit_2(capsys, policy, orm, runs, tmp_path):
         (["testtime", "--model", policy, "--strategies", "majority", "--prm", runs / "rm" / orm.run_id],
          "is an ORM, not a PRM"),
         (["testtime", "train-verifier", "--policy", policy, "--kind", "crm"], "choose orm or prm"),
+        (["testtime", "train-verifier", "--policy", policy, "--kind", "orm", "--head", "scalar"], "choose likelihood or label"),
         (["testtime"], "--model RUN is required"),
     ]
     for args, message in cases:

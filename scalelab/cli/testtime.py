@@ -117,12 +117,14 @@ def strategies_cmd() -> None:
 def train_verifier_cmd(
     policy: str = typer.Option(..., "--policy", help="policy run directory"),
     kind: str = typer.Option(..., "--kind", help="orm | prm"),
+    head: str = typer.Option("likelihood", "--head", help="likelihood (a logistic head on the model's token "
+                             "log-probabilities) | label (fine-tune the model to predict a +/- tag)"),
     problems: int = typer.Option(512, "--problems", help="training problems"),
     samples: int = typer.Option(8, "--samples", help="policy samples per problem"),
     rollouts: int = typer.Option(8, "--rollouts", help="PRM: Monte-Carlo rollouts per step prefix"),
     label: str = typer.Option("hard", "--label", help="PRM labels: hard (any rollout right) | soft (share right)"),
-    epochs: int = typer.Option(3, "--epochs"),
-    init: str = typer.Option("policy", "--init", help="policy (fine-tune a copy) | a ladder preset (from scratch)"),
+    epochs: int = typer.Option(3, "--epochs", help="label head: passes over the samples"),
+    init: str = typer.Option("policy", "--init", help="label head: policy (fine-tune a copy) | a ladder preset"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     sets: list[str] = _SET,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
@@ -133,7 +135,9 @@ def train_verifier_cmd(
 
     if kind not in ("orm", "prm"):
         raise InputError(f"--kind {kind!r}: choose orm or prm")
-    cfg = VerifierConfig.build(policy=policy, kind=kind, problems=problems, samples=samples, rollouts=rollouts,
+    if head not in ("likelihood", "label"):
+        raise InputError(f"--head {head!r}: choose likelihood or label")
+    cfg = VerifierConfig.build(policy=policy, kind=kind, head=head, problems=problems, samples=samples, rollouts=rollouts,
                                label=label, epochs=epochs, init=init, threads=threads).override(sets)
     with _progress() as bar:
         task = bar.add_task("loading", total=None)

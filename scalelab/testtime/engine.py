@@ -98,7 +98,7 @@ class Engine:
 
         if max_batch < 1:
             raise ConfigError(f"max_batch={max_batch}: must be >= 1")
-        self.model = model.eval()
+        self.model = model.eval().requires_grad_(False)  # sampling never needs gradients
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.backend_kind = backend

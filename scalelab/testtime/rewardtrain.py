@@ -9,8 +9,11 @@
    the recipe works wherever only final answers can be checked; on the testbed the labels are
    also compared with the true correctness of each prefix (`label_agreement`), which differs
    exactly where a wrong step is followed by a correction the policy would write.
-3. Fine-tune a copy of the policy (or a fresh ladder model, `init=d2`...) to predict the label as
-   P("+" vs "-") at each query position (see `verifiers.py`), binary cross-entropy, AdamW.
+3. Fit the head (see `verifiers.py`). Likelihood head (default): the policy's log-probabilities of
+   the sampled tokens give a few features per query position; a logistic regression (L2, scipy
+   L-BFGS) fits its coefficients; the checkpoint is the policy's weights unchanged. Label head:
+   fine-tune a copy of the policy (or a fresh ladder model, `init=d2`...) to predict the label as
+   P("+" vs "-") at each query position, binary cross-entropy, AdamW.
 4. Validate on the validation split: AUC of the score against correctness, and the accuracy of
    picking the best-scored of the `samples` solutions against picking one at random.
 5. Write a run like any other: checkpoint (safetensors, tokenizer, reward.json), record with the
@@ -35,12 +38,14 @@ from scalelab.errors import ConfigError
 from scalelab.ledger import (CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, config_hash,
                              read_record, write_record)
 from scalelab.testtime import estimators as est
-from scalelab.testtime.verifiers import BAD, GOOD, REWARD_FILE, TestbedTask, split_lines, vocab_hash
+from scalelab.testtime.verifiers import (BAD, FEATURES, GOOD, REWARD_FILE, TestbedTask, likelihood_features,
+                                         query_positions, split_lines, token_logprobs, vocab_hash)
 
 
 class VerifierConfig(Config):
     policy: str = Field(..., description="policy run directory (or checkpoint directory)")
     kind: Literal["orm", "prm"] = "prm"
+    head: Literal["likelihood", "label"] = Field("likelihood", description="see testtime/verifiers.py")
     problems: int = Field(512, ge=1, le=1_000_000, description="training problems")
     samples: int = Field(8, ge=1, le=4096, description="policy samples per problem")
     rollouts: int = Field(8, ge=1, le=1024, description="PRM: Monte-Carlo completions per step prefix")
@@ -48,7 +53,8 @@ class VerifierConfig(Config):
     min_steps: int = Field(1, ge=1, le=12)
     max_steps: int = Field(8, ge=1, le=12)
     temperature: float = Field(0.8, gt=0, le=10)
-    init: str = Field("policy", description="policy (fine-tune a copy) or a ladder preset from scratch")
+    init: str = Field("policy", description="label head: policy (fine-tune a copy) or a ladder preset from scratch")
+    l2: float = Field(1e-3, ge=0, le=100, description="likelihood head: L2 penalty of the logistic fit")
     epochs: int = Field(3, ge=1, le=1000)
     lr: float = Field(3e-4, gt=0, le=1)
     batch_size: int = Field(32, ge=1, le=65_536)
@@ -179,28 +185,34 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
     inference_flops = eng.meter.totals["inference"]
 
     # ---- the reward model -----------------------------------------------------------------------
-    model = _init_model(cfg, eng, resolve_checkpoint(cfg.policy))
     tok = eng.tokenizer
-    good, bad = tok.convert_tokens_to_ids(GOOD), tok.convert_tokens_to_ids(BAD)
-    rm_meta = {"kind": cfg.kind, "good_token": GOOD, "bad_token": BAD, "policy": pid, "label": cfg.label,
-               "vocab_hash": vocab_hash(tok), "query": "every line end" if cfg.kind == "prm" else "last token"}
-    examples = _examples(eng, task, train_p, tr_texts, labels, cfg.kind)
-    from scalelab.testtime.flops import flop_model
-
-    fm = flop_model(model)
-    record = RunRecord(run_id=run_dir.name, parent_id=pid, phase="posttrain", technique=f"reward-model-{cfg.kind}",
-                       task="testbed", config=cfg.model_dump())
-    record.n_params = sum(p.numel() for p in model.parameters())
+    rm_meta = {"kind": cfg.kind, "head": cfg.head, "good_token": GOOD, "bad_token": BAD, "policy": pid,
+               "label": cfg.label, "vocab_hash": vocab_hash(tok),
+               "query": "every line end" if cfg.kind == "prm" else "last token"}
+    record = RunRecord(run_id=run_dir.name, parent_id=pid, phase="posttrain",
+                       technique=f"reward-model-{cfg.kind}", task="testbed", config=cfg.model_dump())
     base = dict(parent.flops) if parent is not None else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / CONFIG_FILE, cfg.model_dump())
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     write_record(run_dir, record)
+    rm_dir = run_dir / CHECKPOINT_DIR
     try:
-        train_flops, last_loss = _fit(model, examples, cfg, good, bad, fm, run_dir, tick("training"))
-        rm_dir = run_dir / CHECKPOINT_DIR
         from scalelab.testtime.loading import quiet_transformers
 
+        if cfg.head == "likelihood":
+            model = eng.model
+            coef, mu, sd, train_flops, last_loss, n_tok = _fit_likelihood(eng, task, train_p, tr_texts, labels, cfg)
+            rm_meta.update(coef=coef, mu=mu, sd=sd, features=list(FEATURES[cfg.kind]))
+        else:
+            from scalelab.testtime.flops import flop_model
+
+            model = _init_model(cfg, eng, resolve_checkpoint(cfg.policy))
+            examples = _examples(eng, task, train_p, tr_texts, labels, cfg.kind)
+            train_flops, last_loss = _fit(model, examples, cfg, tok.convert_tokens_to_ids(GOOD),
+                                          tok.convert_tokens_to_ids(BAD), flop_model(model), run_dir, tick("training"))
+            n_tok = int(sum(len(e[0]) for e in examples)) * cfg.epochs
+        record.n_params = sum(p.numel() for p in model.parameters())
         with quiet_transformers():
             model.save_pretrained(rm_dir, safe_serialization=True)
             tok.save_pretrained(rm_dir)
@@ -212,15 +224,52 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
         raise
     record.flops = {**base, "inference": base.get("inference", 0.0) + inference_flops,
                     "posttrain": base.get("posttrain", 0.0) + train_flops}
-    record.tokens = int(sum(len(e[0]) for e in examples)) * cfg.epochs
+    record.tokens = n_tok
     record.wall_s = time.perf_counter() - t0
     n_lab = sum(len(x) for a in labels for x in a)
-    record.complete(train_loss=last_loss, train_examples=len(examples), train_labels=n_lab,
+    record.complete(train_loss=last_loss, train_examples=sum(map(len, tr_texts)), train_labels=n_lab, head=cfg.head,
                     train_positive=float(np.mean([x >= 0.5 for a in labels for b in a for x in b])),
                     train_accuracy_policy=float(np.mean(correct[:len(train_p)])),
                     label_agreement=agreement, rollouts=cfg.rollouts if cfg.kind == "prm" else 0, **val)
     write_record(run_dir, record)
     return record
+
+
+def _fit_likelihood(eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[str]], labels: list[Any],
+                    cfg: VerifierConfig) -> tuple[list[float], list[float], list[float], float, float, int]:
+    """Logistic regression of the labels on likelihood features; returns (coef, mu, sd, FLOPs,
+    final loss, tokens read)."""
+    from scipy.optimize import minimize
+
+    prompts = [task.prompt(p) for p, row in zip(probs, texts) for _ in row]
+    flat = [t for row in texts for t in row]
+    lps, flops = token_logprobs(eng, prompts, flat)
+    line_ids = {i for i, t in enumerate(eng.token_text()) if t.endswith("\n")}
+    X, y = [], []
+    for t, lp, lab in zip(flat, lps, [x for row in labels for x in row]):
+        f = likelihood_features(cfg.kind, lp, query_positions(cfg.kind, eng.encode(t), line_ids))
+        k = min(len(f), len(lab))
+        X += list(f[:k])
+        y += list(lab[:k])
+    X, y = np.asarray(X, float), np.asarray(y, float)
+    if X.shape[0] < 2:
+        raise ConfigError("too few labelled positions to fit the reward head; raise --problems or --samples")
+    mu, sd = X.mean(0), X.std(0) + 1e-8
+    Z = np.column_stack([np.ones(len(X)), (X - mu) / sd])
+
+    def loss(c: np.ndarray) -> tuple[float, np.ndarray]:
+        z = Z @ c
+        p = 1.0 / (1.0 + np.exp(-z))
+        nll = np.mean(np.logaddexp(0.0, z) - y * z) + cfg.l2 * float(c[1:] @ c[1:])
+        grad = Z.T @ (p - y) / len(y)
+        grad[1:] += 2 * cfg.l2 * c[1:]
+        return float(nll), grad
+
+    res = minimize(loss, np.zeros(Z.shape[1]), jac=True, method="L-BFGS-B")
+    if not res.success:
+        raise ConfigError(f"the logistic fit of the reward head did not converge: {res.message}")
+    n_tok = sum(len(eng.encode(p)) + len(eng.encode(t)) for p, t in zip(prompts, flat))
+    return res.x.tolist(), mu.tolist(), sd.tolist(), float(sum(flops)), float(res.fun), n_tok
 
 
 def _init_model(cfg: VerifierConfig, eng: Any, policy_ckpt: Path) -> Any:

@@ -4,23 +4,36 @@ Exact verifier: `scalelab.testbed.verify` (strict patterns, nothing evaluated). 
 as `TestbedTask`, which also knows the prompt format and how a solution splits into steps.
 
 Reward models. An outcome reward model (ORM) gives one score per solution, a process reward
-model (PRM) one score per step line. Both are causal LMs (`AutoModelForCausalLM`, safetensors)
-that read the question and the solution and give a score at a query position as the probability
-of a "good" label token against a "bad" one: P = sigmoid(logit["+"] - logit["-"]) at the last
-token of a step line (PRM: every line; ORM: the last line). Math-Shepherd (Wang et al. 2024,
-"Math-Shepherd: Verify and Reinforce LLMs Step-by-step without Human Annotations") trains its PRM
-the same way, as a language model predicting a "+"/"-" tag after each step. Why this rather than
-a scalar head:
-  - the reward model starts as a copy of the policy, so it reads solutions with the policy's own
-    arithmetic already in place (a verifier from scratch would have to learn the tables again);
-  - it stays an ordinary causal-LM checkpoint: the same loader, engine session and FLOP meter;
-  - it is causal, so the score of step i sees only the prefix up to step i: scoring a partial
-    solution during search gives exactly the score that step gets inside the full solution, and
-    a search can feed a reward model line by line through a KV-cache session.
+model (PRM) one score per step line (every line of the solution, the answer line included). Both
+are Hugging Face causal LMs (safetensors) that start as a copy of the policy, so they read
+solutions with the policy's own arithmetic; a score is read at a query position (the end of each
+line for a PRM, the last token for an ORM) by one of two heads:
 
-A reward model directory holds the checkpoint, its tokenizer and `reward.json` (kind, label
-tokens, the policy it was trained on, its tokenizer's vocabulary hash). A reward model built for
-another tokenizer is refused (`check_tokenizer`).
+  likelihood  (default) a logistic head on how likely the model finds the text it reads: the
+              log-probability of each token under the reward model's own next-token distribution,
+              summarised per line (min and sum) and over the prefix so far (running min and sum);
+              per solution for an ORM (min, sum, mean). Only the head's few coefficients are
+              fitted, by logistic regression on the labels. Why: verifying a testbed step means
+              recomputing "x op y" and comparing it with the written result. The policy already
+              does the first half at every "=": its next-token distribution is the recomputation,
+              and the probability it gives the written result is the comparison. A label read at
+              the end of the line would have to rebuild that inside the network, and a 4-6 layer
+              model has no layers left to compare after it has computed; measured on a 200k-
+              parameter policy, the label head learned which problems are hard (pooled AUC 0.95)
+              but hardly which of one problem's samples are right (AUC within problems 0.54-0.62),
+              the likelihood head ranked within problems at AUC 0.92 (docs/LOG.md, 2026-11-25).
+  label       the whole model is fine-tuned so that P = sigmoid(logit["+"] - logit["-"]) at a
+              query position predicts the label, as Math-Shepherd (Wang et al. 2024,
+              "Math-Shepherd: Verify and Reinforce LLMs Step-by-step without Human Annotations")
+              trains its PRM: a language model predicting a "+"/"-" tag after each step.
+
+Both heads are causal: the score of step i sees only the prefix up to step i, so scoring a partial
+solution during search gives exactly the score that step gets inside the full solution, and a
+search feeds a reward model line by line through a KV-cache session (`RewardSession`).
+
+A reward model directory holds the checkpoint, its tokenizer and `reward.json` (kind, head and its
+coefficients, label tokens, the policy it was trained on, its tokenizer's vocabulary hash). A
+reward model built for another tokenizer is refused (`check_tokenizer`).
 """
 from __future__ import annotations
 
@@ -31,10 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from scalelab.errors import InputError
 from scalelab.testbed import Problem, Verdict, chance, verify
 
 REWARD_FILE = "reward.json"
+HEADS = ("likelihood", "label")
 GOOD, BAD = "+", "-"  # label tokens; both are characters of the testbed alphabet
 LINE = "\n"
 
@@ -110,14 +126,18 @@ class RewardModel:
         self.engine = engine  # an Engine over the reward model, metering into phase "verifier"
         self.meta = meta
         self.kind: str = meta["kind"]
+        self.head: str = meta.get("head", "label")
         tok = engine.tokenizer
-        self.good_id = tok.convert_tokens_to_ids(meta.get("good_token", GOOD))
-        self.bad_id = tok.convert_tokens_to_ids(meta.get("bad_token", BAD))
-        w = engine.head_weight
-        self.label_w = (w[self.good_id] - w[self.bad_id]).detach()  # [d]: logit difference direction
-        b = engine.head_bias
-        self.label_b = float(b[self.good_id] - b[self.bad_id]) if b is not None else 0.0
-        self.line_ids = {i for i, s in enumerate(engine.token_text()) if s.endswith(LINE)}
+        w, b = engine.head_weight, engine.head_bias
+        good = tok.convert_tokens_to_ids(meta.get("good_token", GOOD))
+        bad = tok.convert_tokens_to_ids(meta.get("bad_token", BAD))
+        self.label_w = (w[good] - w[bad]).detach()  # [d]: the logit-difference direction
+        self.label_b = float(b[good] - b[bad]) if b is not None else 0.0
+        self.line_ids = {i for i, t in enumerate(engine.token_text()) if t.endswith(LINE)}
+        if self.head == "likelihood":
+            self.coef = np.asarray(meta["coef"], float)    # bias, then one weight per feature
+            self.mu = np.asarray(meta["mu"], float)        # feature standardisation
+            self.sd = np.asarray(meta["sd"], float)
 
     @classmethod
     def load(cls, path: str | Path, *, meter: Any = None, max_batch: int = 256) -> "RewardModel":
@@ -130,8 +150,8 @@ class RewardModel:
             raise InputError(f"{ckpt}: no {REWARD_FILE}: not a reward model (train one with "
                              "`scalelab testtime train-verifier`)")
         meta = json.loads(meta_path.read_text())
-        if meta.get("kind") not in ("orm", "prm"):
-            raise InputError(f"{meta_path}: kind must be orm or prm, got {meta.get('kind')!r}")
+        if meta.get("kind") not in ("orm", "prm") or meta.get("head", "label") not in HEADS:
+            raise InputError(f"{meta_path}: expected kind orm|prm and head {'|'.join(HEADS)}")
         eng = Engine.load(ckpt, meter=meter, phase="verifier", max_batch=max_batch)
         return cls(eng, meta)
 
@@ -143,21 +163,11 @@ class RewardModel:
                              f"differ); train it on this policy with `scalelab testtime train-verifier`")
 
     def query_positions(self, completion_ids: Sequence[int]) -> list[int]:
-        """Indices in the completion whose score is read: every line end (PRM) or the last token."""
-        if not completion_ids:
-            return []
-        if self.kind == "orm":
-            return [len(completion_ids) - 1]
-        pos = [i for i, t in enumerate(completion_ids) if t in self.line_ids]
-        if not pos or pos[-1] != len(completion_ids) - 1:
-            pos.append(len(completion_ids) - 1)  # an unfinished last line is a step too
-        return pos
+        return query_positions(self.kind, completion_ids, self.line_ids)
 
-    def score_hidden(self, hidden: Any) -> Any:
-        """Scores in (0, 1) from final hidden states [..., d]."""
-        import torch
-
-        return torch.sigmoid(hidden @ self.label_w + self.label_b)
+    def _squash(self, feats: np.ndarray) -> np.ndarray:
+        z = self.coef[0] + ((feats - self.mu) / self.sd) @ self.coef[1:]
+        return 1.0 / (1.0 + np.exp(-z))
 
     def session(self, prompts: Sequence[str]) -> "RewardSession":
         """A session fed line by line (step-by-step search), one row per prompt."""
@@ -165,8 +175,20 @@ class RewardModel:
 
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[list[float]], list[float]]:
         """Scores of each (prompt, completion) -- step scores (PRM) or one score (ORM) -- and the
-        FLOPs each row cost (a forward over prompt + completion, no lm_head, one label row per
-        query position)."""
+        FLOPs each row cost: a forward over prompt + completion; the label head reads one row of
+        the lm_head (2d FLOPs) per query position, the likelihood head the whole lm_head at every
+        completion position."""
+        if self.head == "likelihood":
+            lps, flops = token_logprobs(self.engine, prompts, completions)
+            scores = []
+            for c, lp in zip(completions, lps):
+                ids = self.engine.encode(c)
+                f = likelihood_features(self.kind, lp, self.query_positions(ids))
+                scores.append(self._squash(f).tolist() if len(f) else [0.0])
+            return scores, flops
+        return self._score_label(prompts, completions)
+
+    def _score_label(self, prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[list[float]], list[float]]:
         import torch
 
         eng = self.engine
@@ -184,10 +206,75 @@ class RewardModel:
             for r, (p, c) in enumerate(part):
                 q = self.query_positions(c)
                 idx = torch.tensor([off[r] + len(p) + i for i in q], dtype=torch.long)
-                scores.append(self.score_hidden(hidden[r, idx]).tolist() if q else [0.0])
+                z = hidden[r, idx] @ self.label_w + self.label_b
+                scores.append(torch.sigmoid(z).tolist() if q else [0.0])
                 flops.append(fm.tokens(len(seqs[r]), 0, heads=0) + label * len(q))
         eng.meter.add("verifier", sum(flops), scored_tokens=sum(len(p) + len(c) for p, c in rows), kind="score")
         return scores, flops
+
+
+def query_positions(kind: str, completion_ids: Sequence[int], line_ids: set[int]) -> list[int]:
+    """Indices in the completion whose score is read: every line end (PRM) or the last token."""
+    if not completion_ids:
+        return []
+    if kind == "orm":
+        return [len(completion_ids) - 1]
+    pos = [i for i, t in enumerate(completion_ids) if t in line_ids]
+    if not pos or pos[-1] != len(completion_ids) - 1:
+        pos.append(len(completion_ids) - 1)  # an unfinished last line is a step too
+    return pos
+
+
+# ---- the likelihood head -------------------------------------------------------------------------
+FEATURES = {"prm": ("line_min_logprob", "line_logprob", "prefix_min_logprob", "prefix_logprob"),
+            "orm": ("min_logprob", "logprob", "mean_logprob")}
+
+
+def likelihood_features(kind: str, lp: Sequence[float], ends: Sequence[int]) -> np.ndarray:
+    """Features [queries, F] from the log-probability of each completion token under the model:
+    per line (PRM, lines ending at `ends`) its min and sum, and the running min and sum over the
+    prefix; per solution (ORM) min, sum and mean."""
+    lp = np.asarray(lp, float)
+    if lp.size == 0 or not ends:
+        return np.zeros((0, len(FEATURES[kind])))
+    if kind == "orm":
+        return np.array([[lp.min(), lp.sum(), lp.mean()]])
+    rows, start, run_min, run_sum = [], 0, 0.0, 0.0
+    for e in ends:
+        seg = lp[start:e + 1]
+        run_min, run_sum = min(run_min, float(seg.min())), run_sum + float(seg.sum())
+        rows.append([seg.min(), seg.sum(), run_min, run_sum])
+        start = e + 1
+    return np.array(rows)
+
+
+def token_logprobs(engine: Any, prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[np.ndarray], list[float]]:
+    """log P(token | prefix) of every completion token under the engine's model, and the FLOPs of
+    each row (a forward over prompt + completion with the lm_head at every completion position)."""
+    import torch
+
+    eng = engine
+    fm = eng.flop_model
+    out: list[np.ndarray] = []
+    flops: list[float] = []
+    rows = [(eng.encode(p), eng.encode(c)) for p, c in zip(prompts, completions)]
+    for s in range(0, len(rows), eng.max_batch):
+        part = rows[s:s + eng.max_batch]
+        seqs = [p + c for p, c in part]
+        sess = eng.session(len(part), max(map(len, seqs)))
+        with torch.inference_mode():
+            hidden, off = sess.feed(seqs, logits=False)
+            for r, (p, c) in enumerate(part):
+                if not c:
+                    out.append(np.zeros(0))
+                    flops.append(fm.tokens(len(p), 0, heads=0))
+                    continue
+                pos = torch.arange(off[r] + len(p) - 1, off[r] + len(p) + len(c) - 1)  # each predicts the next
+                lp = torch.log_softmax(eng.logits(hidden[r, pos]).float(), -1)  # [len(c), V]
+                out.append(lp[torch.arange(len(c)), torch.tensor(c)].numpy().astype(float))
+                flops.append(fm.tokens(len(seqs[r]), 0, heads=len(c)))
+    eng.meter.add(eng.phase, sum(flops), scored_tokens=sum(len(p) + len(c) for p, c in rows), kind="logprobs")
+    return out, flops
 
 
 class RewardSession:
@@ -199,10 +286,12 @@ class RewardSession:
         ids = [eng.encode(p) for p in prompts]
         self.sess = eng.session(len(ids), max(map(len, ids)) + 256)
         self.sess.metered = True
+        self.run = np.zeros((len(ids), 2))  # likelihood head: running min and sum of log-probs per row
         self.sess.feed(ids, logits=False)
 
     def select(self, index: Any) -> None:
         self.sess.select(index)
+        self.run = self.run[np.asarray(index.cpu() if hasattr(index, "cpu") else index)]
 
     def take_row_flops(self) -> list[float]:
         return self.sess.take_row_flops()
@@ -212,14 +301,33 @@ class RewardSession:
         (NaN for rows fed nothing)."""
         import torch
 
-        eng = self.rm.engine
-        chunks = [eng.encode(t) if t else [] for t in texts]
         with torch.inference_mode():
-            hidden, _ = self.sess.feed(chunks, logits=False)
+            return self._add_lines(texts)
+
+    def _add_lines(self, texts: Sequence[str]) -> list[float]:
+        import torch
+
+        rm, eng = self.rm, self.rm.engine
+        chunks = [eng.encode(t) if t else [] for t in texts]
+        before = eng.logits(self.sess.last_hidden) if rm.head == "likelihood" else None  # predicts each chunk's 1st token
+        hidden, off = self.sess.feed(chunks, logits=False)
         if hidden.shape[1] == 0:
             return [math.nan] * len(texts)
         fm = eng.flop_model
-        n = sum(1 for c in chunks if c)
-        eng.meter.add("verifier", fm.head / eng.head_weight.shape[0] * n, kind="score")
-        scores = self.rm.score_hidden(hidden[:, -1]).tolist()  # right-aligned: a row's new text ends at -1
-        return [s if c else math.nan for s, c in zip(scores, chunks)]
+        n = [len(c) for c in chunks]
+        if rm.head == "label":
+            eng.meter.add("verifier", fm.head / eng.head_weight.shape[0] * sum(1 for k in n if k), kind="score")
+            scores = torch.sigmoid(hidden[:, -1] @ rm.label_w + rm.label_b).tolist()  # right-aligned: ends at -1
+            return [s if c else math.nan for s, c in zip(scores, chunks)]
+        eng.meter.add("verifier", fm.head * sum(n), kind="logprobs")
+        out = []
+        for r, c in enumerate(chunks):
+            if not c:
+                out.append(math.nan)
+                continue
+            logits = torch.cat([before[r:r + 1], eng.logits(hidden[r, off[r]:-1])])  # [len(c), V]
+            lp = torch.log_softmax(logits.float(), -1)[torch.arange(len(c)), torch.tensor(c)].numpy()
+            self.run[r] = (min(self.run[r, 0], float(lp.min())), self.run[r, 1] + float(lp.sum()))
+            feats = np.array([[lp.min(), lp.sum(), self.run[r, 0], self.run[r, 1]]])
+            out.append(float(rm._squash(feats)[0]))
+        return out
