@@ -231,18 +231,18 @@ def test_tree_search_selection_rules():
     cands = [{"scores": [0.9], "text": wrong}, {"scores": [0.6], "text": fixed}, {"scores": [0.5], "text": right}]
     assert _final(cands, "best", "last", TestbedTask(), p) == wrong  # the single highest score
     assert _final(cands, "weighted", "last", TestbedTask(), p) == fixed  # answer sums 1.1 > 0.9; its best
-    # budget forcing reopens the step line the model most suspected, never a correction or the answer
+    # budget forcing reopens the step whose result the model found least likely; never a correction
     tok = TestbedSource().tokenizer
     text = "a:1+2=3\n!a:1+2=4\nb:4*2=1\nA:1\n"
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    probs = [0.0] * len(ids)
-    starts = [i + 1 for i, t in enumerate(text) if t == "\n"][:-1]  # after lines 1, 2, 3
-    for j, pr in zip(starts, (0.9, 0.95, 0.3)):
-        probs[j] = pr
+    lps = [0.0] * len(ids)
+    for ch, p_ in (("3", 0.2), ("4", 0.01), ("1", 0.7)):  # the result digit of each of the three lines
+        lps[text.index("=" + ch) + 1] = math.log(p_)
     texts = [tok.decode([i]) for i in range(len(tok))]
     bang = tok.convert_tokens_to_ids("!")
-    assert _doubt(ids, probs, texts, bang, 0.1) == starts[2]  # line 1 is corrected already; line 2 is a correction
-    assert _doubt(ids, probs, texts, bang, 0.5) is None
+    after_b = text.index("A:1")
+    assert _doubt(ids, lps, texts, bang, 0.1) == after_b  # line 1 is corrected already, line 2 is a correction
+    assert _doubt(ids, lps, texts, bang, 0.5) is None  # doubt about line 3 is only 0.3
 
 
 # ---- reward-model runs ----------------------------------------------------------------------------

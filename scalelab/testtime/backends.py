@@ -22,10 +22,12 @@ import torch.nn.functional as F
 
 
 def fast_path_supported(model: Any) -> bool:
-    """Plain Llama only: default RoPE, SiLU MLP, no biases, no tensor-parallel split."""
+    """Plain Llama only: default RoPE, SiLU MLP, no biases, no tensor-parallel split, and float
+    weights (quantized tensors, e.g. torchao's, cannot be concatenated into the fused matrices)."""
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or {}
-    return (getattr(cfg, "model_type", None) == "llama" and rope.get("rope_type", "default") == "default"
+    return (getattr(cfg, "model_type", None) == "llama" and getattr(cfg, "quantization_config", None) is None
+            and rope.get("rope_type", "default") == "default"
             and getattr(cfg, "hidden_act", "silu") == "silu" and not getattr(cfg, "attention_bias", False)
             and not getattr(cfg, "mlp_bias", False) and getattr(cfg, "pretraining_tp", 1) == 1)
 

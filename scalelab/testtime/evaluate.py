@@ -47,7 +47,7 @@ class TesttimeConfig(Config):
     prm_agg: str = "last"
     beam_width: int = Field(4, ge=1, le=1024)
     final: Literal["weighted", "best"] = "weighted"
-    revision_threshold: float = Field(0.2, ge=0, le=1)
+    revision_threshold: float = Field(0.5, ge=0, le=1, description="revision: least doubt that reopens a step")
     draws: int = Field(1000, ge=1, le=1_000_000)
     seed: int = Field(0, ge=0)
     max_batch: int = Field(1024, ge=1, le=1_000_000)

@@ -16,23 +16,24 @@ so neither model ever re-reads a prefix. A row ends when it writes the answer li
 Both pick the final solution among finished rows by weighted vote over answers (sum of
 aggregated scores; the best-scored solution of the winning answer) or by best score (`final`).
 
-  revision(n)     budget forcing on this corpus (Muennighoff et al. 2025, "s1", force the model to
-                  keep thinking where it would stop). In the testbed's documents a step line is
+  revision(n)     budget forcing on this corpus (Muennighoff et al. 2025, "s1": make the model keep
+                  thinking where it would stop). In the testbed's documents a step line is
                   followed by a '!' correction line exactly when the step was wrong, and the
                   correction is always right and always differs from the wrong value. So the
                   in-distribution way to make the model think again is to reopen its solution
-                  after a step line and write '!': the model then redoes that step and everything
-                  after it. The greedy solution is decoded once, recording the model's own
-                  probability of '!' after every step line (its belief that the step was wrong);
-                  each of up to n - 1 revisions cuts the solution after the uncorrected step line
-                  with the highest such probability (the answer line counts: reopening there is
-                  "suppress the answer and keep thinking") and forces '!'. Correction lines are
-                  never corrected again (the corpus never does). Revisions stop early when no
-                  step's probability reaches `revision_threshold`. The answer is read with the
-                  strict verifier, which applies corrections. What this cannot do: greedy decoding
-                  already writes '!' wherever the model puts more than half its mass on it, so a
-                  forced correction overrides the model where it thought the step was more likely
-                  right than wrong; whether that pays is an empirical question of calibration.
+                  after a step line and write '!': it redoes that step, with a different result,
+                  and everything after it. The greedy solution is decoded once; each of up to
+                  n - 1 revisions cuts the solution after the step line whose written result the
+                  model found least likely (doubt = 1 - the smallest probability of a result
+                  token; the last step counts, so reopening there is "suppress the answer line and
+                  keep thinking") and forces '!'. Correction lines are never corrected again (the
+                  corpus never does). Revisions stop early when no step's doubt reaches
+                  `revision_threshold`. The answer is read with the strict verifier, which applies
+                  corrections. Why doubt from the result's likelihood and not from the model's own
+                  probability of writing '!': a 200k-parameter policy put 7-9% on '!' after every
+                  step line, right or wrong (the corpus's error rate), so that signal carries no
+                  information; the likelihood of the result separates right from wrong samples
+                  (verifiers.py).
 
 FLOPs are counted per row by the sessions (policy: inference; PRM: verifier) and summed per
 problem, duplicated rows each paying for their own tokens.
@@ -187,11 +188,11 @@ def revision(problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]
         sess.metered = True
         with torch.inference_mode():
             sess.feed(ids)
-            res = sess.decode(params, params.max_tokens, None, watch=bang)
+            res = sess.decode(params, params.max_tokens, None, logprobs=True)
         toks = [t for t, _ in res]
-        probs = list(sess.watched)
+        lps = list(sess.logprobs)
         for _ in range(n - 1):
-            cut = [_doubt(t, pr, text_of, bang, o.revision_threshold) for t, pr in zip(toks, probs)]
+            cut = [_doubt(t, lp, text_of, bang, o.revision_threshold) for t, lp in zip(toks, lps)]
             todo = [r for r, c in enumerate(cut) if c is not None]
             if not todo:
                 break
@@ -202,10 +203,10 @@ def revision(problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]
             active[todo] = True
             with torch.inference_mode():
                 sess.feed([[bang] if active[r] else [] for r in range(len(chunk))])
-                res = sess.decode(params, params.max_tokens, None, active=active, watch=bang)
+                res = sess.decode(params, params.max_tokens, None, active=active, logprobs=True)
             for r in todo:
                 toks[r] = toks[r][:cut[r]] + [bang] + res[r][0]
-                probs[r] = probs[r][:cut[r]] + [math.nan] + sess.watched[r]
+                lps[r] = lps[r][:cut[r]] + [0.0] + sess.logprobs[r]
         flops = sess.take_row_flops()
         for r, p in enumerate(chunk):
             body = toks[r][:-1] if toks[r] and toks[r][-1] == eng.eos_id else toks[r]
@@ -215,15 +216,19 @@ def revision(problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]
     return out
 
 
-def _doubt(toks: list[int], probs: list[float], text_of: list[str], bang: int, threshold: float) -> int | None:
-    """Where to force a correction: the position right after the uncorrected step line (or the
-    last step line, before the answer) at which the model put the most probability on '!'."""
-    best, where, line = -1.0, None, ""
+def _doubt(toks: list[int], lps: list[float], text_of: list[str], bang: int, threshold: float) -> int | None:
+    """Where to force a correction: right after the uncorrected step line whose result the model
+    found least likely (1 - min probability of the tokens after '='), if that doubt >= threshold."""
+    best, where, line, res = -1.0, None, "", []
     for j, t in enumerate(toks):
         if j > 0 and text_of[toks[j - 1]].endswith("\n"):
             is_step = len(line) > 1 and line[0] in LABELS and line[1] == ":"
-            if is_step and t != bang and probs[j] == probs[j] and probs[j] > best:
-                best, where = probs[j], j
-            line = ""
+            if is_step and t != bang and res:
+                doubt = 1.0 - math.exp(min(res))
+                if doubt > best:
+                    best, where = doubt, j
+            line, res = "", []
+        if "=" in line and not text_of[t].endswith("\n"):
+            res.append(lps[j])
         line += text_of[t]
     return where if where is not None and best >= threshold else None

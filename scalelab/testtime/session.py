@@ -37,6 +37,10 @@ def choose_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
 
 
 class Session:
+    """See the module docstring. Every method runs in `torch.inference_mode`: the session's tensors
+    are inference tensors, changed in place only by its own methods."""
+
+    @torch.inference_mode()
     def __init__(self, engine: Any, rows: int, capacity: int, *, metered: bool = False):
         self.eng = engine
         self.backend = engine.make_backend()
@@ -53,6 +57,7 @@ class Session:
         self.metered = metered
 
     # ---- bookkeeping ---------------------------------------------------------------------------
+    @torch.inference_mode()
     def _ensure(self, slots: int) -> None:
         if slots <= self.cap:
             return
@@ -67,6 +72,7 @@ class Session:
         if self.metered:
             self.eng.meter.add(self.eng.phase, flops, **row)
 
+    @torch.inference_mode()
     def select(self, index: torch.Tensor) -> None:
         """Keep rows `index` (in that order; repeats duplicate a row with its whole cache)."""
         index = index.to(self.device)
@@ -77,6 +83,7 @@ class Session:
         self.B = int(index.numel())
 
     # ---- feeding -------------------------------------------------------------------------------
+    @torch.inference_mode()
     def feed(self, chunks: Sequence[Sequence[int]], *, logits: bool = True) -> tuple[torch.Tensor, list[int]]:
         """Append `chunks[r]` to row r (empty: nothing). Returns the block's hidden states
         [B, W, d] and each row's offset in it (its chunk is at W - len .. W - 1). `logits`: the
@@ -111,6 +118,7 @@ class Session:
         self.last_hidden = torch.where(has[:, None], hidden[:, -1], self.last_hidden)
         return hidden, [W - k for k in lens]
 
+    @torch.inference_mode()
     def step(self, tok: torch.Tensor, real: torch.Tensor) -> None:
         """One slot: row r takes tok[r] where real[r], else a hole."""
         self._ensure(self.t + 1)
@@ -127,12 +135,14 @@ class Session:
         self.npos += real.long()
         self.last_hidden = torch.where(real[:, None], hidden[:, 0], self.last_hidden)
 
+    @torch.inference_mode()
     def take_row_flops(self) -> list[float]:
         """FLOPs each row cost since the last call (or since it was selected), then reset."""
         out = self.row_flops.tolist()
         self.row_flops.zero_()
         return out
 
+    @torch.inference_mode()
     def rewind(self, row: int, keep: int) -> None:
         """Forget row `row`'s real tokens after its first `keep` (their slots become holes). The
         row's next-token state is stale until it is fed again (feed it before decoding)."""
@@ -143,6 +153,7 @@ class Session:
         self.npos[row] = min(keep, int(real.numel()))
         self.pending[row] = -1
 
+    @torch.inference_mode()
     def drop_pending(self, rows: torch.Tensor | None = None) -> None:
         """Rows that will not continue: their last sampled token need not be fed."""
         if rows is None:
@@ -150,6 +161,7 @@ class Session:
         else:
             self.pending[rows] = -1
 
+    @torch.inference_mode()
     def _flush_pending(self) -> None:
         has = self.pending >= 0
         if bool(has.any()):
@@ -158,13 +170,14 @@ class Session:
             self.step(tok, has)
 
     # ---- generation ----------------------------------------------------------------------------
+    @torch.inference_mode()
     def decode(self, params: Any, max_tokens: int, gen: torch.Generator | None, *, compact: bool = False,
-               active: torch.Tensor | None = None, watch: int | None = None) -> list[tuple[list[int], str]]:
+               active: torch.Tensor | None = None, logprobs: bool = False) -> list[tuple[list[int], str]]:
         """Sample up to `max_tokens` per row (rows where `active` is False sample nothing).
         Returns (tokens, finish reason) per row as the rows stood at the call. With `compact`,
         finished rows are dropped from the session (use it for one-shot generation only).
-        `watch`: a token id whose probability before each sampled token is kept in `self.watched`
-        (per row, aligned with the returned tokens)."""
+        `logprobs`: keep the log-probability of each sampled token (before temperature and cuts) in
+        `self.logprobs`, per row, aligned with the returned tokens."""
         eng = self.eng
         self._flush_pending()
         B0 = self.B
@@ -175,15 +188,16 @@ class Session:
         act = torch.ones(B0, dtype=torch.bool, device=self.device) if active is None else active.clone().to(self.device)
         stop_ids, cand = _stop_tables(eng, params.stop)
         text_of = eng.token_text() if cand is not None else None
-        watched = torch.full((B0, max(max_tokens, 1)), float("nan")) if watch is not None else None
+        kept = torch.full((B0, max(max_tokens, 1)), float("nan")) if logprobs else None
         for step in range(max_tokens):
             logits = eng.logits(self.last_hidden)  # [B, V]
             tok = eng.choose(logits, params, gen)  # [B]
             a_cpu = act.cpu()
             rows = live[a_cpu]
             out[rows, step] = tok.cpu()[a_cpu]
-            if watched is not None:
-                watched[rows, step] = torch.softmax(logits.float(), -1)[:, watch].cpu()[a_cpu]
+            if kept is not None:
+                lp = torch.log_softmax(logits.float(), -1).gather(1, tok[:, None])[:, 0]  # [B]
+                kept[rows, step] = lp.cpu()[a_cpu]
             length[rows] += 1
             ended = act & torch.isin(tok, stop_ids)
             if cand is not None:
@@ -208,7 +222,7 @@ class Session:
             if not reason[r] and length[r] > 0:
                 reason[r] = "length"
         n_gen = int(length.sum())
-        self.watched = [watched[r, :length[r]].tolist() for r in range(B0)] if watched is not None else None
+        self.logprobs = [kept[r, :length[r]].tolist() for r in range(B0)] if kept is not None else None
         if self.metered:
             self.eng.meter.add(self.eng.phase, 0.0, generated_tokens=n_gen, kind="decode")
         return [(out[r, :length[r]].tolist(), reason[r]) for r in range(B0)]

@@ -41,7 +41,7 @@ class Options:
     prm_agg: str = "last"         # last | min | prod (verifiers.aggregate)
     beam_width: int = 4           # search-and-learn's default beam width
     final: str = "weighted"       # how a tree search picks among its finished solutions: weighted | best
-    revision_threshold: float = 0.2
+    revision_threshold: float = 0.5   # reopen a step only if the model gave its written result < 1/2
     draws: int = 1000             # Monte Carlo k-subsets per problem for vote estimators
 
     def __post_init__(self) -> None:
@@ -258,8 +258,8 @@ _ENTRIES = [
              "diverse verifier tree search: n/width independent subtrees, greedy on the PRM (Beeching et al. 2024)",
              needs=("prm",)),
     Strategy("revision", "search", _search("revision"),
-             "budget forcing: reopen the greedy solution at its most doubtful step with a '!' correction, "
-             "up to n - 1 times"),
+             "budget forcing: reopen the greedy solution after its least likely step result with a '!' "
+             "correction line, up to n - 1 times"),
 ]
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in _ENTRIES}
 
