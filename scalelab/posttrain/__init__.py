@@ -1,0 +1,54 @@
+"""Post-training: make a pretrained model better, cheaper or more specific, and count what it cost.
+
+Every technique has one shape (`stage.py`): load a parent run -> transform -> evaluate -> save a
+child run with lineage (`parent_id`, `teacher_id`) and its own FLOPs ledger.
+
+    stage.py     the shape: parent checks, ledger, context, evaluation and saving (`run_stage`)
+    data.py      fine-tuning examples: testbed solutions, user JSONL, verified generations, corpus rows
+    loop.py      the shared training loop (cross-entropy on completions, logit distillation), FLOPs
+    evaluate.py  accuracy by difficulty (test-time `cot` strategy, exact verifier) and held-out loss
+    sft.py       full and LoRA fine-tuning (own loop or TRL's SFTTrainer)
+    distill.py   offline (teacher-written solutions) and logit-level (KL) distillation
+    synth.py     teacher-written, verifier-filtered solutions for under-represented difficulties
+    prune.py     unstructured (magnitude, Wanda) and structured (Minitron width / depth) pruning
+    quantize.py  torchao int8 weight-only / dynamic (int4 where the platform has kernels)
+    curves.py    accuracy against post-training and pretraining FLOPs, from the records
+
+    from scalelab.posttrain import run
+    record = run("sft", {"parent": "runs/d4-3M-b3d17d80", "lora_rank": 8}, "runs/post")
+
+Command line: `scalelab posttrain TECHNIQUE --from RUN ... --runs-dir DIR`; guide: docs/posttrain.md.
+A new technique (reward models, RL, rejection sampling) adds one module with a config class and a
+`transform(ctx) -> StageResult`, and one line in `_MODULES`.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from scalelab.errors import InputError
+
+_MODULES = {
+    "sft": "scalelab.posttrain.sft",
+    "distill": "scalelab.posttrain.distill",
+    "synth": "scalelab.posttrain.synth",
+    "prune": "scalelab.posttrain.prune",
+    "quantize": "scalelab.posttrain.quantize",
+}
+TECHNIQUES = tuple(_MODULES)
+
+
+def get_technique(name: str) -> Any:
+    if name not in _MODULES:
+        raise InputError(f"unknown technique {name!r}; known techniques: {', '.join(TECHNIQUES)}")
+    return importlib.import_module(_MODULES[name]).TECHNIQUE
+
+
+def run(name: str, config: dict[str, Any] | Any, runs_dir: str | Path, *, progress: Any = None) -> Any:
+    """Build the technique's config (one-line errors) and run the stage; returns the child record."""
+    from scalelab.posttrain.stage import run_stage
+
+    tech = get_technique(name)
+    cfg = config if isinstance(config, tech.config) else tech.config.build(dict(config))
+    return run_stage(tech, cfg, runs_dir, progress=progress)

@@ -1,0 +1,113 @@
+"""Post-training scaling curves from the records: accuracy by difficulty against post-training FLOPs
+(one line per technique) and against the parent's pretraining FLOPs.
+
+    table = posttrain_table("runs/post")          # one row per (child run, difficulty)
+    plot_posttrain("runs/post", "figs/posttrain.png")
+
+x values: `posttrain_flops` is the child's `flops.posttrain` (this stage and any post-training
+ancestors: everything after pretraining that the artefact embodies); `pretrain_flops` is the
+parent's pretraining ledger as the child recorded it (`parent_flops.pretrain`; a distilled student
+re-initialised from scratch carries none of it, but its parent's size is still the x value).
+Stages that run no forward pass (quantization, pruning without recovery) sit at 0 FLOPs: the first
+row uses a symmetric-log axis so they are drawn at its left end. The parent's accuracy on the same
+problems (recorded by each child) is the dashed line, and chance the dotted one.
+Command line: `scalelab posttrain plot RUNS --out FILE.png`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from scalelab.errors import InputError
+from scalelab.ledger import load_runs
+
+
+def posttrain_table(runs_dir: str | Path) -> Any:
+    """A pandas table: run_id, parent_id, technique, difficulty ("mean" for the average), accuracy,
+    accuracy_se, parent_accuracy, chance, posttrain_flops, stage_flops, pretrain_flops."""
+    import pandas as pd
+
+    rows = []
+    for r in load_runs(runs_dir).records:
+        m = r.metrics
+        if r.phase != "posttrain" or "accuracy_by_difficulty" not in m:
+            continue
+        base = {"run_id": r.run_id, "parent_id": r.parent_id, "technique": r.technique,
+                "posttrain_flops": float(r.flops.get("posttrain", 0.0)),
+                "stage_flops": float(sum((getattr(r, "posttrain_ledger", None) or {}).values())),
+                "pretrain_flops": (getattr(r, "parent_flops", None) or {}).get("pretrain", math.nan),
+                "n_params": r.n_params_nonembedding}
+        parent = m.get("parent_accuracy_by_difficulty") or {}
+        for d, acc in m["accuracy_by_difficulty"].items():
+            rows.append({**base, "difficulty": str(d), "accuracy": acc,
+                         "accuracy_se": (m.get("accuracy_se_by_difficulty") or {}).get(d, math.nan),
+                         "parent_accuracy": parent.get(d, math.nan),
+                         "chance": (m.get("chance_by_difficulty") or {}).get(d, math.nan)})
+        rows.append({**base, "difficulty": "mean", "accuracy": m["accuracy"], "accuracy_se": math.nan,
+                     "parent_accuracy": m.get("parent_accuracy", math.nan),
+                     "chance": float(sum((m.get("chance_by_difficulty") or {0: math.nan}).values())
+                                     / max(1, len(m.get("chance_by_difficulty") or {})))})
+    if not rows:
+        raise InputError(f"{runs_dir}: no complete post-training records with accuracy")
+    return pd.DataFrame(rows)
+
+
+def plot_posttrain(runs_dir: str | Path, out: str | Path, *, difficulties: list[str] | None = None) -> Path:
+    """Row 1: accuracy against post-training FLOPs; row 2: against the parent's pretraining FLOPs.
+    One column per difficulty (and the mean), one colour per technique."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = posttrain_table(runs_dir)
+    ds = sorted((d for d in df.difficulty.unique() if d != "mean"), key=int) + ["mean"]
+    if difficulties:
+        ds = [d for d in ds if d in difficulties]
+        if not ds:
+            raise InputError(f"difficulties {difficulties}: none in the records of {runs_dir}")
+    techs = sorted(df.technique.unique())
+    colour = {t: plt.get_cmap("tab10" if len(techs) <= 10 else "tab20")(i) for i, t in enumerate(techs)}
+    fig, axes = plt.subplots(2, len(ds), figsize=(3.8 * len(ds), 7.0), squeeze=False)
+    positive = df.posttrain_flops[df.posttrain_flops > 0]
+    lin = float(positive.min()) / 10 if len(positive) else 1.0
+    for j, d in enumerate(ds):
+        sub = df[df.difficulty == d]
+        top, bottom = axes[0, j], axes[1, j]
+        for t in techs:
+            s = sub[sub.technique == t].sort_values("posttrain_flops")
+            if len(s):
+                top.errorbar(s.posttrain_flops, s.accuracy, yerr=s.accuracy_se.fillna(0), color=colour[t], marker="o",
+                             ms=4, lw=1, capsize=2, label=t)
+            s = sub[sub.technique == t].groupby("pretrain_flops", as_index=False).accuracy.max()
+            if len(s):
+                bottom.plot(s.pretrain_flops, s.accuracy, color=colour[t], marker="o", ms=4, lw=1, label=t)
+        parents = sub.groupby("parent_id").agg(parent_accuracy=("parent_accuracy", "first"),
+                                               pretrain_flops=("pretrain_flops", "first")).dropna()
+        for acc in parents.parent_accuracy.unique():
+            top.axhline(acc, color="0.3", ls="--", lw=0.8, label="parent")
+        if len(parents):
+            p = parents.groupby("pretrain_flops", as_index=False).parent_accuracy.max()
+            bottom.plot(p.pretrain_flops, p.parent_accuracy, color="0.3", ls="--", marker="s", ms=4, lw=1, label="parent")
+        for ax in (top, bottom):
+            ch = sub.chance.dropna()
+            if len(ch):
+                ax.axhline(float(ch.mean()), color="0.6", ls=":", lw=0.8, label="chance")
+            ax.set(ylim=(-0.02, 1.02), ylabel="accuracy")
+            ax.grid(alpha=0.3)
+        title = "mean over difficulties" if d == "mean" else f"{d} step{'s' if d != '1' else ''}"
+        top.set(xscale="symlog", title=title, xlabel="post-training FLOPs")
+        top.set_xscale("symlog", linthresh=lin)
+        bottom.set(xscale="log", xlabel="parent's pretraining FLOPs")
+    seen: dict[str, Any] = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=min(6, len(seen)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.05 + 0.02 * math.ceil(len(seen) / 6), 1, 1))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

@@ -1,0 +1,169 @@
+"""Fine-tuning data: (prompt, completion) examples with the loss on completion tokens only.
+
+Three sources:
+  testbed   worked solutions of training-split problems, `"<bos>" + question` -> `solution + <eos>`,
+            with the number of steps drawn evenly from `steps` (clean solutions: no injected errors)
+  JSONL     a user's file, one object per line with non-empty string fields "prompt" and
+            "completion"; a bad line is reported by its number
+  generated a model's own samples for testbed questions, optionally kept only when the exact
+            verifier accepts them (offline distillation, synthetic data, rejection sampling)
+
+Corpus rows (`corpus_rows`) are the parent's pretraining stream, every position a target, for
+distillation and pruning recovery on the pretraining distribution.
+
+Loss on completions only: the prompt is given, so its tokens carry no signal about answering
+(TRL's `completion_only_loss` does the same for prompt-completion data).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from scalelab.errors import InputError
+
+BOS, EOS = "<bos>", "<eos>"
+
+
+@dataclass(frozen=True)
+class Example:
+    ids: tuple[int, ...]        # prompt + completion token ids
+    n_prompt: int               # the first n_prompt ids are the prompt (no loss)
+    steps: int | None = None    # testbed difficulty, when known
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Batch:
+    ids: Any          # [B, T] long, right-padded
+    attn: Any         # [B, T] 1 on tokens, 0 on padding
+    target: Any       # [B, T] float: 1 where the token at t is a training target (completion tokens)
+    lengths: list[int]
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def make_example(tokenizer: Any, prompt: str, completion: str, *, steps: int | None = None,
+                 add_eos: bool = True) -> Example:
+    p, c = encode(tokenizer, prompt), encode(tokenizer, completion)
+    if add_eos and tokenizer.eos_token_id is not None and (not c or c[-1] != tokenizer.eos_token_id):
+        c.append(tokenizer.eos_token_id)
+    return Example(tuple(p + c), len(p), steps)
+
+
+def testbed_problems(src: Any, n: int, *, split: str = "train", steps: Sequence[int], seed: int = 0) -> list[Any]:
+    """`n` problems with the number of steps spread evenly over `steps`, shuffled."""
+    steps = list(steps)
+    per = math.ceil(n / len(steps))
+    probs = [p for k in steps for p in src.problems(split, per, steps=k, seed=seed)]
+    order = np.random.default_rng(seed).permutation(len(probs))
+    return [probs[i] for i in order[:n]]
+
+
+def testbed_examples(src: Any, tokenizer: Any, n: int, *, split: str = "train", steps: Sequence[int],
+                     seed: int = 0) -> list[Example]:
+    return [make_example(tokenizer, BOS + p.question(), p.solution(), steps=p.steps)
+            for p in testbed_problems(src, n, split=split, steps=steps, seed=seed)]
+
+
+def read_jsonl(path: str | Path, tokenizer: Any) -> list[Example]:
+    """Prompt/completion pairs from a JSONL file; a missing, empty or non-string field names its line."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such JSONL file")
+    out = []
+    with open(p, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{p} line {i}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{p} line {i}: expected an object with \"prompt\" and \"completion\"")
+            for key in ("prompt", "completion"):
+                if key not in obj:
+                    raise InputError(f"{p} line {i}: missing field \"{key}\"")
+                if not isinstance(obj[key], str) or not obj[key]:
+                    raise InputError(f"{p} line {i}: field \"{key}\" must be a non-empty string")
+            try:
+                out.append(make_example(tokenizer, obj["prompt"], obj["completion"]))
+            except (ValueError, KeyError) as e:
+                raise InputError(f"{p} line {i}: cannot tokenize ({e})") from None
+    if not out:
+        raise InputError(f"{p}: no examples (the file is empty)")
+    return out
+
+
+def collate(examples: Sequence[Example], tokenizer: Any, *, max_len: int | None = None) -> Batch:
+    """Right-padded batch; targets are completion tokens (positions >= n_prompt)."""
+    import torch
+
+    rows = [e.ids[:max_len] if max_len else e.ids for e in examples]
+    T = max(map(len, rows))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    attn = torch.zeros((len(rows), T), dtype=torch.long)
+    target = torch.zeros((len(rows), T), dtype=torch.float32)
+    for r, (e, x) in enumerate(zip(examples, rows)):
+        ids[r, :len(x)] = torch.tensor(x)
+        attn[r, :len(x)] = 1
+        target[r, e.n_prompt:len(x)] = 1.0
+    return Batch(ids, attn, target, [len(x) for x in rows])
+
+
+def corpus_rows(source: Any, n_rows: int, seq_len: int, seed: int, *, offset: int = 0) -> list[Example]:
+    """`n_rows` rows of the pretraining stream (every token a target but the first). `offset`
+    starts past the batches the parent saw at the same seed, so the rows are fresh text."""
+    out, step = [], offset
+    while len(out) < n_rows:
+        block = source.train_batch(step, min(64, n_rows - len(out)), seq_len, seed)  # [b, seq_len + 1]
+        out += [Example(tuple(int(t) for t in row), 1) for row in block]
+        step += 1
+    return out
+
+
+@dataclass
+class Generated:
+    examples: list[Example]
+    samples: int
+    kept: int
+    kept_by_steps: dict[str, list[int]]  # steps -> [kept, sampled]
+
+
+def generated_examples(ctx: Any, engine: Any, problems: list[Any], n: int, params: Any, *, part: str,
+                       keep: str = "verified", distinct: bool = False) -> Generated:
+    """`n` samples per problem from `engine`, metered into `ctx.ledger` as `part`; keep "verified"
+    (the exact verifier accepts the whole solution) or "all"; samples cut off by the token limit are
+    dropped (they would teach the student not to stop). `distinct` keeps one copy of each solution
+    text per problem, as rejection-sampling fine-tuning does (Yuan et al. 2023, "Scaling
+    Relationship on Learning Mathematical Reasoning with Large Language Models"); otherwise
+    duplicates stay and weight a solution by how often the teacher writes it."""
+    from scalelab.testtime.verifiers import TestbedTask
+
+    task = TestbedTask()
+    gen = ctx.generate(engine, [task.prompt(p) for p in problems], n, params, part=part)
+    tok = engine.tokenizer
+    out, by = [], {}
+    for p, row in zip(problems, gen.completions):
+        seen = set()
+        stats = by.setdefault(str(p.steps), [0, 0])
+        for c in row:
+            stats[1] += 1
+            if c.finish_reason != "eos" or (distinct and c.text in seen):
+                continue
+            if keep == "verified" and not task.verify(p, c.text).correct:
+                continue
+            seen.add(c.text)
+            stats[0] += 1
+            out.append(make_example(tok, task.prompt(p), c.text, steps=p.steps))
+    return Generated(out, len(problems) * n, len(out), by)
