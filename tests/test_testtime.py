@@ -378,7 +378,19 @@ def _cli(capsys, *args):
 
 
 def test_cli_bad_input_is_one_line_exit_2(capsys, policy, orm, runs, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from scalelab.tokenizer import char_tokenizer
+
+    other = tmp_path / "not_testbed"  # a causal LM whose tokenizer knows three letters only
+    tok = char_tokenizer("abc")
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2)).save_pretrained(other)
+    tok.save_pretrained(other)
+    capsys.readouterr()  # the progress bar of save_pretrained is not the command's output
     cases = [
+        (["testtime", "--model", other], "cannot encode the testbed's characters"),
+        (["testtime", "train-verifier", "--policy", other, "--kind", "orm"], "cannot encode the testbed's characters"),
         (["testtime", "--model", tmp_path / "missing"], "no such run or checkpoint"),
         (["testtime", "--model", policy, "--strategies", "cot,majorty"], "known strategies: direct, cot"),
         (["testtime", "--model", policy, "--n", "0,4"], "positive integer"),

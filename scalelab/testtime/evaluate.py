@@ -117,7 +117,19 @@ def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context,
                           f"`scalelab testtime train-verifier --kind {need}`)")
     ctx = Context(engine=eng, orm=rms.get("orm"), prm=rms.get("prm"), options=_options(cfg), progress=progress,
                   pool_size=max(cfg.n))
+    check_testbed_tokenizer(eng, pid)
     return ctx, parent, pid, testbed_for(parent)
+
+
+def check_testbed_tokenizer(eng: Any, name: str) -> None:
+    """Strategies write testbed text; a tokenizer that cannot encode it cannot take part."""
+    from scalelab.testbed import ALPHABET
+
+    try:
+        eng.encode(ALPHABET + "<bos>")
+    except Exception as e:  # tokenizers raises its own exception types for unknown characters
+        raise ConfigError(f"{name}: its tokenizer cannot encode the testbed's characters ({' '.join(str(e).split())[:120]}); "
+                          "test-time strategies run on testbed policies") from None
 
 
 def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,

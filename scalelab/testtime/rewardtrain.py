@@ -161,6 +161,9 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
 
     t0 = time.perf_counter()
     eng = Engine.load(cfg.policy, max_batch=cfg.max_batch)
+    from scalelab.testtime.evaluate import check_testbed_tokenizer
+
+    check_testbed_tokenizer(eng, pid)
     src = testbed_for(parent)
     if cfg.max_steps > src.config.max_steps:
         raise ConfigError(f"max_steps={cfg.max_steps}: the policy's testbed has at most {src.config.max_steps} steps")
