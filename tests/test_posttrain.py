@@ -281,6 +281,20 @@ def test_curves_table_and_figure(tmp_path):
         posttrain_table(tmp_path / "empty")
 
 
+# ---- acceptance checks ------------------------------------------------------------------------------
+def test_acceptance_standard_errors_and_a_check(parent, runs):
+    from scalelab.posttrain.acceptance import _mean, _se, check
+
+    assert _se(0.5, 100) == pytest.approx(0.05) and _se(0.0, 100) == _se(1.0, 100) == pytest.approx(math.sqrt(0.99) / 100)
+    assert _mean({"1": 0.2, "2": 0.6}, ["1", "2"], 100) == pytest.approx((0.4, math.hypot(0.04, math.sqrt(0.24) / 10) / 2))
+    lines: list[str] = []
+    ok = check("quantize", str(parent), str(runs / "accept"), sets={"eval_problems": 4, "repeats": 1, "threads": 1},
+               out=lines.append)
+    assert ok and lines[-1].startswith("PASS") and "x smaller" in lines[-2]
+    with pytest.raises(InputError, match="known checks: sft, distill, prune, quantize, synth"):
+        check("lora", str(parent), str(runs / "accept"))
+
+
 # ---- bad input --------------------------------------------------------------------------------------------
 def _cli(capsys, *args):
     from scalelab.cli import main
@@ -317,6 +331,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_parent_alone(capsys, parent
         (["prune", "--from", parent, "--sparsity", "-0.1"], "greater than or equal to 0"),
         (["sft", "--from", parent, "--data", bad], "bad.jsonl line 2: missing field \"completion\""),
         (["finetune", "--from", parent], "unknown technique 'finetune'; known techniques: sft, distill, synth, prune, quantize"),
+        (["accept", "lora", "--base", parent], "unknown check 'lora'"),
         (["quantize", "--from", parent, "--method", "int3"], "method"),
         (["sft", "--from", parent, "--examples", "8", "--runs-dir", parent / "children"], "inside the parent run"),
     ]

@@ -160,6 +160,30 @@ def plot_cmd(runs: Path = typer.Argument(..., help="runs directory with post-tra
     print(f"wrote {plot_posttrain(runs, out)}", file=sys.stderr)
 
 
+@pt.command("accept")
+def accept_cmd(check: str = typer.Argument(..., help="sft | distill | prune | quantize | synth"),
+               base: str = typer.Option(..., "--base", help="the base run the check starts from"),
+               teacher: Optional[str] = typer.Option(None, "--teacher", help="distill (required), synth (optional)"),
+               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
+    """One acceptance check of issue 5: runs its stages, prints the numbers and PASS or FAIL (exit 1)."""
+    _setup(threads)
+    import json
+
+    from scalelab.posttrain.acceptance import check as run_check
+
+    fields: dict[str, Any] = {"threads": threads} if threads else {}
+    for item in sets:
+        key, eq, raw = item.partition("=")
+        if not eq:
+            raise InputError(f"--set {item!r}: expected key=value")
+        try:
+            fields[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            fields[key.strip()] = raw
+    if not run_check(check, base, str(runs_dir), teacher=teacher, sets=fields):
+        raise typer.Exit(1)
+
+
 def locals_of(values: dict[str, Any]) -> dict[str, Any]:
     """The command's config fields (its arguments, less the execution ones handled apart)."""
     return {k: v for k, v in values.items() if k not in ("sets", "runs_dir")}
