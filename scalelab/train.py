@@ -47,10 +47,15 @@ from scalelab.ledger import (
 # steps: FINDINGS.md measured that small models here are step-limited (batch 8 beat 16 at 1M tokens).
 RULE: dict[str, float] = {
     "lr_a": 0.003239, "lr_b": 0.0001395, "lr_mult": 2.5,
-    "batch_c": 0.146, "batch_e": 0.3271,
-    "batch_min_seqs": 4, "batch_max_seqs": 512, "min_steps": 100,
+    "batch_c": 0.0365, "batch_e": 0.3271,
+    "batch_min_seqs": 2, "batch_max_seqs": 512, "min_steps": 100,
 }
-RULE_NAME = "lr: 2.5 x Kaplan 2020 eq. D.1; batch: 0.5 x DeepSeek LLM 2024 B_opt(C)"
+# Tuned on the testbed (docs/LOG.md, 2026-11-25, experiments/testbed_lr_sweep.sh): at 3-4M tokens
+# the best peak lr was 0.0025-0.01 at d2 (flat), 0.0025 at d4 and 0.005 at d6 (differences of
+# 0.005-0.015 nats), which 2.5 x Kaplan (0.0046, 0.0038, 0.0034) straddles; batches of 2 x 256
+# tokens beat 4 x 256 by 0.008-0.02 nats at d2 and d4 (step-limited), so the batch is 1/8 of
+# DeepSeek's B_opt(C), which gives 2 sequences up to ~1e13 FLOPs and grows as C^0.33 after.
+RULE_NAME = "lr: 2.5 x Kaplan 2020 eq. D.1; batch: DeepSeek LLM 2024 B_opt(C) / 8 (tuned on the testbed)"
 # Evaluation may cost at most this share of the training FLOPs (a forward pass is 1/3 of a training
 # step per token), so short runs evaluate less often instead of spending most of their time there.
 EVAL_SHARE = 0.1
