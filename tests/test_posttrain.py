@@ -86,6 +86,12 @@ def test_sft_full_and_lora_ledger_and_merge(parent, digest, runs):
     assert lora.posttrain_ledger["student_train"] == pytest.approx(expect, rel=1e-9)
     merged = AutoModelForCausalLM.from_pretrained(runs / "post" / lora.run_id / "checkpoint", use_safetensors=True)
     assert not any("lora" in n for n, _ in merged.named_parameters()) and _arch(runs / "post" / lora.run_id) == a
+    # a child of the child keeps the first run's testbed, sequence length and lr, and adds to the ledger
+    child = run("prune", {"parent": str(runs / "post" / full.run_id), "method": "magnitude", "sparsity": 0.2, **EVAL},
+                runs / "post")
+    assert child.parent_id == full.run_id and set(child.metrics["accuracy_by_difficulty"]) == {"1", "2", "3"}
+    assert child.seq_len == 64 and child.pretrain_lr == 0.01 and child.source["config"]["max_modulus"] == 7
+    assert child.flops == full.flops  # magnitude pruning runs no forward pass
     # the same config again is found, not retrained; the parent's bytes never change
     assert run("sft", {"parent": str(parent), "examples": 24, "batch_size": 8, **EVAL}, runs / "post").created_at == full.created_at
     assert dir_digest(parent) == digest

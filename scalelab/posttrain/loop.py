@@ -52,8 +52,7 @@ def default_lr(parent: Any, *, lora: bool = False, scratch: bool = False) -> flo
     trained model should move a little: a common rule of thumb, not an optimum measured here); 10x
     the fine-tuning lr for LoRA, whose best learning rate is about ten times full fine-tuning's
     (Schulman et al. 2025, "LoRA Without Regret"). 1e-3 stands in for an unknown parent lr."""
-    hp = getattr(parent.record, "hparams", None) if parent.record is not None else None
-    base = float(hp["lr"]) if isinstance(hp, dict) and hp.get("lr") else 1e-3
+    base = float(parent.pretrain_lr() or 1e-3)
     return base if scratch else base * 0.1 * (10.0 if lora else 1.0)
 
 

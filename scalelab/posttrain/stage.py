@@ -91,18 +91,35 @@ class RunRef:
 
         return testbed_for(self.record)
 
+    # What a pretraining record states and a post-training child carries forward (`inherited`), so
+    # that a chain of stages keeps the first run's testbed, sequence length, corpus and lr.
+    def _get(self, key: str) -> Any:
+        return getattr(self.record, key, None) if self.record is not None else None
+
     def seq_len(self) -> int:
         cfg = self.record.config if self.record is not None else {}
-        return int(cfg.get("seq_len") or 256)
+        return int(self._get("seq_len") or cfg.get("seq_len") or 256)
+
+    def pretrain_source(self) -> dict[str, Any]:
+        cfg = self.record.config if self.record is not None else {}
+        return self._get("pretrain_source") or {"source": cfg.get("source", "testbed"),
+                                                "source_options": dict(cfg.get("source_options") or {})}
+
+    def pretrain_lr(self) -> float | None:
+        return self._get("pretrain_lr") or (self._get("hparams") or {}).get("lr")
+
+    def inherited(self) -> dict[str, Any]:
+        return {"source": self._get("source"), "seq_len": self.seq_len(), "pretrain_source": self.pretrain_source(),
+                "pretrain_lr": self.pretrain_lr()}
 
     def corpus(self) -> Any:
         """The parent's pretraining source (same seed streams), for distillation on corpus text."""
-        cfg = self.record.config if self.record is not None else {}
-        if cfg.get("source", "testbed") == "testbed":
+        spec = self.pretrain_source()
+        if spec["source"] == "testbed":
             return self.testbed()
         from scalelab.train import resolve_source
 
-        return resolve_source(cfg["source"], dict(cfg.get("source_options") or {}))
+        return resolve_source(spec["source"], dict(spec["source_options"]))
 
     def flops(self) -> dict[str, float]:
         return dict(self.record.flops) if self.record is not None else {}
@@ -298,7 +315,7 @@ def _run(technique: Technique, cfg: StageConfig, parent: RunRef, run_dir: Path, 
              "posttrain_tokens": ctx.ledger.tokens, "flops_eval": ctx.ledger.eval_flops,
              "teacher_id": result.teacher.run_id if result.teacher else None,
              "teacher_flops": result.teacher.flops() if result.teacher else None,
-             "parent_flops": parent.flops(), **result.extra}
+             "parent_flops": parent.flops(), **parent.inherited(), **result.extra}
     for k, v in extra.items():
         setattr(record, k, v)
     metrics = {**result.metrics, **ev}
