@@ -65,6 +65,10 @@ def sweep_cmd(
     tokens: str = typer.Option(None, "--tokens", help="grid: token counts, e.g. 1e5,1e6"),
     workers: int = typer.Option(1, "--workers", min=1, help="local processes (one torch thread each)"),
     preset: str = typer.Option(None, "--preset", help="quick (~2 min) | default (~20 min)"),
+    executor: str = typer.Option("local", "--executor", help="local (processes here) | ray (one Ray task per member)"),
+    address: str = typer.Option(None, "--address", help="ray: the cluster's HOST:PORT (default: start Ray here)"),
+    cpus: float = typer.Option(1.0, "--cpus-per-member", help="ray: CPUs each member asks for (= torch threads)"),
+    gpus: float = typer.Option(0.0, "--gpus-per-member", help="ray: GPUs each member asks for"),
     sets: list[str] = _SET, corpus: str = _CORPUS,
 ) -> None:
     """Run a grid or IsoFLOP sweep; re-running it skips finished members and resumes the rest."""
@@ -73,6 +77,7 @@ def sweep_cmd(
 
     if preset is not None and preset not in SWEEP_PRESETS:
         raise ConfigError(f"--preset {preset!r}: expected one of {', '.join(SWEEP_PRESETS)}")
+    runner = _executor(executor, address, cpus, gpus)
     pre = SWEEP_PRESETS.get(preset or "", {})
     base_sets = [f"{k}={v}" for k, v in pre.get("base", {}).items()]
     base, source = _base(None, corpus, sets, base_sets)
@@ -94,8 +99,10 @@ def sweep_cmd(
     problems = load_runs(runs_dir, status=None).problems if runs_dir.is_dir() else []
     for p in problems:
         _err(f"warning: {p} (skipped)")
-    _err(f"sweep: {len(configs)} members on {source.name}, {workers} worker(s) -> {runs_dir}")
-    outcomes = run_sweep(configs, runs_dir, workers=workers, vocab_size=source.vocab_size, show_progress=True,
+    where = f"Ray ({address or 'local instance'})" if runner else f"{workers} worker(s)"
+    _err(f"sweep: {len(configs)} members on {source.name}, {where} -> {runs_dir}")
+    outcomes = run_sweep(configs, runs_dir, workers=workers, executor=runner, vocab_size=source.vocab_size,
+                         show_progress=True,
                          plan={"plan": kind, "preset": preset, "budgets": budgets, "sizes": sizes, "tokens": tokens})
     for o in outcomes:
         loss = f"loss {o.loss:.4f}" if o.loss is not None else (o.error or "")
@@ -107,3 +114,16 @@ def sweep_cmd(
     if failed:
         _err(f"{len(failed)} of {len(outcomes)} members did not complete; re-run the same command to resume")
         raise typer.Exit(1)
+
+
+def _executor(kind: str, address: str | None, cpus: float, gpus: float):
+    """None for the local executors (run_sweep picks one from --workers), else a RayExecutor."""
+    if kind == "local":
+        if address is not None:
+            raise ConfigError("--address needs --executor ray")
+        return None
+    if kind != "ray":
+        raise ConfigError(f"--executor {kind!r}: expected local or ray")
+    from scalelab.ray_executor import RayExecutor
+
+    return RayExecutor(address, num_cpus=cpus, num_gpus=gpus)
