@@ -212,11 +212,16 @@ def _existing(run_dir: Path) -> RunRecord | None:
 
 
 def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = None,
-          progress: Callable[[dict[str, Any]], None] | None = None) -> RunRecord:
-    """Train (or finish, or just return) the run that `config` names; see the module docstring."""
+          progress: Callable[[dict[str, Any]], None] | None = None, parallel: Any = None) -> RunRecord:
+    """Train (or finish, or just return) the run that `config` names; see the module docstring.
+    `parallel`: this process's rank of a torchrun job (`scalelab.distributed`); None: one process."""
+    from scalelab.distributed import SINGLE
+
+    par = parallel or SINGLE
     run_dir = Path(runs_dir) / run_id_for(config)
-    with run_lock(run_dir):
+    with par.lock(run_dir):
         done = _existing(run_dir)
+        par.barrier()  # every rank has read the record before rank 0 writes it
         if done is not None and (done.status == "complete" or (done.error or "").startswith("diverged")):
             return done
         import torch
@@ -225,7 +230,7 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = N
         torch.set_num_threads(config.threads or os.cpu_count() or 1)
         try:
             return _run(config, run_dir, source or resolve_source(config.source, source_options(config)),
-                        progress, done)
+                        progress, done, par)
         finally:
             torch.set_num_threads(threads_before)
 
@@ -251,8 +256,9 @@ def _device(c: TrainConfig) -> str:
     return c.device
 
 
-def evaluate(model: Any, batches: list[tuple[Any, Any]], device: str, autocast: Any) -> float:
-    """Mean held-out loss in nats per counted target token."""
+def evaluate(model: Any, batches: list[tuple[Any, Any]], device: str, autocast: Any,
+             reduce: Callable[[float, float], tuple[float, float]] | None = None) -> float:
+    """Mean held-out loss in nats per counted target token (`reduce`: sums over ranks)."""
     import torch
     import torch.nn.functional as F
 
@@ -266,6 +272,8 @@ def evaluate(model: Any, batches: list[tuple[Any, Any]], device: str, autocast: 
             total += float((nll * mask).sum())
             count += float(mask.sum())
     model.train(was_training)
+    if reduce is not None:
+        total, count = reduce(total, count)
     return total / max(count, 1.0)
 
 
@@ -283,7 +291,7 @@ def _eval_set(source: Any, c: TrainConfig) -> tuple[list[tuple[Any, Any]], int]:
     return out, counted
 
 
-def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: RunRecord | None) -> RunRecord:
+def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: RunRecord | None, par: Any) -> RunRecord:
     import torch
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
@@ -292,7 +300,11 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
     arch, B, T, steps = plan["arch"], plan["batch_size"], c.seq_len, plan["steps"]
     device, counts, tok = _device(c), M.param_counts(arch), source.tokenizer
     autocast = lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=c.precision == "bf16")  # noqa: E731
-    ckpt.remove_stale_temporaries(run_dir)
+    par.check_batch(B)
+    put = (lambda r: write_record(run_dir, r)) if par.main else (lambda r: None)  # rank 0 writes files
+    log_row = (lambda r: append_metrics(run_dir, r)) if par.main else (lambda r: None)
+    if par.main:
+        ckpt.remove_stale_temporaries(run_dir)
     last = ckpt.latest(run_dir)
     if last is not None:
         with ckpt.quiet_hf():
@@ -303,14 +315,17 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
         model = M.build_model(arch, seed=c.seed, special_tokens=special,
                               attn_implementation=c.attn_implementation, router_aux_loss_coef=c.router_aux_coef)
     model.to(device).train()
+    wrapped = par.wrap(model)  # DDP / FSDP; the model itself when one process
     opt = make_optimizer(model, c, plan["lr"])
     st: dict[str, Any] = {"step": 0, "tokens": 0, "flops": 0.0, "flops_6n": 0.0, "wall_s": 0.0,
                           "loss_sum": 0.0, "loss_count": 0, "eval_curve": []}
     if last is not None:
-        st = ckpt.load(last, opt, model)
+        st = par.load_checkpoint(last, opt, model)
         kept = [r for r in read_metrics(run_dir) if r["step"] <= st["step"]]  # drop rows past it
-        atomic_write_text(run_dir / METRICS_FILE, "".join(_jsonl(r) for r in kept))
-    else:
+        par.barrier()  # every rank has read the checkpoint and metrics before rank 0 rewrites them
+        if par.main:
+            atomic_write_text(run_dir / METRICS_FILE, "".join(_jsonl(r) for r in kept))
+    elif par.main:
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
     record = RunRecord(
         run_id=run_dir.name, phase="pretrain", technique="pretrain", task=source.name,
@@ -323,9 +338,13 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
     )
     if previous is not None:
         record.created_at = previous.created_at
-    atomic_write_json(run_dir / CONFIG_FILE, c.model_dump())
+    if par.describe() is not None:
+        record.parallel = par.describe()
+    if par.main:
+        atomic_write_json(run_dir / CONFIG_FILE, c.model_dump())
     evals, eval_tokens = _eval_set(source, c)
-    fwd = torch.compile(model) if c.compile else model
+    fwd = torch.compile(wrapped) if c.compile else wrapped
+    scorer = model if wrapped is not model else fwd  # DDP: evaluate the inner module (no collectives)
     params = [p for p in model.parameters() if p.requires_grad]
     fpt, f6n = plan["flops_per_token"], plan["flops_6n_per_token"]
     t0, wall0, last_ckpt = time.perf_counter(), st["wall_s"], time.perf_counter()
@@ -342,10 +361,10 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
 
     def save_state(step: int) -> None:
         st.update(step=step, wall_s=wall0 + time.perf_counter() - t0, loss_sum=float(acc))
-        ckpt.save(run_dir, model, tok, opt, {k: v for k, v in st.items() if k != "optimizer"})
+        par.save_checkpoint(run_dir, model, tok, opt, {k: v for k, v in st.items() if k != "optimizer"})
         record.tokens, record.wall_s = st["tokens"], st["wall_s"]
         record.flops, record.flops_6n = {"pretrain": st["flops"]}, {"pretrain": st["flops_6n"]}
-        write_record(run_dir, record)
+        put(record)
 
     eval_positions = sum(x.shape[0] * T for x, _ in evals)
     fwd_fpt = M.forward_flops_per_token(arch, T)
@@ -353,24 +372,24 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
 
     def run_eval() -> float:
         st["eval_flops"] += eval_positions * fwd_fpt
-        return evaluate(fwd, evals, device, autocast)
+        return evaluate(scorer, par.eval_part(evals), device, autocast, par.eval_reduce)
 
     # The next batch is made on a helper thread while this step computes: sources written in
     # Python (the testbed) would otherwise add their generation time to every step.
     loader = ThreadPoolExecutor(1, thread_name_prefix="batches")
     fetch = lambda s: loader.submit(source.train_batch, s, B, T, c.seed) if s < steps else None  # noqa: E731
     try:
-        write_record(run_dir, record)
+        put(record)
         if st["step"] == 0:
             e = run_eval()
             st["eval_curve"].append([0, 0, 0.0, e])
-            append_metrics(run_dir, row(0, e))
+            log_row(row(0, e))
         pending = fetch(st["step"])
         for step in range(st["step"], steps):
             lr = lr_at(step, plan["lr"], steps, plan["warmup_steps"], c)
             for g in opt.param_groups:
                 g["lr"] = lr
-            x = torch.from_numpy(pending.result()).to(device)  # [B, T+1]
+            x = par.shard(torch.from_numpy(pending.result())).to(device)  # [B, T+1], this rank's rows
             pending = fetch(step + 1)
             with autocast():
                 out = fwd(input_ids=x[:, :-1], use_cache=False, **({"output_router_logits": True} if arch.is_moe else {}))
@@ -381,7 +400,7 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
                 torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            acc += loss.detach().double()
+            acc += par.mean(loss.detach()).double()  # averaged over ranks
             st["loss_count"] += 1
             st["tokens"] += B * T
             st["flops"] += B * T * fpt
@@ -391,15 +410,15 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
             if is_eval or s % plan["log_every"] == 0:
                 if not math.isfinite(float(acc)):
                     record.fail(f"diverged: training loss is {float(acc)} at step {s} (lr {lr:.3g})")
-                    write_record(run_dir, record)
+                    put(record)
                     return record
                 e = run_eval() if is_eval else None
                 if e is not None:
                     st["eval_curve"].append([s, st["tokens"], st["flops"], e])
                 r = row(s, e)
                 st["train_loss"] = r["loss"]
-                append_metrics(run_dir, r)
-                if progress is not None:
+                log_row(r)
+                if progress is not None and par.main:
                     progress({"run_id": record.run_id, "step": s, "steps": steps, "flops": st["flops"],
                               "flops_total": steps * B * T * fpt, "eval_loss": e})
                 acc.zero_()
@@ -412,7 +431,7 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
         save_state(steps)
     except BaseException as err:
         record.fail(err if str(err) else type(err).__name__)
-        write_record(run_dir, record)
+        put(record)
         raise
     finally:
         loader.shutdown(wait=True, cancel_futures=True)
@@ -421,7 +440,7 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
         entropy_floor=source.entropy_floor, eval_tokens=eval_tokens, eval_curve=st["eval_curve"],
     )
     record.flops_eval = st["eval_flops"]  # held-out evaluation, kept out of the pretraining ledger
-    write_record(run_dir, record)
+    put(record)
     return record
 
 

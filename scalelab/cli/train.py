@@ -35,6 +35,11 @@ def train_cmd(
     preset: str = typer.Option(None, "--preset", help="model preset: d2..d8, moe-d4, gpu-d12, ..."),
     sets: list[str] = _SET, corpus: str = _CORPUS,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where run directories go"),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="processes on this node under torchrun (DDP/FSDP)"),
+    parallel: str = typer.Option("auto", "--parallel", help="with --nproc: ddp | fsdp | auto (FSDP if a GPU is too small)"),
+    nnodes: int = typer.Option(1, "--nnodes", min=1, help="with --nproc: nodes taking part (run this on each)"),
+    rdzv: str = typer.Option(None, "--rdzv-endpoint", help="with --nnodes > 1: HOST:PORT of the rendezvous"),
+    rdzv_timeout: float = typer.Option(60.0, "--rdzv-timeout", help="seconds to wait for the other nodes"),
 ) -> None:
     """Train one model and write its run record."""
     from scalelab.train import plan_run, run_id_for, train
@@ -44,9 +49,19 @@ def train_cmd(
     _err(f"run {run_id_for(cfg)}: {p['arch'].name} width {p['arch'].width} heads {p['arch'].n_heads}, "
          f"batch {p['batch_size']}x{cfg.seq_len}, {p['steps']} steps, lr {p['lr']:.3g} ({cfg.schedule}), "
          f"{p['flops_per_token'] * cfg.tokens:.3g} FLOPs on {source.name}")
-    rec = train(cfg, runs_dir, source=source,
-                progress=lambda e: _err(f"  step {e['step']}/{e['steps']}  eval loss {e['eval_loss']:.4f}")
-                if e["eval_loss"] is not None else None)
+    if nproc > 1 or nnodes > 1:
+        from scalelab.distributed import choose_mode, launch
+        from scalelab.ledger import read_record
+
+        mode = choose_mode(parallel, cfg, source.vocab_size)
+        _err(f"  torchrun: {nnodes} node(s) x {nproc} process(es), {mode}: {p['batch_size']} sequences per step "
+             f"split over {nproc * nnodes} processes")
+        rec = read_record(launch(cfg, runs_dir, nproc, mode=mode, nnodes=nnodes, rdzv_endpoint=rdzv,
+                                 rdzv_timeout_s=rdzv_timeout, echo=_err))
+    else:
+        rec = train(cfg, runs_dir, source=source,
+                    progress=lambda e: _err(f"  step {e['step']}/{e['steps']}  eval loss {e['eval_loss']:.4f}")
+                    if e["eval_loss"] is not None else None)
     if rec.status != "complete":
         _err(f"run {rec.run_id} {rec.status}: {rec.error}")
         raise typer.Exit(1)
