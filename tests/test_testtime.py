@@ -362,10 +362,30 @@ def test_allocation_report_and_records(policy, orm, runs):
     text = "\n".join(lines)
     assert "predicted difficulty" in text and "compute-optimal strategy" in text and "adaptive allocation" in text
     recs = load_runs(runs / "alloc").records
-    assert len(recs) == len(cfg.taus) and all(r.technique == "adaptive_weighted_best_of_n" for r in recs)
-    assert all(2 <= r.metrics["n"] <= 8 and r.flops["verifier"] > 0 for r in recs)
+    caps = {min(c, cfg.n_max) for c in cfg.caps}
+    assert len(recs) == (len(cfg.taus) + len(cfg.confidences)) * len(caps)
+    assert all(r.technique == "adaptive_weighted_best_of_n" for r in recs)
+    assert all(1 <= r.metrics["n"] <= r.metrics["cap"] and r.flops["verifier"] > 0 for r in recs)
+    # a cap of one sample per question is uniform allocation at n = 1, whatever the rule
+    from scalelab.testtime.allocate import _adaptive
+
+    pools = [_toy_pool()]
+    got, used = _adaptive(pools, "verifier", 0.99, 1, cfg, np.random.default_rng(0))
+    assert used[0] == 1 and got[0] == pytest.approx(pools[0].correct.mean(), abs=0.25)
+    # stopping as soon as the verifier accepts: the accepted sample is the (only) right one
+    got, used = _adaptive(pools, "verifier", 0.5, 8, cfg, np.random.default_rng(0))
+    assert got[0] == 1.0 and 1 <= used[0] <= 8
     assert _uniform_flops_at(np.array([0.1, 0.3, 0.5]), np.array([1.0, 10.0, 100.0]), 0.4) == pytest.approx(10 ** 1.5)
     assert _uniform_flops_at(np.array([0.1, 0.3]), np.array([1.0, 10.0]), 0.4) is None
+
+
+def _toy_pool():
+    from scalelab.testtime.strategies import Pool
+
+    correct = np.array([0, 0, 1, 0, 0, 0, 0, 0], float)
+    return Pool(texts=[""] * 8, correct=correct, answer_correct=correct, answers=np.array([3, 4, 5, 6, 7, 3, 4, 6]),
+                flops_prefill=1.0, flops_decode=np.ones(8), tokens=np.ones(8), orm=correct * 0.9 + 0.05,
+                orm_flops=np.ones(8))
 
 
 def _cli(capsys, *args):

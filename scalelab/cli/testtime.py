@@ -195,7 +195,7 @@ def allocate_cmd(
     problems: int = typer.Option(50, "--problems"),
     n_max: int = typer.Option(64, "--n-max", help="largest samples per question"),
     probe: int = typer.Option(4, "--probe", help="samples per question that predict its difficulty"),
-    step: int = typer.Option(2, "--step", help="adaptive: samples added per round"),
+    step: int = typer.Option(1, "--step", help="adaptive: samples added per round"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     sets: list[str] = _SET,
     out_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where the adaptive records go"),

@@ -93,7 +93,11 @@ def select_curve(frame: pd.DataFrame, *, x: str, strategy: str | None, difficult
 
 def _label(group: Any, keys: list[str]) -> str:
     vals = group if isinstance(group, tuple) else (group,)
-    return "/".join(f"d{v}" if k == "metrics.steps" else str(v) for k, v in zip(keys, vals))
+    def show(k: str, v: Any) -> str:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)  # pandas turns an integer column with gaps into floats
+        return f"d{v}" if k == "metrics.steps" else str(v)
+    return "/".join(show(k, v) for k, v in zip(keys, vals))
 
 
 class TesttimeLaw(Law):

@@ -150,7 +150,7 @@ def fit(model: Any, data: list[Example], ctx: Any, cfg: TrainStageConfig, *, lr:
     rng = np.random.default_rng(cfg.seed)
     every = max(1, steps // LOG_ROWS)
     step, tokens, targets, window, recent = 0, 0, 0, [], math.nan
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(data))
         for i in range(0, len(order), cfg.batch_size):
@@ -191,4 +191,4 @@ def fit(model: Any, data: list[Example], ctx: Any, cfg: TrainStageConfig, *, lr:
     return {"train_loss": recent, "train_steps": step, "train_tokens": tokens, "train_target_tokens": targets,
             "train_examples": len(data),
             "trainable_params": sum(p.numel() for p in params), "lr": lr,
-            "train_wall_s": round(time.perf_counter() - t0, 3)}
+            "train_wall_s": round(time.perf_counter() - t0, 3), "train_cpu_s": round(time.process_time() - c0, 3)}

@@ -133,7 +133,7 @@ def fit_trl(model: Any, data: list[Example], ctx: StageContext, cfg: TrainStageC
                 ctx.log({"step": state.global_step, "loss": float(logs["loss"]), "lr": logs.get("learning_rate")})
                 ctx.progress("training", state.global_step, steps)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     bars = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()  # "Building labels" bars; our own progress bar reports steps
     try:
@@ -150,7 +150,7 @@ def fit_trl(model: Any, data: list[Example], ctx: StageContext, cfg: TrainStageC
     return {"train_loss": losses[-1] if losses else math.nan, "train_steps": trainer.state.global_step,
             "train_tokens": sum(lengths), "train_examples": len(data), "lr": lr,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "train_wall_s": round(time.perf_counter() - t0, 3)}
+            "train_wall_s": round(time.perf_counter() - t0, 3), "train_cpu_s": round(time.process_time() - c0, 3)}
 
 
 TECHNIQUE = Technique("sft", SFTConfig, transform, "supervised fine-tuning, full or LoRA (--lora-rank)")

@@ -15,12 +15,18 @@ deployment would see). Three analyses use it, none of them the true number of st
    from the prediction) with the unbiased estimators of `estimators.py`; the best strategy per bin
    is chosen on half of the questions and its accuracy measured on the other half (2-fold cross-
    validation, so choosing among strategies does not flatter the result).
-3. Adaptive allocation: start with the `probe` samples, then sample `step` more at a time and
-   stop as soon as the most common answer holds a share >= tau of the samples so far (or at n_max); answer with the same
-   rule as the uniform baseline (weighted best-of-n with an ORM, else majority). Replayed on the
-   pool in `orders` random orders and averaged. For each tau the report gives accuracy, FLOPs per
-   question (policy + verifier) and the FLOPs uniform allocation needs for the same accuracy
-   (interpolated on its curve in log FLOPs), i.e. the saving.
+3. Adaptive allocation: sample a question a little at a time and stop early. Two stopping rules:
+   `agree` (the issue's rule) stops once the most common answer holds a share >= tau of the
+   samples so far; `verifier` (needs an ORM) stops once some sample's ORM score reaches the
+   confidence threshold, i.e. rejection sampling until the verifier accepts. Each runs under a
+   per-question cap of samples. Answers come from the same rule as the uniform baseline (weighted
+   best-of-n with an ORM, else majority vote). Replayed on the pool in `orders` random orders and
+   averaged. For each setting the report gives accuracy, FLOPs per question (policy + verifier)
+   and the FLOPs uniform allocation needs for the same accuracy (interpolated on its curve in log
+   FLOPs), i.e. the saving. On the d4 policy of docs/testtime.md, agreement spent its extra
+   samples on questions where no number of samples helped and never beat uniform, while the
+   verifier rule with a cap of 4 reached uniform's accuracy with about half its FLOPs
+   (docs/LOG.md).
 """
 from __future__ import annotations
 
@@ -46,8 +52,10 @@ class AllocateConfig(Config):
     n_max: int = Field(64, ge=4, le=100_000)
     probe: int = Field(4, ge=2, le=1024)
     bins: int = Field(5, ge=1, le=100)
-    step: int = Field(2, ge=1, le=1024, description="adaptive: samples drawn per round")
-    taus: list[float] = Field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    step: int = Field(1, ge=1, le=1024, description="adaptive: samples drawn per round")
+    taus: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0], description="agree rule thresholds")
+    confidences: list[float] = Field(default_factory=lambda: [0.5, 0.7, 0.9], description="verifier rule thresholds")
+    caps: list[int] = Field(default_factory=lambda: [4, 8, 16], description="most samples per question")
     orders: int = Field(20, ge=1, le=10_000)
     temperature: float = Field(0.8, gt=0, le=10)
     draws: int = Field(400, ge=1)
@@ -153,40 +161,51 @@ def run_allocation(cfg: AllocateConfig, runs_dir: str | Path,
     pre = np.array([pl.flops_prefill for pl in pools])
     vcost = np.array([pl.orm_flops.mean() for pl in pools]) if cfg.orm else np.zeros(len(pools))
     uni_k = [k for k in (2 ** i for i in range(20)) if k <= cfg.n_max]
-    uni_acc = []
-    for k in uni_k:
-        uni_acc.append(np.mean([est.vote_at_k(pl.answers, pl.correct, k, scores=pl.orm if cfg.orm else None,
-                                              draws=cfg.draws, rng=rng) for pl in pools]))
+    uni_acc = np.array([np.mean([est.vote_at_k(pl.answers, pl.correct, k, scores=pl.orm if cfg.orm else None,
+                                               draws=cfg.draws, rng=rng) for pl in pools]) for k in uni_k])
     uni_flops = np.array([np.mean(pre + k * (cost + vcost)) for k in uni_k])
-    uni_acc = np.array(uni_acc)
-    lines.append(f"adaptive allocation ({rule}; {cfg.probe} samples, then {cfg.step} more at a time until the top "
-                 "answer holds a share >= tau):")
-    lines.append(f"{'tau':>5}{'mean n':>8}{'accuracy':>10}{'FLOPs/q':>11}{'uniform FLOPs/q at same acc':>30}{'saving':>8}")
-    for tau in cfg.taus:
-        got, used = np.zeros(len(pools)), np.zeros(len(pools))
-        for i, pl in enumerate(pools):
-            for _ in range(cfg.orders):
-                order = rng.permutation(pl.N)
-                m = cfg.probe  # the probe that predicted its difficulty is the first round
-                while m < pl.N and _agreement(pl.answers[order[:m]]) < tau:
-                    m += cfg.step
-                m = min(m, pl.N)
-                sel = order[:m]
-                got[i] += _choose(pl.answers[sel], pl.correct[sel], pl.orm[sel] if cfg.orm else None)
-                used[i] += m
-            got[i] /= cfg.orders
-            used[i] /= cfg.orders
-        a = float(got.mean())
-        f = float(np.mean(pre + used * (cost + vcost)))
-        u = _uniform_flops_at(uni_acc, uni_flops, a)
-        save = f"{u / f:.2f}x" if u is not None else "-"
-        lines.append(f"{tau:>5.2f}{used.mean():>8.1f}{a:>10.3f}{f:>11.3g}{(f'{u:.3g}' if u else 'beyond n_max'):>30}{save:>8}")
-        _record(cfg, runs_dir, parent, pid, rule, tau, a, got, used, pre, cost, vcost, len(problems), u)
+    lines.append(f"adaptive allocation (answers by {rule}; {cfg.step} sample(s) per round, at most `cap` per question):")
+    lines.append(f"{'stop rule':<22}{'cap':>5}{'mean n':>8}{'accuracy':>10}{'FLOPs/q':>11}"
+                 f"{'uniform FLOPs/q at same acc':>30}{'saving':>8}")
+    settings = [("agree", t) for t in cfg.taus] + ([("verifier", c) for c in cfg.confidences] if cfg.orm else [])
+    for stop, thr in settings:
+        for cap in sorted({min(c, cfg.n_max) for c in cfg.caps}):
+            got, used = _adaptive(pools, stop, thr, cap, cfg, rng)
+            a = float(got.mean())
+            f = float(np.mean(pre + used * (cost + vcost)))
+            u = _uniform_flops_at(uni_acc, uni_flops, a)
+            save = f"{u / f:.2f}x" if u is not None else "-"
+            what = f"agreement >= {thr:g}" if stop == "agree" else f"ORM score >= {thr:g}"
+            lines.append(f"{what:<22}{cap:>5}{used.mean():>8.1f}{a:>10.3f}{f:>11.3g}"
+                         f"{(f'{u:.3g}' if u else 'beyond n_max'):>30}{save:>8}")
+            _record(cfg, runs_dir, parent, pid, rule, stop, thr, cap, a, got, used, pre, cost, vcost, len(problems), u)
     lines.append("uniform: " + ", ".join(f"n={k} {a_:.3f} ({f_:.3g})" for k, a_, f_ in zip(uni_k, uni_acc, uni_flops)))
     out = Path(runs_dir) / pid / "allocation"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"report-{config_hash(cfg.model_dump())}.json", {"config": cfg.model_dump(), "lines": lines})
     return lines
+
+
+def _adaptive(pools: list[Any], stop: str, thr: float, cap: int, cfg: AllocateConfig,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per question: expected correctness and samples used, over `orders` random sample orders."""
+    got, used = np.zeros(len(pools)), np.zeros(len(pools))
+    first = 2 if stop == "agree" else 1  # agreement needs two answers to mean anything
+    for i, pl in enumerate(pools):
+        for _ in range(cfg.orders):
+            order = rng.permutation(pl.N)
+            m = min(first, cap, pl.N)
+            while m < min(cap, pl.N):
+                seen = order[:m]
+                if stop == "agree" and _agreement(pl.answers[seen]) >= thr:
+                    break
+                if stop == "verifier" and pl.orm[seen].max() >= thr:
+                    break
+                m += cfg.step
+            sel = order[:min(m, cap, pl.N)]
+            got[i] += _choose(pl.answers[sel], pl.correct[sel], pl.orm[sel] if pl.orm is not None else None)
+            used[i] += sel.size
+    return got / cfg.orders, used / cfg.orders
 
 
 def _uniform_flops_at(acc: np.ndarray, flops: np.ndarray, target: float) -> float | None:
@@ -202,21 +221,22 @@ def _uniform_flops_at(acc: np.ndarray, flops: np.ndarray, target: float) -> floa
     return float(np.exp(np.log(flops[j - 1]) + t * (np.log(flops[j]) - np.log(flops[j - 1]))))
 
 
-def _record(cfg: AllocateConfig, runs_dir: str | Path, parent: Any, pid: str, rule: str, tau: float, acc: float,
-            got: np.ndarray, used: np.ndarray, pre: np.ndarray, cost: np.ndarray, vcost: np.ndarray, q: int,
-            uniform: float | None) -> None:
+def _record(cfg: AllocateConfig, runs_dir: str | Path, parent: Any, pid: str, rule: str, stop: str, thr: float,
+            cap: int, acc: float, got: np.ndarray, used: np.ndarray, pre: np.ndarray, cost: np.ndarray,
+            vcost: np.ndarray, q: int, uniform: float | None) -> None:
     name = f"adaptive_{rule}"
-    key = {**cfg.model_dump(exclude={"threads", "max_batch", "taus"}), "tau": tau}
-    run_dir = Path(runs_dir) / pid / "allocation" / f"{name}-tau{tau:g}-{config_hash(key)}"
+    key = {**cfg.model_dump(exclude={"threads", "max_batch", "taus", "confidences", "caps"}),
+           "stop": stop, "threshold": thr, "cap": cap}
+    run_dir = Path(runs_dir) / pid / "allocation" / f"{name}-{stop}{thr:g}-cap{cap}-{config_hash(key)}"
     rec = RunRecord(run_id=run_dir.name, parent_id=pid, phase="testtime", technique=name, task="testbed",
-                    config={**cfg.model_dump(), "tau": tau})
+                    config={**cfg.model_dump(), "stop": stop, "threshold": thr, "cap": cap})
     if parent is not None:
         rec.flops = {k: v for k, v in parent.flops.items() if k in ("pretrain", "posttrain")}
     inf = float(np.sum(pre + used * cost))
     ver = float(np.sum(used * vcost))
     rec.flops.update(inference=inf, verifier=ver)
     se = float(got.std(ddof=1) / np.sqrt(got.size)) if got.size > 1 else None
-    rec.complete(n=float(used.mean()), accuracy=float(acc), accuracy_se=se, tau=tau, problems=q,
+    rec.complete(n=float(used.mean()), accuracy=float(acc), accuracy_se=se, stop=stop, threshold=thr, cap=cap, problems=q,
                  flops_per_question=(inf + ver) / q, inference_flops_per_question=inf / q,
                  verifier_flops_per_question=ver / q, uniform_flops_same_accuracy=uniform,
                  difficulties=cfg.difficulties, kind="adaptive", per_problem=got.tolist())

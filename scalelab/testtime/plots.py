@@ -28,7 +28,7 @@ def plot_accuracy_vs_flops(runs: str | Path, out: str | Path, *, difficulties: l
     ds = sorted(by_d)
     cols = min(4, len(ds))
     rows = math.ceil(len(ds) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 2.2, 3.6 * rows), squeeze=False)
     names = sorted({t for d in ds for t in by_d[d]})
     colour = {t: plt.get_cmap("tab10" if len(names) <= 10 else "tab20")(i) for i, t in enumerate(names)}
     for ax, d in zip(axes.flat, ds):
@@ -52,6 +52,9 @@ def plot_accuracy_vs_flops(runs: str | Path, out: str | Path, *, difficulties: l
         ax.set(xscale="log", ylim=(-0.02, 1.02), title=f"{d} step{'s' if d != 1 else ''}",
                xlabel="FLOPs per question (policy + verifier)", ylabel="accuracy")
         ax.grid(alpha=0.3)
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
     for ax in list(axes.flat)[len(ds):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -59,9 +62,8 @@ def plot_accuracy_vs_flops(runs: str | Path, out: str | Path, *, difficulties: l
     for ax in list(axes.flat)[1:len(ds)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
-    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=min(6, len(seen)), fontsize=7,
-               bbox_to_anchor=(0.5, 0.0))
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * math.ceil(len(seen) / 6), 1, 1))
+    fig.legend(list(seen.values()), list(seen.keys()), loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 2.2 / (4.2 * cols + 2.2), 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
