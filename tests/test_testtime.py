@@ -377,6 +377,11 @@ def test_allocation_report_and_records(policy, orm, runs):
     assert got[0] == 1.0 and 1 <= used[0] <= 8
     assert _uniform_flops_at(np.array([0.1, 0.3, 0.5]), np.array([1.0, 10.0, 100.0]), 0.4) == pytest.approx(10 ** 1.5)
     assert _uniform_flops_at(np.array([0.1, 0.3]), np.array([1.0, 10.0]), 0.4) is None
+    # allocation records mix difficulties: the accuracy-vs-FLOPs figure leaves them out
+    from scalelab.testtime.plots import plot_accuracy_vs_flops
+
+    with pytest.raises(InputError, match="no test-time records"):
+        plot_accuracy_vs_flops(runs / "alloc", runs / "fig.png")
 
 
 def _toy_pool():

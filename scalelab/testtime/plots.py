@@ -17,7 +17,9 @@ def plot_accuracy_vs_flops(runs: str | Path, out: str | Path, *, difficulties: l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = [r for r in load_runs(runs).records if r.phase == "testtime"]
+    # evaluation points only: allocation reports (kind "adaptive") are mixtures of difficulties
+    recs = [r for r in load_runs(runs).records
+            if r.phase == "testtime" and r.metrics.get("kind") != "adaptive" and "steps" in r.metrics]
     by_d: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for r in recs:
         d = int(r.metrics.get("steps", 0))
