@@ -52,6 +52,32 @@ SWEEP_PRESETS: dict[str, dict[str, Any]] = {
     "default": {"plan": "isoflop", "budgets": [2e11, 6e11, 2e12, 6e12], "points": 5, "tokens_per_param": 150,
                 "min_depth": 1, "base": {"seq_len": 256, "eval_tokens": 32_768}},
 }
+# On text (`--corpus stdlib` or PATH) the same presets change two things. The vocabulary is 1,024
+# (4,096 would put most of a small model's FLOPs in its embedding and head) and the standard
+# library's test suites are included: at 1,024 tokens the library alone is 4.1M training tokens,
+# and the largest members and the 10x extrapolation run would repeat it many times, leaving the
+# regime the Chinchilla law describes (Muennighoff et al. 2023: up to ~4 epochs cost little).
+# Budgets stop at 3e12 for the same reason (docs/LOG.md, 2026-11-25).
+TEXT_PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"source_options": {"vocab_size": 1024}},
+    "default": {"budgets": [1e11, 3e11, 1e12, 3e12],
+                "source_options": {"vocab_size": 1024, "include_tests": True}},
+}
+
+
+def sweep_preset(name: str, source: str = "testbed") -> dict[str, Any]:
+    """A sweep preset for a source: the testbed's as listed, text sources with TEXT_PRESETS applied
+    (`source_options` joins the preset's base config)."""
+    if name not in SWEEP_PRESETS:
+        raise ConfigError(f"--preset {name!r}: expected one of {', '.join(SWEEP_PRESETS)}")
+    pre = {**SWEEP_PRESETS[name], "base": dict(SWEEP_PRESETS[name]["base"])}
+    if source != "testbed":
+        text = dict(TEXT_PRESETS.get(name, {}))
+        opts = text.pop("source_options", None)
+        pre.update(text)
+        if opts:
+            pre["base"]["source_options"] = opts
+    return pre
 
 
 # ---- plans -----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 
 from scalelab import model as M
 from scalelab import sweep as S
-from scalelab.errors import ConfigError
+from scalelab.errors import ConfigError, InputError
 from scalelab.ledger import load_table, read_record
 from scalelab.train import TrainConfig, run_id_for, train
 
@@ -157,3 +157,42 @@ def test_quick_preset_on_the_testbed_feeds_the_fitters(tmp_path):
     for law in ("chinchilla", "isoflop"):
         f = run_cli("fit", tmp_path, "--law", law, "--bootstrap", "50", cwd=REPO)
         assert f.returncode == 0, f.stderr
+
+
+def test_text_presets_change_vocabulary_data_and_budgets_only():
+    from scalelab.sweep import SWEEP_PRESETS, sweep_preset
+
+    tb, text = sweep_preset("default"), sweep_preset("default", "stdlib")
+    assert tb == SWEEP_PRESETS["default"] and "source_options" not in tb["base"]
+    assert text["base"]["source_options"] == {"vocab_size": 1024, "include_tests": True}
+    assert max(text["budgets"]) < max(tb["budgets"]) and text["points"] == tb["points"]
+    assert sweep_preset("quick", "my/*.txt")["base"]["source_options"] == {"vocab_size": 1024}
+    assert "source_options" not in SWEEP_PRESETS["default"]["base"]  # the table itself is untouched
+    with pytest.raises(ConfigError, match="quick, default"):
+        sweep_preset("huge")
+
+
+def test_frontier_recovers_a_power_law_and_the_figure_is_written(tmp_path):
+    from scalelab.curves import frontier, plot_curves
+    from scalelab.ledger import RunRecord, append_metrics, write_record
+
+    floor, k, g = 0.3, 50.0, 0.2
+    for c in (1e11, 1e12, 1e13):
+        for j, (model, extra) in enumerate((("d2", 0.05), ("d3", 0.0), ("d4", 0.08))):
+            loss = floor + k * c ** -g + extra  # d3 is best at every budget
+            rid = f"{model}-{c:.0e}"
+            rec = RunRecord(run_id=rid, phase="pretrain", technique="pretrain", task="testbed",
+                            n_params_nonembedding=10 ** (4 + j), tokens=int(c / (6 * 10 ** (4 + j))),
+                            flops={"pretrain": c * (1 + 0.01 * j)}, config={"model": model})
+            rec.complete(loss=loss, entropy_floor=floor)
+            write_record(tmp_path / rid, rec)
+            for s in range(1, 21):
+                append_metrics(tmp_path / rid, {"step": s, "flops": c * s / 20, "loss": loss + 1 / s,
+                                                "eval_loss": loss if s == 20 else None})
+    f = frontier(tmp_path)
+    assert f.model == ["d3"] * 3 and f.floor == floor
+    assert f.g == pytest.approx(g, rel=1e-3) and f.residual_rms < 1e-3
+    path, _ = plot_curves(tmp_path, tmp_path / "fig" / "curves.png")
+    assert path.stat().st_size > 10_000
+    with pytest.raises(InputError, match="at least 3"):
+        frontier(tmp_path / "d2-1e+11")

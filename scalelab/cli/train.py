@@ -87,14 +87,14 @@ def sweep_cmd(
     sets: list[str] = _SET, corpus: str = _CORPUS,
 ) -> None:
     """Run a grid or IsoFLOP sweep; re-running it skips finished members and resumes the rest."""
-    from scalelab.ledger import load_runs
-    from scalelab.sweep import SWEEP_PRESETS, plan_grid, plan_isoflop, read_budgets, run_sweep
+    import json
 
-    if preset is not None and preset not in SWEEP_PRESETS:
-        raise ConfigError(f"--preset {preset!r}: expected one of {', '.join(SWEEP_PRESETS)}")
+    from scalelab.ledger import load_runs
+    from scalelab.sweep import plan_grid, plan_isoflop, read_budgets, run_sweep, sweep_preset
+
+    pre = sweep_preset(preset, corpus or "testbed") if preset is not None else {}
     runner = _executor(executor, address, cpus, gpus)
-    pre = SWEEP_PRESETS.get(preset or "", {})
-    base_sets = [f"{k}={v}" for k, v in pre.get("base", {}).items()]
+    base_sets = [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in pre.get("base", {}).items()]
     base, source = _base(None, corpus, sets, base_sets)
     kind = plan or pre.get("plan")
     if kind == "isoflop":
