@@ -50,7 +50,7 @@ SWEEP_PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"plan": "isoflop", "budgets": [1e11, 3e11, 8e11], "points": 3, "tokens_per_param": 150,
               "min_depth": 1, "base": {"seq_len": 256, "eval_tokens": 16_384}},
     "default": {"plan": "isoflop", "budgets": [2e11, 6e11, 2e12, 6e12], "points": 5, "tokens_per_param": 150,
-                "min_depth": 1, "base": {"seq_len": 256, "eval_tokens": 32_768}},
+                "min_depth": 1, "max_tokens_per_param": 5000, "base": {"seq_len": 256, "eval_tokens": 32_768}},
 }
 # On text (`--corpus stdlib` or PATH) the same presets change two things. The vocabulary is 1,024
 # (4,096 would put most of a small model's FLOPs in its embedding and head) and the standard
@@ -90,9 +90,12 @@ def plan_grid(base: TrainConfig, sizes: list[str], tokens: list[int]) -> list[Tr
 
 def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_size: int,
                  family: str | None = None, moe: bool | None = None,
-                 tokens_per_param: float = TOKENS_PER_PARAM, min_depth: int = MIN_DEPTH) -> list[TrainConfig]:
+                 tokens_per_param: float = TOKENS_PER_PARAM, min_depth: int = MIN_DEPTH,
+                 max_tokens_per_param: float | None = None) -> list[TrainConfig]:
     """For each budget C, `points` consecutive ladder depths centred on the size that would see
-    `tokens_per_param` tokens per parameter, each trained for C / (exact FLOPs per token) tokens."""
+    `tokens_per_param` tokens per parameter, each trained for C / (exact FLOPs per token) tokens.
+    Depths that would see more than `max_tokens_per_param` are left out: far past their optimum
+    they add nothing to the parabola, and the smallest models are the slowest per FLOP."""
     if not budgets or points < 1:
         raise ConfigError("isoflop plan: give at least one budget (--budgets) and --points-per-budget >= 1")
     ref = M.parse_preset(base.model, vocab_size, base.seq_len)
@@ -105,7 +108,8 @@ def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_
         for depth in range(min_depth, MAX_DEPTH[family] + 1):
             arch = M.parse_preset(f"{prefix}d{depth}", vocab_size, base.seq_len)
             d = int(c / M.train_flops_per_token(arch, base.seq_len))
-            if d >= max(1000, 10 * base.seq_len):
+            too_many = max_tokens_per_param is not None and d / M.param_counts(arch).active > max_tokens_per_param
+            if d >= max(1000, 10 * base.seq_len) and not too_many:
                 ladder.append((arch.name, d, d / M.param_counts(arch).active))
         if len(ladder) < points:
             raise ConfigError(f"budget {c:.3g} FLOPs: only {len(ladder)} ladder sizes get >= 10 sequences; "

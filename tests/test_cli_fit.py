@@ -250,3 +250,36 @@ def _batch_only(fg, batch):
     i = int(np.nanargmin(batch.fun))
     return OptimizeResult(x=batch.x[i], fun=float(batch.fun[i]), success=bool(batch.converged[i]),
                           message=STOP_REASONS[batch.reason[i]], nit=int(batch.nit[i]), check=None)
+
+
+def test_floor_fixes_E_and_recovers_the_other_parameters(tmp_path, capsys):
+    path = chinchilla_csv(tmp_path / "t.csv")
+    code, out, err = run(["fit", path, "--law", "chinchilla", "--col", "N=params", "--col", "loss=val_loss",
+                          "--floor", TRUE["E"], "--bootstrap", 20, "--out", tmp_path / "f.json"], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "f.json").read_text())
+    assert doc["params"]["E"] == TRUE["E"] and doc["settings"]["E_fixed"] == TRUE["E"]
+    assert doc["params"]["alpha"] == pytest.approx(TRUE["alpha"], abs=0.02)
+    assert doc["params"]["beta"] == pytest.approx(TRUE["beta"], abs=0.02)
+    assert "fixed (--floor)" in out
+    # a floor at or above a measured loss cannot be an irreducible loss; auto needs recorded floors
+    for bad, msg in (("5", "below every loss"), ("-1", "positive"), ("auto", "entropy floors")):
+        code, _, err = run(["fit", path, "--law", "chinchilla", "--col", "N=params", "--col", "loss=val_loss",
+                            "--floor", bad], capsys)
+        assert code == 2 and msg in err and err.count("\n") == 1
+    code, _, err = run(["fit", path, "--law", "power", "--col", "N=params", "--col", "loss=val_loss",
+                        "--floor", "1"], capsys)
+    assert code == 2 and "--floor applies to --law chinchilla" in err
+
+
+def test_floor_auto_reads_the_entropy_floor_the_runs_recorded(tmp_path, capsys):
+    df = pd.read_csv(chinchilla_csv(tmp_path / "t.csv"))
+    for i, row in df.iterrows():
+        rec = RunRecord(run_id=f"r{i}", phase="pretrain", technique="pretrain", task="testbed",
+                        n_params_nonembedding=int(row.params), tokens=int(row.D), flops={"pretrain": row.C})
+        rec.complete(loss=row.val_loss, entropy_floor=TRUE["E"])
+        write_record(tmp_path / "runs" / f"r{i}", rec)
+    code, out, err = run(["fit", tmp_path / "runs", "--law", "chinchilla", "--floor", "auto", "--bootstrap", 0,
+                          "--out", tmp_path / "f.json"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "f.json").read_text())["params"]["E"] == TRUE["E"]

@@ -41,6 +41,8 @@ def fit_cmd(
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the fit to this FIT.json"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="write a figure (PNG) of the fit"),
+    floor: Optional[str] = typer.Option(None, "--floor", help="chinchilla: a known irreducible loss E, not fitted: "
+                                        "a number, or 'auto' for the entropy floor the testbed's runs record"),
 ) -> None:
     """Fit a scaling law to the runs in TABLE and print its parameters with 95% intervals."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -57,12 +59,13 @@ def fit_cmd(
         raise InputError("--bootstrap must be 0 or more")
     from scalelab.laws import LAWS
 
-    for flag, value, hyper in (("--x", x, "x"), ("--n-init", n_init, "n_init")):
+    for flag, value, hyper in (("--x", x, "x"), ("--n-init", n_init, "n_init"), ("--floor", floor, "E_fixed")):
         if value is not None and hyper not in LAWS[law]._hyper_names():
             able = [name for name in REGISTRY if hyper in LAWS[name]._hyper_names()]
             raise InputError(f"{flag} applies to --law {' / '.join(able)}, not {law}")
     stdout, stderr = _consoles()
-    est = make_law(law, x=x, n_init=n_init, bootstrap=bootstrap, seed=seed)
+    est = make_law(law, x=x, n_init=n_init, bootstrap=bootstrap, seed=seed,
+                   E_fixed=_floor(floor, table) if floor is not None else None)
     progress = Progress(TextColumn("bootstrap"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=stderr, transient=True, auto_refresh=False,  # no refresh thread: fits fork
                         disable=not stderr.is_terminal or not getattr(est, "bootstrap", 0))
@@ -92,6 +95,29 @@ def fit_cmd(
 
         plot_fit(est, prep.X, prep.y, plot)
         stdout.print(f"wrote {plot}", highlight=False)
+
+
+def _floor(value: str, table: str) -> float:
+    """--floor: a positive number, or 'auto': the one entropy floor the table's runs recorded."""
+    from scalelab.errors import InputError
+
+    if value != "auto":
+        try:
+            v = float(value)
+        except ValueError:
+            raise InputError(f"--floor {value!r}: expected a number or 'auto'") from None
+        if not (v > 0 and v < float("inf")):
+            raise InputError(f"--floor {value!r}: must be a positive finite number")
+        return v
+    from scalelab.ledger import load_table
+
+    frame = load_table(table).frame
+    col = "metrics.entropy_floor"
+    floors = frame[col].dropna().unique() if col in frame else []
+    if len(floors) != 1:
+        raise InputError(f"--floor auto: {table} records {len(floors)} distinct entropy floors "
+                         f"({col}); give the value as a number")
+    return float(floors[0])
 
 
 @app.command("predict")

@@ -103,7 +103,8 @@ def sweep_cmd(
             raise InputError("--plan isoflop needs --budgets (or --preset quick|default)")
         configs = plan_isoflop(base, cs, points or pre.get("points", 3), vocab_size=source.vocab_size,
                                tokens_per_param=ratio or pre.get("tokens_per_param", 20.0),
-                               min_depth=pre.get("min_depth", 2))
+                               min_depth=pre.get("min_depth", 2),
+                               max_tokens_per_param=pre.get("max_tokens_per_param"))
     elif kind == "grid":
         if not sizes or not tokens:
             raise InputError("--plan grid needs --sizes and --tokens")

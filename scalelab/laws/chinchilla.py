@@ -21,8 +21,8 @@ from typing import Any, Callable
 import numpy as np
 
 from scalelab.laws.base import Allocation, Law, Timer, as_columns, as_target, percentile_ci
-from scalelab.laws.loghuber import (LogHuberObjective, bootstrap_refits, fit_multistart, hoffmann_grid,
-                                    select_starts)
+from scalelab.laws.loghuber import (FixedConstObjective, LogHuberObjective, bootstrap_refits, fit_multistart,
+                                    hoffmann_grid, select_starts)
 from scalelab.laws.optimize import HUBER_DELTA
 
 
@@ -36,7 +36,8 @@ class ChinchillaLaw(Law):
     min_distinct = {"N": 3, "D": 3}     # a curvature in each variable needs three values
 
     def __init__(self, *, n_init: int | None = None, bootstrap: int = 1000, seed: int = 0,
-                 delta: float = HUBER_DELTA, n_jobs: int | None = None):
+                 delta: float = HUBER_DELTA, n_jobs: int | None = None, E_fixed: float | None = None):
+        self.E_fixed = E_fixed        # a known irreducible loss (e.g. the testbed's entropy floor): not fitted
         self.n_init = n_init          # None: the full Hoffmann grid (4,500 starts)
         self.bootstrap = bootstrap    # resamples for the 95% intervals (0: none)
         self.seed = seed
@@ -50,8 +51,19 @@ class ChinchillaLaw(Law):
         timer = Timer()
         obj = LogHuberObjective(np.log(X), np.log(y), (0, 1), True, None, self.delta)
         grid = hoffmann_grid(2, True)
+        full = lambda th: th  # noqa: E731
+        if self.E_fixed is not None:
+            if not (np.isfinite(self.E_fixed) and 0 < self.E_fixed < y.min()):
+                from scalelab.errors import InputError
+
+                raise InputError(f"fixed E = {self.E_fixed:g}: must be > 0 and below every loss "
+                                 f"(the lowest is {y.min():.6g})")
+            obj = FixedConstObjective(obj, float(np.log(self.E_fixed)))
+            grid = np.unique(np.delete(grid, 2, axis=1), axis=0)  # the 900 (a, b, alpha, beta) starts
+            full = obj.full
         starts = select_starts(obj, grid, self.n_init, self.seed)
         self.result_ = fit_multistart(obj, starts, n_jobs=self.n_jobs)
+        self.result_.x = full(self.result_.x)[0] if self.E_fixed is not None else self.result_.x
         self.theta_ = np.asarray(self.result_.x, float)
         self.params_ = self._params_from_theta(self.theta_)
         self.n_points_ = int(X.shape[0])
@@ -60,8 +72,10 @@ class ChinchillaLaw(Law):
         self.bootstrap_failed_ = 0
         if self.bootstrap and self.bootstrap > 0:
             t2 = Timer()
-            thetas, ok = bootstrap_refits(obj, self.theta_, starts, n_boot=int(self.bootstrap),
+            theta0 = np.delete(self.theta_, 2) if self.E_fixed is not None else self.theta_
+            thetas, ok = bootstrap_refits(obj, theta0, starts, n_boot=int(self.bootstrap),
                                           seed=self.seed, progress=progress)
+            thetas = full(thetas) if self.E_fixed is not None else thetas
             self.bootstrap_failed_ = int((~ok).sum())
             self.bootstrap_params_ = thetas[ok]
             self._set_intervals(self.bootstrap_params_)

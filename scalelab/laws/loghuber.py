@@ -142,6 +142,57 @@ class LogHuberObjective:
         return dh * (r - 0.5 * dh)
 
 
+class FixedConstObjective:
+    """A LogHuberObjective whose constant e = log E is known, not fitted: the same objective over
+    the remaining parameters [c_1..c_T, γ_1..γ_T] (e is left out of parameter vectors, and put
+    back before every call). Used when the irreducible loss is known in closed form, as the
+    testbed's entropy floor is."""
+
+    def __init__(self, inner: LogHuberObjective, e: float):
+        if not inner.const:
+            raise ValueError("a fixed constant needs an objective with a constant term")
+        self.inner, self.e = inner, float(e)
+        self.T = len(inner.term_vars)
+        self.n_params = inner.n_params - 1
+
+    def __getattr__(self, name: str):  # logy, logx, delta, shift, term_vars ...
+        return getattr(self.inner, name)
+
+    def full(self, X: np.ndarray) -> np.ndarray:
+        """Parameter rows with e inserted at its place (internal and external e coincide)."""
+        X = np.atleast_2d(np.asarray(X, float))
+        return np.insert(X, self.T, self.e, axis=1)
+
+    def _drop(self, X: np.ndarray) -> np.ndarray:
+        return np.delete(X, self.T, axis=1)
+
+    def __call__(self, X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f, g = self.inner(self.full(X), rows)
+        return f, self._drop(g)
+
+    def single(self, x: np.ndarray, row: int = 0) -> tuple[float, np.ndarray]:
+        f, g = self(np.asarray(x, float)[None, :], np.array([row]))
+        return float(f[0]), g[0]
+
+    def to_internal(self, thetas: np.ndarray) -> np.ndarray:
+        return self._drop(self.inner.to_internal(self.full(thetas)))
+
+    def to_external(self, thetas: np.ndarray) -> np.ndarray:
+        return self._drop(self.inner.to_external(self.full(thetas)))
+
+    def predict_log(self, X: np.ndarray, logx: np.ndarray) -> np.ndarray:
+        return self.inner.predict_log(self.full(X), logx)
+
+    def point_losses(self, X: np.ndarray) -> np.ndarray:
+        return self.inner.point_losses(self.full(X))
+
+    def with_weights(self, weights: np.ndarray | None) -> "FixedConstObjective":
+        return FixedConstObjective(self.inner.with_weights(weights), self.e)
+
+    def subset(self, rows: np.ndarray) -> "FixedConstObjective":
+        return FixedConstObjective(self.inner.subset(rows), self.e)
+
+
 def hoffmann_grid(n_terms: int = 2, const: bool = True) -> np.ndarray:
     """The initialisation grid of Hoffmann et al. (2022, App. D.2): a, b in {0, 5, ..., 25},
     e in {-1, -0.5, ..., 1}, alpha, beta in {0, 0.5, ..., 2}; 6·6·5·5·5 = 4,500 starts for

@@ -27,6 +27,8 @@ def params_table(law: Law) -> Table:
     for k in law.param_names:
         lo_hi = (law.ci_ or {}).get(k)
         ci = f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "-"
+        if k == "E" and getattr(law, "E_fixed", None) is not None:
+            ci = "fixed (--floor)"
         t.add_row(k, fmt(law.params_[k]), ci)
     opt = law.optimal_exponents()
     opt_ci = getattr(law, "optimal_ci_", {}) or {}
