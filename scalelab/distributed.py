@@ -12,7 +12,7 @@ What a K-process run does (PyTorch's DDP notes; FSDP2 `fully_shard` docs):
   schedule, the token and FLOP counts are those of the one-process run with batch B.
 - DDP averages gradients over ranks; the mean of K equal-sized per-rank mean losses is the global
   mean loss, so the update is the one-process update up to floating-point order
-  (tests/test_distributed.py measures the difference). The logged loss is averaged over ranks.
+  (tests/test_scaleout.py measures the difference). The logged loss is averaged over ranks.
 - FSDP shards parameters, gradients and AdamW moments over ranks (each decoder layer is one unit);
   checkpoints gather full tensors, so a checkpoint has the same format whatever K and mode wrote
   it, and any K (1 included) resumes it.
@@ -30,7 +30,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -289,6 +289,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--parallel", default="ddp", choices=("ddp", "fsdp"))
     args = ap.parse_args(argv)
+    if sys.platform.startswith("linux"):
+        _end_with_parent()  # a rank whose torchrun was killed stops too
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from scalelab.train import TrainConfig, quiet_import_noise, train
 
@@ -306,6 +308,14 @@ def worker_main(argv: list[str] | None = None) -> int:
     except ScalelabError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except Exception as e:  # noqa: BLE001 - a fault on this rank (out of memory, a bug): keep the
+        # traceback in the log and end with the one line that `launch` reports (torchrun's own
+        # summary says only "To enable traceback see ...").
+        traceback.print_exc()
+        why = " ".join(str(e).split())
+        print(f"error: rank {par.rank if par else os.environ.get('RANK', '?')}: {type(e).__name__}"
+              f"{': ' + why if why else ''}", file=sys.stderr, flush=True)
+        return 1
     finally:
         import torch.distributed as dist
 
@@ -333,7 +343,8 @@ def launch(config: Any, runs_dir: str | Path, nproc: int, *, mode: str = "ddp", 
     run_dir = Path(runs_dir) / run_id_for(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     threads = config.threads or max(1, (os.cpu_count() or 1) // nproc)
-    cfg_file = Path(tempfile.mkstemp(prefix="scalelab-train-", suffix=".json")[1])
+    # The ranks' config file lives in the run: a launcher killed before its cleanup litters nothing else.
+    cfg_file = run_dir / f".torchrun-config-{os.getpid()}.json"
     cfg_file.write_text(config.model_copy(update={"threads": threads}).to_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     if nnodes == 1 and not rdzv_endpoint:
@@ -347,7 +358,8 @@ def launch(config: Any, runs_dir: str | Path, nproc: int, *, mode: str = "ddp", 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     try:
         with open(log, "a") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                    preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None)
             assert proc.stdout is not None
             for line in proc.stdout:  # rank 0's progress lines
                 if echo is not None and not line.startswith("rank 0: run"):
@@ -358,6 +370,17 @@ def launch(config: Any, runs_dir: str | Path, nproc: int, *, mode: str = "ddp", 
     if code != 0:
         raise LaunchError(_why(log, code, nnodes, rdzv_endpoint, rdzv_timeout_s))
     return run_dir
+
+
+def _end_with_parent() -> None:
+    """SIGTERM this process when its parent dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG). Set in
+    torchrun (before it starts) and in every rank: without it a killed `scalelab train` left torchrun,
+    and a killed torchrun left its ranks, training on and holding the run lock (tests/test_scaleout.py)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _why(log: Path, code: int, nnodes: int, endpoint: str | None, timeout_s: float) -> str:
