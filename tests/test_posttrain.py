@@ -181,6 +181,10 @@ def test_wanda_mask_weighs_magnitudes_by_input_norms():
     assert mask.tolist() == [[0, 0, 1, 1]] * 3
     equal = wanda_mask(w, torch.ones(4), 0.25)  # equal input norms: Wanda is magnitude pruning per row
     assert equal[:, 0].tolist() == [1, 1, 1] and (equal == 0).sum(1).tolist() == [1, 1, 1]
+    # at least the asked share: 0.502 of 48 inputs is 24.1 -> 25 zeros per row (round gave 24, i.e.
+    # 49.8% on a d3 asked for 50%, and the prune acceptance check failed on it)
+    assert (wanda_mask(torch.ones(2, 48), torch.ones(48), 0.502) == 0).sum(1).tolist() == [25, 25]
+    assert (wanda_mask(torch.ones(2, 48), torch.ones(48), 0.5) == 0).sum(1).tolist() == [24, 24]
 
 
 def test_structured_slices_keep_the_function_when_nothing_is_removed(parent):
@@ -206,6 +210,24 @@ def test_structured_slices_keep_the_function_when_nothing_is_removed(parent):
     keep = small.kept["heads"][0]
     q = model.model.layers[0].self_attn.q_proj.weight.view(a.n_heads, a.head_dim, a.width)[keep].reshape(-1, a.width)
     assert torch.equal(small.model.layers[0].self_attn.q_proj.weight, q)
+
+
+def test_width_plan_is_a_valid_llama_config(parent):
+    """Minitron width pruning of the hidden axis keeps the residual width a multiple of the heads
+    (LlamaConfig refuses anything else: 48 x 0.65 = 31 channels over 3 heads failed before)."""
+    from transformers import LlamaConfig
+
+    from scalelab import model as M
+    from scalelab.posttrain.prune import PruneConfig, plan_shape
+
+    a = _arch(parent)
+    before = M.param_counts(a).nonembedding
+    for axes in (["mlp", "hidden"], ["heads", "mlp", "hidden"]):
+        for s in (0.3, 0.4, 0.5, 0.6, 0.7):
+            cfg = PruneConfig(parent=str(parent), method="width", sparsity=s, axes=axes)
+            new = plan_shape(a, cfg, (1 - s) * before)
+            assert new.width % new.n_heads == 0 and M.param_counts(new).nonembedding <= (1 - s) * before
+            LlamaConfig(hidden_size=new.width, num_attention_heads=new.n_heads, head_dim=a.head_dim)
 
 
 def test_prune_unstructured_and_structured(parent, digest, runs):
@@ -292,13 +314,36 @@ def test_acceptance_standard_errors_and_a_check(parent, runs):
     from scalelab.posttrain.acceptance import _mean, _se, check
 
     assert _se(0.5, 100) == pytest.approx(0.05) and _se(0.0, 100) == _se(1.0, 100) == pytest.approx(math.sqrt(0.99) / 100)
-    assert _mean({"1": 0.2, "2": 0.6}, ["1", "2"], 100) == pytest.approx((0.4, math.hypot(0.04, math.sqrt(0.24) / 10) / 2))
+    assert _mean({"1": 0.2, "2": 0.6}, ["1", "2"], {"1": 100, "2": 100}) == pytest.approx(
+        (0.4, math.hypot(0.04, math.sqrt(0.24) / 10) / 2))
     lines: list[str] = []
     ok = check("quantize", str(parent), str(runs / "accept"), sets={"eval_problems": 4, "repeats": 1, "threads": 1},
                out=lines.append)
     assert ok and lines[-1].startswith("PASS") and "x smaller" in lines[-2]
     with pytest.raises(InputError, match="known checks: sft, distill, prune, quantize, synth"):
         check("lora", str(parent), str(runs / "accept"))
+
+
+def test_standard_errors_use_the_problems_actually_scored(parent):
+    """A split can hold fewer distinct short problems than eval_problems asks for: the record says
+    how many were scored, and the acceptance standard errors use that count, not the request."""
+    from types import SimpleNamespace
+
+    from scalelab.ledger import read_record
+    from scalelab.posttrain.acceptance import _n, _se
+    from scalelab.posttrain.evaluate import evaluate_model
+    from scalelab.posttrain.stage import open_run
+    from scalelab.testtime.loading import testbed_for
+
+    ref = open_run(parent)
+    src = testbed_for(read_record(parent))
+    have = len(src.problems("test", 10_000, steps=1, seed=0))
+    assert have < 10_000
+    cfg = SimpleNamespace(eval_difficulties=[1], eval_problems=10_000, eval_split="test", seed=0, max_batch=256)
+    ev = evaluate_model(ref.load_model(train=False), ref.tokenizer, src, cfg)
+    assert ev["eval_problems_by_difficulty"] == {"1": have}
+    assert _se(0.5, _n(ev)["1"]) == pytest.approx(0.5 / math.sqrt(have))
+    assert _n({"eval_problems": 50, "accuracy_by_difficulty": {"1": 0.5}}) == {"1": 50}  # records from before
 
 
 # ---- bad input --------------------------------------------------------------------------------------------

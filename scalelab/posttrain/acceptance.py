@@ -33,9 +33,16 @@ def _se(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), floor) / n)
 
 
-def _mean(acc: dict[str, float], ds: list[str], n: int) -> tuple[float, float]:
+def _n(metrics: dict[str, Any]) -> dict[str, int]:
+    """Problems scored per difficulty: fewer than eval_problems where the split holds fewer distinct
+    problems of that length (e.g. 45 one-step test problems at max_modulus 10)."""
+    return (metrics.get("eval_problems_by_difficulty")
+            or {d: metrics["eval_problems"] for d in metrics["accuracy_by_difficulty"]})  # records from before
+
+
+def _mean(acc: dict[str, float], ds: list[str], n: dict[str, int]) -> tuple[float, float]:
     """Mean accuracy over difficulties `ds` and its standard error (bins independent)."""
-    return (sum(acc[d] for d in ds) / len(ds), math.sqrt(sum(_se(acc[d], n) ** 2 for d in ds)) / len(ds))
+    return (sum(acc[d] for d in ds) / len(ds), math.sqrt(sum(_se(acc[d], n[d]) ** 2 for d in ds)) / len(ds))
 
 
 def _middle(rec: Any) -> list[str]:
@@ -54,21 +61,25 @@ def _verdict(ok: bool) -> str:
 def check(name: str, base: str, runs_dir: str, *, teacher: str | None = None, sets: dict[str, Any] | None = None,
           out: Callable[[str], None] = print) -> bool:
     """Run one acceptance check (module docstring); returns whether it passed."""
-    from scalelab.posttrain import run
+    from scalelab.posttrain import get_technique, run
 
     if name not in CHECKS:
         raise InputError(f"unknown check {name!r}; known checks: {', '.join(CHECKS)}")
     s = dict(sets or {})
     common = {"parent": base, **s}
 
-    def go(tech: str, **kw: Any) -> Any:
-        rec = run(tech, {**common, **kw}, runs_dir)
+    def go(tech: str, *, only_known: bool = False, **kw: Any) -> Any:
+        fields = common
+        if only_known:  # a comparison stage skips the --set fields that only the main stage has
+            known = get_technique(tech).config.model_fields
+            fields = {k: v for k, v in common.items() if k in known}
+        rec = run(tech, {**fields, **kw}, runs_dir)
         out(f"  {rec.technique:<24} {rec.run_id}")
         return rec
 
     if name == "sft":
         full, lora = go("sft", lora_rank=0), go("sft", lora_rank=s.get("lora_rank") or 8)
-        ds, n = _middle(full), full.metrics["eval_problems"]
+        ds, n = _middle(full), _n(full.metrics)
         base_m, base_se = _mean(full.metrics["parent_accuracy_by_difficulty"], ds, n)
         f_m, f_se = _mean(full.metrics["accuracy_by_difficulty"], ds, n)
         l_m, l_se = _mean(lora.metrics["accuracy_by_difficulty"], ds, n)
@@ -93,7 +104,7 @@ def check(name: str, base: str, runs_dir: str, *, teacher: str | None = None, se
         rec = go("distill", teacher=teacher, init="scratch", data="corpus", tokens=tokens,
                  **({"batch_size": hp["batch_size"]} if "batch_size" in hp and "batch_size" not in s else {}))
         m = rec.metrics
-        ds, n = list(m["accuracy_by_difficulty"]), m["eval_problems"]
+        ds, n = list(m["accuracy_by_difficulty"]), _n(m)
         d_m, d_se = _mean(m["accuracy_by_difficulty"], ds, n)
         b_m, b_se = _mean(m["parent_accuracy_by_difficulty"], ds, n)
         student, pre = rec.posttrain_ledger["student_train"], ref.record.flops.get("pretrain", math.nan)
@@ -106,8 +117,9 @@ def check(name: str, base: str, runs_dir: str, *, teacher: str | None = None, se
         rec = go("prune", method=s.get("method", "width"), sparsity=s.get("sparsity", 0.5))
         m = rec.metrics
         ratio = m["accuracy"] / m["parent_accuracy"] if m["parent_accuracy"] > 0 else math.nan
+        left = round((1 - m["sparsity"]) * m["nonembedding_before"])  # unstructured: zeros stay in the file
         out(f"pruned {m['sparsity']:.1%} of non-embedding parameters ({m['nonembedding_before']:,} -> "
-            f"{m['nonembedding_after']:,}); accuracy {m['accuracy']:.3f} vs parent {m['parent_accuracy']:.3f} "
+            f"{left:,} nonzero); accuracy {m['accuracy']:.3f} vs parent {m['parent_accuracy']:.3f} "
             f"({ratio:.1%}); FLOPs {rec.flops['posttrain']:.3g}")
         ok = m["sparsity"] >= 0.5 - 1e-9 and ratio >= 0.9
         out(f"{_verdict(ok)}: >= 50% pruned and >= 90% of the parent's accuracy kept")
@@ -124,12 +136,12 @@ def check(name: str, base: str, runs_dir: str, *, teacher: str | None = None, se
         return ok
     syn = go("synth", **({"teacher": teacher} if teacher else {}))
     real = syn.metrics["real_steps"]
-    base_sft = go("sft", data_steps=real)
+    base_sft = go("sft", only_known=True, data_steps=real)  # synth_problems, samples, ... are synth's
     hard = str(max(int(d) for d in syn.metrics["accuracy_by_difficulty"]))
     a, b = syn.metrics, base_sft.metrics
     gain = a["accuracy_by_difficulty"][hard] - b["accuracy_by_difficulty"][hard]
-    se = math.hypot(_se(a["accuracy_by_difficulty"][hard], a["eval_problems"]),
-                    _se(b["accuracy_by_difficulty"][hard], b["eval_problems"]))
+    se = math.hypot(_se(a["accuracy_by_difficulty"][hard], _n(a)[hard]),
+                    _se(b["accuracy_by_difficulty"][hard], _n(b)[hard]))
     out(f"hardest bin ({hard} steps): synth {a['accuracy_by_difficulty'][hard]:.3f} vs SFT on the same real data "
         f"{b['accuracy_by_difficulty'][hard]:.3f} (gain {gain:+.3f} ± {se:.3f}); kept {a['synth_kept']} of "
         f"{a['synth_samples']} teacher samples; FLOPs synth {syn.flops['posttrain']:.3g} vs SFT {base_sft.flops['posttrain']:.3g}")

@@ -57,6 +57,7 @@ def plot_posttrain(runs_dir: str | Path, out: str | Path, *, difficulties: list[
     """Row 1: accuracy against post-training FLOPs; row 2: against the parent's pretraining FLOPs.
     One column per difficulty (and the mean), one colour per technique."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -99,7 +100,18 @@ def plot_posttrain(runs_dir: str | Path, out: str | Path, *, difficulties: list[
         title = "mean over difficulties" if d == "mean" else f"{d} step{'s' if d != '1' else ''}"
         top.set(xscale="symlog", title=title, xlabel="post-training FLOPs")
         top.set_xscale("symlog", linthresh=lin)
+        # FLOPs are never negative: start the axis just left of 0 and tick 0 and whole decades above
+        # the linear region only (matplotlib's symlog ticks would label -10^k and crowd 0)
+        hi = float(df.posttrain_flops.max()) if len(positive) else 10 * lin
+        top.set_xlim(-0.3 * lin, hi * 2)
+        decades = range(math.ceil(math.log10(lin)), math.floor(math.log10(hi * 2)) + 1)
+        top.set_xticks([0.0] + [10.0 ** k for k in decades])
+        top.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         bottom.set(xscale="log", xlabel="parent's pretraining FLOPs")
+        pts = sorted(sub.pretrain_flops.dropna().unique())
+        if pts:  # tick the parents' budgets themselves: a span under a decade gets colliding minor labels
+            bottom.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            bottom.set_xticks(pts, [f"{v:.3g}" for v in pts])
     seen: dict[str, Any] = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):

@@ -38,12 +38,13 @@ def evaluate_model(model: Any, tokenizer: Any, src: Any, cfg: Any, *, backend: s
     eng = Engine(model, tokenizer, max_batch=cfg.max_batch, backend=backend)
     ctx = Context(engine=eng, options=Options(seed=cfg.seed))
     task = TestbedTask()
-    acc, se, chance, flops = {}, {}, {}, 0.0
+    acc, se, chance, count, flops = {}, {}, {}, {}, 0.0
     for d in difficulties(cfg, src):
         problems = src.problems(cfg.eval_split, cfg.eval_problems, steps=d, seed=cfg.seed)
         outs = run_strategy("cot", problems, 1, ctx)
         c = np.array([o.correct for o in outs], float)
         acc[str(d)] = float(c.mean())
+        count[str(d)] = len(c)  # can be below eval_problems: a split holds few distinct short problems
         se[str(d)] = float(c.std(ddof=1) / np.sqrt(len(c))) if len(c) > 1 else float("nan")
         chance[str(d)] = float(np.mean([task.chance(p) for p in problems]))
         flops += sum(o.flops_inference for o in outs)
@@ -51,7 +52,8 @@ def evaluate_model(model: Any, tokenizer: Any, src: Any, cfg: Any, *, backend: s
     model.train(was_training)
     return {"accuracy": float(np.mean(list(acc.values()))), "accuracy_by_difficulty": acc,
             "accuracy_se_by_difficulty": se, "chance_by_difficulty": chance, "eval_problems": cfg.eval_problems,
-            "eval_split": cfg.eval_split, "eval_loss": loss, "flops": flops + loss_flops}
+            "eval_problems_by_difficulty": count, "eval_split": cfg.eval_split, "eval_loss": loss,
+            "flops": flops + loss_flops}
 
 
 def completion_loss(model: Any, tokenizer: Any, src: Any, cfg: Any) -> tuple[float | None, float]:

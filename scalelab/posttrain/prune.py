@@ -167,11 +167,14 @@ def unstructured(ctx: StageContext, model: Any, cfg: PruneConfig, n_nonemb: int)
 
 def wanda_mask(weight: Any, in_sq: Any, sparsity: float) -> Any:
     """Wanda's mask for one matrix [out, in] given the summed squares of its inputs [in]: in every
-    output row, zero the round(sparsity x in) weights of smallest |W_ij| x ||X_j||_2."""
+    output row, zero the ceil(sparsity x in) weights of smallest |W_ij| x ||X_j||_2 (ceil: at least
+    the asked share goes, as structured pruning never keeps more than its target)."""
+    import math
+
     import torch
 
     score = weight.abs() * in_sq.sqrt()[None, :]  # [out, in]
-    k = int(round(sparsity * score.shape[1]))
+    k = min(score.shape[1], math.ceil(sparsity * score.shape[1] - 1e-9))  # 1e-9: 0.5 x 48 stays 24
     mask = torch.ones_like(score)
     if k:
         mask.scatter_(1, score.topk(k, dim=1, largest=False).indices, 0.0)
@@ -206,9 +209,11 @@ def plan_shape(arch: Any, cfg: PruneConfig, target: float) -> Any:
 
         def shape(k: float) -> Any:
             h = max(1, round(arch.n_heads * k)) if "heads" in cfg.axes else arch.n_heads
-            return dataclasses.replace(arch, n_heads=h, n_kv_heads=h,
-                                       ffn=max(1, round(arch.ffn * k)) if "mlp" in cfg.axes else arch.ffn,
-                                       width=max(1, round(arch.width * k)) if "hidden" in cfg.axes else arch.width)
+            # transformers' LlamaConfig refuses a hidden_size that is not a multiple of the heads, even
+            # with head_dim given, so the residual width moves in steps of h
+            w = max(h, h * round(arch.width * k / h)) if "hidden" in cfg.axes else arch.width
+            return dataclasses.replace(arch, n_heads=h, n_kv_heads=h, width=w,
+                                       ffn=max(1, round(arch.ffn * k)) if "mlp" in cfg.axes else arch.ffn)
         shapes = [shape(1 - i / 1000) for i in range(1000)]  # keep fractions 1.000, 0.999, ..., 0.001
     fits = [a for a in shapes if nonemb(a) <= target]
     return fits[0] if fits else shapes[-1]
