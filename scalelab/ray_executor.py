@@ -97,12 +97,16 @@ def connect(address: str | None, *, timeout_s: float = 20.0, num_cpus: int | Non
     if address is None:
         # On this thread: the processes a local instance starts die with the thread that started
         # them (Linux's parent-death signal), so a helper thread that returns would take them along.
+        # address="local": a new instance always. ray.init() without an address joins the cluster
+        # named by RAY_ADDRESS or by the last `ray start` on this machine (/tmp/ray/ray_current_cluster),
+        # and when that cluster is gone it retried for minutes (docs/LOG.md, 2026-11-25).
         try:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kw)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kw)
         except Exception as e:  # noqa: BLE001
             raise ConfigError(f"could not start a local Ray instance: {type(e).__name__}: {_first_line(e)}") from None
         return True
     probe(address, min(timeout_s, 10.0))
+    _send_local_token()
     kw["address"] = address
     # ray.init has no timeout of its own when joining: run it on a helper thread (joining starts no
     # processes) and stop waiting after timeout_s; a hung attempt stays behind on its daemon thread.
@@ -119,12 +123,35 @@ def connect(address: str | None, *, timeout_s: float = 20.0, num_cpus: int | Non
     t.start()
     t.join(timeout_s)
     if "error" not in box:
-        raise ConfigError(f"no Ray cluster answered at {address} within {timeout_s:.0f} s (something listens "
-                          f"on that port, but it is not a Ray head node's GCS?)")
+        raise ConfigError(f"no Ray cluster answered at {address} within {timeout_s:.0f} s: something listens on "
+                          f"that port, but it is not a Ray head node's GCS, or the cluster wants a token this "
+                          f"machine lacks (set RAY_AUTH_TOKEN, or copy the head's ~/.ray/auth_token here)")
     if box["error"] is not None:
         e = box["error"]
         raise ConfigError(f"could not join the Ray cluster at {address}: {type(e).__name__}: {_first_line(e)}") from None
     return True
+
+
+def _send_local_token() -> None:
+    """Ray's rule for `ray start --head`, applied to this driver: with RAY_AUTH_MODE unset and a token
+    on this machine (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), use token auth. A head
+    started next to a token turns token auth on by itself, but `ray.init(address=...)` does not, and
+    then retries on "InvalidAuthToken" until our timeout (Ray 2.60; docs/LOG.md, 2026-11-25). A token
+    sent to a cluster without authentication is ignored (checked). Ray's helper is private: if it
+    moves, nothing changes and the timeout message names the token."""
+    try:
+        from ray._private.authentication import authentication_token_setup as auth
+    except ImportError:
+        return
+    log = logging.getLogger(auth.__name__)
+    level = log.level
+    log.setLevel(logging.ERROR)  # its warning speaks of starting a cluster, not of joining one
+    try:
+        auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except Exception:  # noqa: BLE001 - best effort; RAY_AUTH_MODE=token does the same by hand
+        pass
+    finally:
+        log.setLevel(level)
 
 
 def _first_line(e: BaseException) -> str:

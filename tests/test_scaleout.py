@@ -303,6 +303,9 @@ def test_ray_member_out_of_memory_or_killed_is_failed_with_the_reason_and_a_reru
     from scalelab.ray_executor import RayExecutor
 
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])  # Ray's workers inherit it and import tests.*
+    # A cluster recorded but gone (RAY_ADDRESS, or a stale /tmp/ray/ray_current_cluster after `ray start`
+    # was killed): RayExecutor() must still start its own instance, not wait on the dead one.
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_free_port()}")
     oom = tiny(source=FAULTY, source_options={"fault": "memory"})
     killed = tiny(source=FAULTY, source_options={"fault": "sigkill"})
     ok = tiny(tokens=3200)
@@ -409,8 +412,8 @@ def test_ray_cluster_loses_its_worker_node_mid_sweep_and_every_member_completes_
     pytest.importorskip("ray")
     runs = tmp_path / "runs"
     # Node death is noticed after 5 missed 2 s health checks (Ray's default: 5 x 3 s + timeouts).
-    # Token authentication with this test's own token (Ray 2.5x's default mode; the cluster's
-    # nodes and the sweep's driver all need it), never the user's ~/.ray/auth_token.
+    # Token authentication (Ray 2.60's default when a token exists) with this test's own token,
+    # never the user's ~/.ray/auth_token; both nodes and the sweep's driver need it.
     env = _env(RAY_health_check_period_ms="2000", RAY_health_check_timeout_ms="2000",
                RAY_health_check_failure_threshold="5", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     k = len(_RayNode.FLAGS)
@@ -426,7 +429,10 @@ def test_ray_cluster_loses_its_worker_node_mid_sweep_and_every_member_completes_
         args = ["sweep", "--plan", "grid", "--sizes", "d1,d2", "--tokens", "12800,19200", "--runs-dir", runs,
                 "--executor", "ray", "--address", f"127.0.0.1:{port}",
                 *_sets(base, "source", "seq_len", "batch_size", "log_every", "eval_every", "checkpoint_every")]
-        sweep = subprocess.Popen([sys.executable, "-m", "scalelab", *map(str, args)], cwd=REPO, env=env,
+        # The driver has the token but not RAY_AUTH_MODE, as a user's shell would: connect() must
+        # turn token auth on by itself (plain ray.init(address=...) waits on InvalidAuthToken).
+        driver_env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+        sweep = subprocess.Popen([sys.executable, "-m", "scalelab", *map(str, args)], cwd=REPO, env=driver_env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             victim, deadline = None, time.monotonic() + 300
