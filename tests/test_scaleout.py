@@ -6,7 +6,8 @@ and their checkpoint resumed by 1 process; a torchrun rendezvous that never comp
 out of memory in a sweep; Ray's OOM kill named in the reason.
 Slow (`-m slow`): a real two-node Ray cluster on loopback that loses its worker node mid-sweep;
 on a local Ray instance, members that run out of memory or are SIGKILLed (as by the kernel's OOM
-killer) fail with their reason and a re-run retries them.
+killer) fail with their reason and a re-run retries them; test-time sampling sharded over Ray
+actors writes the local evaluation's records.
 
 Faults are injected by `FaultySource`, whose behaviour comes from the environment, so the faulty
 run and its clean re-run share one config and one run id (as a real re-run after an OOM does).
@@ -463,3 +464,26 @@ def test_ray_cluster_loses_its_worker_node_mid_sweep_and_every_member_completes_
         for node in (worker, head):
             if node is not None:
                 node.stop()
+
+
+# ---- Ray: test-time sampling sharded over actors ------------------------------------------------------
+@pytest.mark.slow
+def test_testtime_sampling_sharded_on_ray_writes_the_records_of_the_local_evaluation(tmp_path):
+    """evaluate_on_ray against testtime.evaluate on one tiny testbed policy: the same records (run
+    ids, budgets); greedy chain of thought is deterministic, so its accuracy and FLOPs are equal;
+    sampled strategies draw other streams per shard (ShardedEngine), so only their shape is."""
+    pytest.importorskip("ray")
+    from scalelab.ray_executor import evaluate_on_ray
+    from scalelab.testtime.evaluate import TesttimeConfig, evaluate
+    from scalelab.train import train
+
+    policy = train(TrainConfig.build(model="d1", tokens=65_536, seq_len=256, batch_size=4, threads=1), tmp_path)
+    cfg = TesttimeConfig.build(model=str(tmp_path / policy.run_id), strategies=["cot", "majority"], n=[1, 4],
+                               difficulties=[1], problems=8, threads=1)
+    here = evaluate(cfg, tmp_path / "local")
+    there = evaluate_on_ray(cfg, tmp_path / "ray", workers=2)
+    assert [r.run_id for r in there] == [r.run_id for r in here] and len(here) == 3
+    for a, b in zip(here, there):
+        assert b.status == "complete" and b.parent_id == a.parent_id
+        if a.run_id.startswith("cot-"):
+            assert (b.metrics["accuracy"], b.flops) == (a.metrics["accuracy"], a.flops)
