@@ -89,7 +89,8 @@ class ChinchillaLaw(Law):
 
     def _set_intervals(self, thetas: np.ndarray) -> None:
         a, b, e, al, be = thetas.T
-        cols = {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be}
+        with np.errstate(over="ignore"):  # a resample can run A or B off to inf: it widens the interval
+            cols = {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be}
         self.ci_ = {k: percentile_ci(v) for k, v in cols.items()}
         with np.errstate(divide="ignore", invalid="ignore"):
             self.optimal_ci_ = {"a": percentile_ci(be / (al + be)), "b": percentile_ci(al / (al + be))}
