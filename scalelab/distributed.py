@@ -20,7 +20,8 @@ What a K-process run does (PyTorch's DDP notes; FSDP2 `fully_shard` docs):
   whose forward passes are collective).
 - Rank 0 alone takes the run lock and writes records, metrics and checkpoints.
 Backends: gloo on CPU, NCCL on CUDA. Timeouts: the rendezvous waits at most `rdzv_timeout_s` for
-the other nodes (torchrun's join_timeout); any collective waits at most COLLECTIVE_TIMEOUT_S.
+the other nodes (torchrun's join_timeout) and for its store at the endpoint (read_timeout); any
+collective waits at most COLLECTIVE_TIMEOUT_S.
 """
 from __future__ import annotations
 
@@ -346,12 +347,16 @@ def launch(config: Any, runs_dir: str | Path, nproc: int, *, mode: str = "ddp", 
     # The ranks' config file lives in the run: a launcher killed before its cleanup litters nothing else.
     cfg_file = run_dir / f".torchrun-config-{os.getpid()}.json"
     cfg_file.write_text(config.model_copy(update={"threads": threads}).to_json())
+    # join_timeout bounds the wait for the other nodes; read_timeout the connection to the store at
+    # the endpoint, which a node that does not host it (the endpoint is not one of its own names)
+    # otherwise retries for 60 s a try: 195 s with --rdzv-timeout 10 (docs/LOG.md, 2026-11-25).
+    t = max(1, int(rdzv_timeout_s))
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     if nnodes == 1 and not rdzv_endpoint:
         cmd += ["--standalone", "--nnodes=1"]
     else:
         cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
-                f"--rdzv-id={rdzv_id or run_dir.name}", f"--rdzv-conf=join_timeout={int(rdzv_timeout_s)}",
+                f"--rdzv-id={rdzv_id or run_dir.name}", f"--rdzv-conf=join_timeout={t},read_timeout={t}",
                 "--max-restarts=0"]
     cmd += ["-m", "scalelab.distributed", str(cfg_file), "--runs-dir", str(runs_dir), "--parallel", mode]
     log = run_dir / "torchrun.log"
@@ -391,7 +396,7 @@ def _why(log: Path, code: int, nnodes: int, endpoint: str | None, timeout_s: flo
         return f"{mine[-1]} (torchrun log: {log})"
     if "RendezvousTimeoutError" in tail or "RendezvousConnectionError" in tail or "DistNetworkError" in tail:
         return (f"torchrun rendezvous failed: {nnodes} node(s) expected at {endpoint or 'localhost'}, not all joined "
-                f"or the endpoint was unreachable within {timeout_s:.0f} s (torchrun log: {log})")
+                f"or the endpoint was unreachable (--rdzv-timeout {timeout_s:.0f} s; torchrun log: {log})")
     last = [ln.strip() for ln in tail.splitlines() if "Error" in ln or "error" in ln]
     return f"torchrun exited with code {code}: {last[-1][:300] if last else 'no error line'} (torchrun log: {log})"
 
