@@ -86,7 +86,9 @@ def _interval(law: ChinchillaLaw, n: float, d: float) -> list[float] | None:
     if th is None or len(th) == 0:
         return None
     a, b, e, al, be = th.T
-    preds = np.exp(e) + np.exp(a) * n ** -al + np.exp(b) * d ** -be
+    with np.errstate(over="ignore", invalid="ignore"):
+        preds = np.exp(e) + np.exp(a) * n ** -al + np.exp(b) * d ** -be
+    preds = np.where(np.isfinite(preds), preds, np.inf)  # a refit with A or B at inf predicts inf
     return [float(np.percentile(preds, 2.5)), float(np.percentile(preds, 97.5))]
 
 
