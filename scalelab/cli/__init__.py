@@ -18,6 +18,7 @@ from scalelab.cli import testtime as _testtime  # noqa: F401,E402
 from scalelab.cli import posttrain as _posttrain  # noqa: F401,E402
 from scalelab.cli import demo as _demo  # noqa: F401,E402
 from scalelab.cli import curves as _curves  # noqa: F401,E402
+from scalelab.cli import report as _report  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:

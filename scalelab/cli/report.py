@@ -1,0 +1,24 @@
+"""`scalelab report RUNSDIR --out report.html`: one self-contained HTML page of a runs directory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from scalelab.cli.app import app
+
+
+@app.command("report")
+def report_cmd(
+    runs: Path = typer.Argument(..., help="runs directory (searched recursively for run records)"),
+    out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="resamples for the 95% intervals of the fits"),
+) -> None:
+    """Fits, figures and tables of every pretraining, post-training and test-time record in one HTML file."""
+    from scalelab.errors import InputError
+    from scalelab.report import build_report
+
+    if bootstrap < 0:
+        raise InputError("--bootstrap must be 0 or more")
+    path = build_report(runs, out, bootstrap=bootstrap)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

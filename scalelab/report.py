@@ -1,0 +1,292 @@
+"""The HTML report of a runs directory: one self-contained file, figures embedded, no network.
+
+    build_report("runs/sweep", "report.html")          # or: scalelab report runs/sweep --out report.html
+
+It searches RUNSDIR recursively for run records (`ledger.load_runs`) and writes one section per
+phase that has the records it needs:
+
+- pretraining (complete `pretrain` records with a final loss): the Chinchilla fit with 95%
+  bootstrap intervals (E held at the entropy floor when every record states the same one, the
+  free fit beside it), the IsoFLOP fit with its budgets, and the learning curves with their frontier;
+- post-training (`posttrain` records with an accuracy): accuracy against post-training FLOPs and a
+  table of the child runs;
+- test-time (`testtime` records with an accuracy per difficulty): accuracy against FLOPs per
+  question and a table per strategy and n.
+
+Every number on the page is read from a record or a fit made here; a section that is missing says
+which command makes its records. Figures are the library's own (`laws.plot_fit`,
+`curves.plot_curves`, `posttrain.curves.plot_posttrain`, `testtime.plots.plot_accuracy_vs_flops`),
+rendered to a temporary folder and inlined as base64 PNG data URIs.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+from scalelab import __version__
+from scalelab.errors import InputError
+from scalelab.ledger import RunRecord, atomic_write_text, iter_run_dirs, load_runs, records_to_frame
+
+# What makes each section's records when a runs dir lacks them (shown on the page).
+MAKE = {
+    "pretraining": "scalelab sweep --preset quick --runs-dir DIR",
+    "post-training": "scalelab posttrain sft --from DIR/RUN --runs-dir DIR",  # or distill, prune, quantize, synth
+    "test-time": "scalelab testtime --model DIR/RUN --strategies cot,majority --runs-dir DIR",
+}
+
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d1d1f;background:#fafafa;margin:0}
+main{max-width:1100px;margin:0 auto;padding:1.2rem 1.5rem 3rem;background:#fff;box-sizing:border-box}
+h1{font-size:1.6rem;margin:.2rem 0 .4rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+h3{margin:1.4rem 0 .4rem}code,pre{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace;background:#f3f3f3}
+code{padding:0 .25em;border-radius:3px;overflow-wrap:anywhere}pre{padding:.6rem;overflow-x:auto;border-radius:4px}
+img{max-width:100%;height:auto;display:block;margin:.6rem 0;border:1px solid #eee}
+.scroll{overflow-x:auto;margin:.5rem 0}table{border-collapse:collapse;font-size:13px}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}thead th{background:#f5f5f5}
+h1,p,li{overflow-wrap:anywhere}.note{color:#555;font-size:13px}.warn{color:#a33}.found{color:#176b2c}.missing{color:#a33}
+"""
+
+
+# ---- small HTML helpers ----------------------------------------------------------------------
+def fmt(v: Any) -> str:
+    """A number as the command line prints it (4 significant digits), '-' for none or NaN."""
+    from scalelab.laws.report import fmt as _fmt
+
+    return _fmt(v)
+
+
+def _e(s: Any) -> str:
+    return html.escape(str(s))
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _note(text: str, cls: str = "note") -> str:
+    return f'<p class="{cls}">{_e(text)}</p>'
+
+
+def _ci(law: Any, k: str) -> str:
+    lo_hi = (getattr(law, "ci_", None) or {}).get(k)
+    return f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "-"
+
+
+class _Figures:
+    """Renders figures with the library's plotters into a temporary folder and inlines them."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.count = tmp, 0
+
+    def img(self, draw: Callable[[Path], Any], alt: str) -> str:
+        self.count += 1
+        path = self.tmp / f"fig{self.count}.png"
+        draw(path)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+# ---- sections --------------------------------------------------------------------------------
+def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs: int | None) -> str:
+    from scalelab.laws import make_law, plot_fit
+    from scalelab.laws.predict import optimal_point, predict_point
+    from scalelab.laws.table import prepare
+
+    frame = records_to_frame(recs)
+    floors = {r.metrics.get("entropy_floor") for r in recs}
+    floor = floors.pop() if len(floors) == 1 and None not in floors else None
+    fits: list[tuple[str, Any, Any]] = []  # (column title, law, prepared)
+    errors: list[str] = []
+    for title, hyper in ((f"E held at the entropy floor ({fmt(floor)})", {"E_fixed": floor}),
+                         ("E fitted freely", {})):
+        if title.startswith("E held") and floor is None:
+            continue
+        try:
+            est = make_law("chinchilla", bootstrap=bootstrap, n_jobs=n_jobs, **hyper)
+            prep = prepare(frame, est)
+            fits.append((title, est.fit(prep.X, prep.y), prep))
+        except InputError as e:
+            errors.append(_note(f"Chinchilla fit ({title}) not made: {e}", "warn"))
+    title = "<h3>Chinchilla: L(N, D) = E + A/N^alpha + B/D^beta</h3>"
+    if not fits:
+        return title + "".join(errors)
+    law0, prep0 = fits[0][1], fits[0][2]
+    head = ["parameter"] + [h for t, _, _ in fits for h in (t, "95% interval")]
+    rows = []
+    for k in law0.param_names:
+        row: list[Any] = [k]
+        for _, law, _ in fits:
+            fixed = k == "E" and law.E_fixed is not None
+            row += [fmt(law.params_[k]), "fixed" if fixed else _ci(law, k)]
+        rows.append(row)
+    for k, label in (("a", "a  (N* ∝ C^a)"), ("b", "b  (D* ∝ C^b)")):
+        row = [label]
+        for _, law, _ in fits:
+            lo_hi = (getattr(law, "optimal_ci_", None) or {}).get(k)
+            row += [fmt(law.optimal_exponents()[k]), f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "-"]
+        rows.append(row)
+    rows.append(["optimiser converged"] + [v for _, law, _ in fits for v in (str(bool(law.converged_)), "")])
+    rows.append(["runs fitted"] + [v for _, _, p in fits for v in (str(len(p.y)), "")])
+    out = [title, *errors,
+           _note(f"{bootstrap} bootstrap resamples for the 95% intervals; N is non-embedding parameters, "
+                 "D training tokens, loss the final held-out loss in nats per token."),
+           _table(head, rows)]
+    notices = [n for _, _, p in fits for n in p.notices]
+    out += [_note(n) for n in dict.fromkeys(notices)]
+    c_next = 10 * float(frame["C"].max())
+    opt = optimal_point(law0, compute=c_next)["allocation"]
+    loss = predict_point(law0, N=opt["N"], D=opt["D"])["loss"]
+    out.append(_note(f"With 10x the largest budget (C = 6ND = {fmt(c_next)} FLOPs) this fit ({fits[0][0]}) "
+                     f"trains N = {fmt(opt['N'])} parameters on D = {fmt(opt['D'])} tokens "
+                     f"({fmt(opt['tokens_per_param'])} tokens per parameter) to a predicted loss of {fmt(loss)}."))
+    out.append(figs.img(lambda p: plot_fit(law0, prep0.X, prep0.y, p), "Chinchilla fit"))
+    return "\n".join(out)
+
+
+def _isoflop(recs: list[RunRecord], figs: _Figures, *, bootstrap: int) -> str:
+    from scalelab.laws import make_law, plot_fit
+    from scalelab.laws.table import prepare
+
+    try:
+        est = make_law("isoflop", bootstrap=bootstrap)
+        prep = prepare(records_to_frame(recs), est)
+        est.fit(prep.X, prep.y)
+    except InputError as e:
+        return "<h3>IsoFLOP profiles</h3>" + _note(f"IsoFLOP fit not made: {e}", "warn")
+    labels = {"a": "a  (N_opt ∝ C^a)", "b": "b  (D_opt ∝ C^b)", "coef_N": "coef_N", "coef_D": "coef_D"}
+    rows = [[labels.get(k, k), fmt(est.params_[k]), _ci(est, k)] for k in est.param_names]
+    budgets = [[fmt(b["C"]), b["n_points"], "yes" if b["used"] else "no", fmt(b.get("N_opt")), fmt(b.get("D_opt")),
+                fmt(b.get("loss_min")), {True: "yes", False: "no"}.get(b.get("inside"), "-")] for b in est.budgets_]
+    return "\n".join([
+        "<h3>IsoFLOP profiles (Chinchilla approach 2)</h3>",
+        _note(f"A parabola in log N per compute budget; its minima against C give the exponents. "
+              f"{bootstrap} bootstrap resamples within each budget. {est.result_.message}."),
+        _table(["parameter", "value", "95% interval"], rows),
+        _table(["budget C (FLOPs)", "runs", "used", "N_opt", "D_opt", "loss at minimum", "minimum inside sizes"], budgets),
+        figs.img(lambda p: plot_fit(est, prep.X, prep.y, p), "IsoFLOP fit")])
+
+
+def _learning_curves(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
+    from scalelab.curves import plot_curves
+
+    # plot_curves reads each run's metrics at RUNS/<run_id>: give it the folder holding the runs.
+    ids = {r.run_id for r in recs}
+    parents = Counter(d.parent for d in iter_run_dirs(root) if d.name in ids)
+    out = ["<h3>Learning curves and the compute frontier</h3>"]
+    if not parents:
+        return out[0] + _note("Learning curves not drawn: no run folder is named by its run id.", "warn")
+    folder, n = parents.most_common(1)[0]
+    if len(parents) > 1:
+        out.append(_note(f"Pretraining runs lie in {len(parents)} folders; the curves show the {n} in {folder}."))
+    holder: dict[str, Any] = {}
+    try:
+        img = figs.img(lambda p: holder.setdefault("front", plot_curves(folder, p)[1]), "learning curves")
+    except InputError as e:
+        return out[0] + _note(f"Learning curves not drawn: {e}", "warn")
+    out += [_note("Left: every run's training loss (running mean) and held-out evaluations against exact training "
+                  "FLOPs; the dashed line is a power law through the best final loss per budget (stars)."),
+            f"<pre>{_e(chr(10).join(holder['front'].lines()))}</pre>", img]
+    return "\n".join(out)
+
+
+def _posttrain(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
+    from scalelab.posttrain.curves import plot_posttrain
+
+    out = []
+    try:
+        out.append(figs.img(lambda p: plot_posttrain(root, p), "post-training accuracy against FLOPs"))
+    except InputError as e:
+        out.append(_note(f"Figure not drawn: {e}", "warn"))
+    rows = [[r.run_id, r.technique, r.parent_id or "-", fmt(r.metrics["accuracy"]),
+             fmt(r.metrics.get("parent_accuracy")), fmt(float(r.flops.get("posttrain", 0.0))),
+             fmt(r.flops.get("pretrain"))]
+            for r in sorted(recs, key=lambda r: (r.technique, r.flops.get("posttrain", 0.0), r.run_id))]
+    out.append(_table(["child run", "technique", "parent", "accuracy", "parent accuracy", "post-training FLOPs",
+                       "pretraining FLOPs"], rows))
+    return "\n".join(out)
+
+
+def _testtime(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
+    from scalelab.testtime.plots import plot_accuracy_vs_flops
+
+    out = []
+    try:
+        out.append(figs.img(lambda p: plot_accuracy_vs_flops(root, p), "test-time accuracy against FLOPs"))
+    except InputError as e:
+        out.append(_note(f"Figure not drawn: {e}", "warn"))
+
+    def key(r: RunRecord):
+        return (int(r.metrics.get("steps", 0)), r.technique, r.metrics.get("n") or 0, r.run_id)
+
+    rows = [[r.technique, r.metrics.get("steps", "-"), r.metrics.get("n", "-"), fmt(r.metrics["accuracy"]),
+             fmt(r.metrics.get("accuracy_se")), fmt(r.metrics["flops_per_question"]), r.metrics.get("problems", "-")]
+            for r in sorted(recs, key=key)]
+    out.append(_table(["strategy", "difficulty (steps)", "n", "accuracy", "std. error", "FLOPs per question",
+                       "problems"], rows))
+    return "\n".join(out)
+
+
+# ---- the page --------------------------------------------------------------------------------
+def build_report(runs_dir: str | Path, out_path: str | Path, *, bootstrap: int = 200,
+                 n_jobs: int | None = None) -> Path:
+    """Write the report of `runs_dir` (searched recursively) to `out_path`; return its path.
+    `n_jobs`: processes for the Chinchilla multi-start (None: all CPUs)."""
+    root = Path(runs_dir)
+    runs = load_runs(root)  # raises InputError for a missing path or a file
+    if not runs.records:
+        why = f" ({len(runs.problems)} unreadable or failed)" if runs.problems else ""
+        raise InputError(f"{root}: no complete run records found (expected */record.json){why}")
+    if bootstrap < 0:
+        raise InputError("bootstrap must be 0 or more")
+    by_phase = {
+        "pretraining": [r for r in runs.records if r.phase == "pretrain" and r.metrics.get("loss") is not None],
+        "post-training": [r for r in runs.records if r.phase == "posttrain" and r.metrics.get("accuracy") is not None],
+        "test-time": [r for r in runs.records if r.phase == "testtime" and r.metrics.get("kind") != "adaptive"
+                      and r.metrics.get("accuracy") is not None and "flops_per_question" in r.metrics],
+    }
+    with tempfile.TemporaryDirectory(prefix="scalelab-report-") as tmp:
+        figs = _Figures(Path(tmp))
+        body = []
+        if by_phase["pretraining"]:
+            recs = by_phase["pretraining"]
+            body += [f'<h2 id="pretraining">Pretraining: {len(recs)} runs</h2>',
+                     _chinchilla(recs, figs, bootstrap=bootstrap, n_jobs=n_jobs),
+                     _isoflop(recs, figs, bootstrap=bootstrap), _learning_curves(root, recs, figs)]
+        if by_phase["post-training"]:
+            recs = by_phase["post-training"]
+            body += [f'<h2 id="post-training">Post-training: {len(recs)} child runs</h2>', _posttrain(root, recs, figs)]
+        if by_phase["test-time"]:
+            recs = by_phase["test-time"]
+            body += [f'<h2 id="test-time">Test-time: {len(recs)} evaluations</h2>', _testtime(root, recs, figs)]
+    counts = Counter(r.phase for r in runs.records)
+    summary = ["<ul>"]
+    for name, recs in by_phase.items():
+        if recs:
+            summary.append(f'<li class="found"><a href="#{name}">{_e(name)}</a>: found ({len(recs)} records)</li>')
+        else:
+            summary.append(f'<li class="missing">{_e(name)}: not found; make it with <code>{_e(MAKE[name])}</code></li>')
+    summary.append("</ul>")
+    head = [f"<h1>scalelab report: {_e(root)}</h1>",
+            _note(f"{len(runs.records)} complete run records ("
+                  + ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+                  + f") found under {root}, searched recursively. scalelab {__version__}, "
+                  + time.strftime("%Y-%m-%d %H:%M %Z") + "."),
+            "<p>Sections:</p>", *summary]
+    if runs.problems:
+        head.append(_note(f"{len(runs.problems)} runs left out:", "warn"))
+        head.append("<pre>" + _e("\n".join(str(p) for p in runs.problems)) + "</pre>")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>scalelab report: {_e(root.name)}</title><style>{CSS}</style></head>\n"
+            "<body><main>\n" + "\n".join(head + body) + "\n</main></body></html>\n")
+    out = Path(out_path)
+    atomic_write_text(out, page)
+    return out
