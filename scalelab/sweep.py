@@ -47,7 +47,7 @@ MIN_DEPTH = 2  # one layer cannot form induction heads (Olsson et al. 2022): ano
 # at 3e12 with 464 tokens per parameter; docs/LOG.md, 2026-11-25), so the presets centre on 150
 # tokens per parameter and admit depth 1 as the left bracket of the lowest budgets.
 SWEEP_PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"plan": "isoflop", "budgets": [1e11, 3e11, 8e11], "points": 3, "tokens_per_param": 150,
+    "quick": {"plan": "isoflop", "budgets": [1e11, 2.5e11, 6e11], "points": 3, "tokens_per_param": 150,
               "min_depth": 1, "base": {"seq_len": 256, "eval_tokens": 16_384}},
     "default": {"plan": "isoflop", "budgets": [2e11, 6e11, 2e12, 6e12], "points": 5, "tokens_per_param": 150,
                 "min_depth": 1, "max_tokens_per_param": 5000, "base": {"seq_len": 256, "eval_tokens": 32_768}},
