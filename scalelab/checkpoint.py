@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from scalelab.errors import ScalelabError
 from scalelab.ledger import CHECKPOINT_DIR, atomic_write_json
@@ -207,3 +207,18 @@ def _fsync_dir(d: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with `n` torch threads (None: as they are), then restore the previous count,
+    so that a run inside a longer-lived process (tests, sweeps in process) leaves it as it found it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field, field_validator
 
 from scalelab import checkpoint as ckpt
-from scalelab.checkpoint import RunBusy, run_lock  # noqa: F401 (re-exported for sweeps)
+from scalelab.checkpoint import RunBusy, run_lock, torch_threads  # noqa: F401 (re-exported for sweeps)
 from scalelab import model as M
 from scalelab.config import Config
 from scalelab.errors import ConfigError, InputError
@@ -224,15 +224,9 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = N
         par.barrier()  # every rank has read the record before rank 0 writes it
         if done is not None and (done.status == "complete" or (done.error or "").startswith("diverged")):
             return done
-        import torch
-
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(config.threads or os.cpu_count() or 1)
-        try:
+        with torch_threads(config.threads or os.cpu_count() or 1):
             return _run(config, run_dir, source or resolve_source(config.source, source_options(config)),
                         progress, done, par)
-        finally:
-            torch.set_num_threads(threads_before)
 
 
 # ---- the loop --------------------------------------------------------------------------------

@@ -248,9 +248,7 @@ def run_id_for(technique: Technique, cfg: StageConfig, parent_id: str, teacher_i
 def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
               progress: Callable[[str, int, int], None] | None = None) -> RunRecord:
     """Load the parent, transform, evaluate, save the child (see the module docstring)."""
-    import torch
-
-    from scalelab.checkpoint import run_lock
+    from scalelab.checkpoint import run_lock, torch_threads
 
     parent = open_run(cfg.parent)
     teacher_path = getattr(cfg, "teacher", None)
@@ -265,13 +263,8 @@ def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
             old = read_record(run_dir)
             if old.status == "complete":
                 return old
-        threads_before = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        try:
+        with torch_threads(cfg.threads):
             return _run(technique, cfg, parent, run_dir, progress or (lambda *a: None))
-        finally:
-            torch.set_num_threads(threads_before)
 
 
 def _run(technique: Technique, cfg: StageConfig, parent: RunRef, run_dir: Path, progress: Any) -> RunRecord:

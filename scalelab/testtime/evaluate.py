@@ -135,12 +135,9 @@ def check_testbed_tokenizer(eng: Any, name: str) -> None:
 def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
              progress: Callable[[str, int, int], None] | None = None,
              on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
-    import torch
+    from scalelab.checkpoint import torch_threads
 
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         ctx, parent, pid, src = load_context(cfg, progress=progress)
         too_long = [d for d in cfg.difficulties if d > src.config.max_steps]
         if too_long:
@@ -157,8 +154,6 @@ def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
                         on_record(rec)
             ctx.pools.clear()  # the next difficulty has other problems
         return out
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def run_dir_for(runs_dir: Path, cfg: TesttimeConfig, pid: str, strategy: str, steps: int, n: int) -> Path:

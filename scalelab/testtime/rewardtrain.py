@@ -133,8 +133,7 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def train_verifier(cfg: VerifierConfig, runs_dir: str | Path, *, progress: Any = None) -> RunRecord:
     """See the module docstring. Returns the finished record (an existing complete run is reused)."""
-    import torch
-
+    from scalelab.checkpoint import torch_threads
     from scalelab.testtime.loading import parent_record, run_name
 
     if cfg.min_steps > cfg.max_steps:
@@ -146,13 +145,8 @@ def train_verifier(cfg: VerifierConfig, runs_dir: str | Path, *, progress: Any =
         done = read_record(run_dir)
         if done.status == "complete":
             return done
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _train(cfg, run_dir, parent, pid, progress or (lambda *a: None))
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: Any) -> RunRecord:
