@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.ledger import load_runs, read_metrics
+from scalelab.ledger import iter_run_dirs, load_runs, read_metrics
 
 
 @dataclass
@@ -81,8 +81,9 @@ def plot_curves(runs_dir: str | Path, out: str | Path, *, smooth: int = 200) -> 
     colour = {m: cmap(i / max(1, len(models) - 1)) for i, m in enumerate(models)}
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
     seen: set[str] = set()
+    where = {d.name: d for d in iter_run_dirs(runs_dir)}  # records are found recursively; so are their metrics
     for r in recs:
-        rows = read_metrics(Path(runs_dir) / r.run_id)
+        rows = read_metrics(where.get(r.run_id, Path(runs_dir) / r.run_id))
         train = [(row["flops"], row["loss"]) for row in rows if row.get("loss") is not None and row["flops"] > 0]
         evals = [(row["flops"], row["eval_loss"]) for row in rows if row.get("eval_loss") is not None and row["flops"] > 0]
         m = r.config.get("model", "?")

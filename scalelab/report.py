@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from scalelab import __version__
 from scalelab.errors import InputError
-from scalelab.ledger import RunRecord, atomic_write_text, iter_run_dirs, load_runs, records_to_frame
+from scalelab.ledger import RunRecord, atomic_write_text, load_runs, records_to_frame
 
 # What makes each section's records when a runs dir lacks them (shown on the page).
 MAKE = {
@@ -92,6 +92,13 @@ class _Figures:
         draw(path)
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+    def img_or_note(self, draw: Callable[[Path], Any], alt: str) -> str:
+        """The figure, or a note with the plotter's one-line reason when the records cannot make it."""
+        try:
+            return self.img(draw, alt)
+        except InputError as e:
+            return _note(f"Figure not drawn: {e}", "warn")
 
 
 # ---- sections --------------------------------------------------------------------------------
@@ -177,18 +184,10 @@ def _isoflop(recs: list[RunRecord], figs: _Figures, *, bootstrap: int) -> str:
 def _learning_curves(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
     from scalelab.curves import plot_curves
 
-    # plot_curves reads each run's metrics at RUNS/<run_id>: give it the folder holding the runs.
-    ids = {r.run_id for r in recs}
-    parents = Counter(d.parent for d in iter_run_dirs(root) if d.name in ids)
     out = ["<h3>Learning curves and the compute frontier</h3>"]
-    if not parents:
-        return out[0] + _note("Learning curves not drawn: no run folder is named by its run id.", "warn")
-    folder, n = parents.most_common(1)[0]
-    if len(parents) > 1:
-        out.append(_note(f"Pretraining runs lie in {len(parents)} folders; the curves show the {n} in {folder}."))
     holder: dict[str, Any] = {}
     try:
-        img = figs.img(lambda p: holder.setdefault("front", plot_curves(folder, p)[1]), "learning curves")
+        img = figs.img(lambda p: holder.setdefault("front", plot_curves(root, p)[1]), "learning curves")
     except InputError as e:
         return out[0] + _note(f"Learning curves not drawn: {e}", "warn")
     out += [_note("Left: every run's training loss (running mean) and held-out evaluations against exact training "
@@ -200,11 +199,7 @@ def _learning_curves(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
 def _posttrain(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
     from scalelab.posttrain.curves import plot_posttrain
 
-    out = []
-    try:
-        out.append(figs.img(lambda p: plot_posttrain(root, p), "post-training accuracy against FLOPs"))
-    except InputError as e:
-        out.append(_note(f"Figure not drawn: {e}", "warn"))
+    out = [figs.img_or_note(lambda p: plot_posttrain(root, p), "post-training accuracy against FLOPs")]
     rows = [[r.run_id, r.technique, r.parent_id or "-", fmt(r.metrics["accuracy"]),
              fmt(r.metrics.get("parent_accuracy")), fmt(float(r.flops.get("posttrain", 0.0))),
              fmt(r.flops.get("pretrain"))]
@@ -217,11 +212,7 @@ def _posttrain(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
 def _testtime(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
     from scalelab.testtime.plots import plot_accuracy_vs_flops
 
-    out = []
-    try:
-        out.append(figs.img(lambda p: plot_accuracy_vs_flops(root, p), "test-time accuracy against FLOPs"))
-    except InputError as e:
-        out.append(_note(f"Figure not drawn: {e}", "warn"))
+    out = [figs.img_or_note(lambda p: plot_accuracy_vs_flops(root, p), "test-time accuracy against FLOPs")]
 
     def key(r: RunRecord):
         return (int(r.metrics.get("steps", 0)), r.technique, r.metrics.get("n") or 0, r.run_id)

@@ -42,7 +42,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -196,20 +196,14 @@ class RewardModel:
         label = fm.head / eng.head_weight.shape[0]  # one row (good - bad) of the head: 2d FLOPs
         scores: list[list[float]] = []
         flops: list[float] = []
-        rows = [(eng.encode(p), eng.encode(c)) for p, c in zip(prompts, completions)]
-        for s in range(0, len(rows), eng.max_batch):
-            part = rows[s:s + eng.max_batch]
-            seqs = [p + c for p, c in part]
-            sess = eng.session(len(part), max(map(len, seqs)))
-            with torch.inference_mode():
-                hidden, off = sess.feed(seqs, logits=False)
-            for r, (p, c) in enumerate(part):
-                q = self.query_positions(c)
-                idx = torch.tensor([off[r] + len(p) + i for i in q], dtype=torch.long)
-                z = hidden[r, idx] @ self.label_w + self.label_b
-                scores.append(torch.sigmoid(z).tolist() if q else [0.0])
-                flops.append(fm.tokens(len(seqs[r]), 0, heads=0) + label * len(q))
-        eng.meter.add("verifier", sum(flops), scored_tokens=sum(len(p) + len(c) for p, c in rows), kind="score")
+        scored = 0
+        for p, c, hidden, start in fed_rows(eng, prompts, completions):
+            scored += len(p) + len(c)
+            q = self.query_positions(c)
+            z = hidden[torch.tensor([start + i for i in q], dtype=torch.long)] @ self.label_w + self.label_b
+            scores.append(torch.sigmoid(z).tolist() if q else [0.0])
+            flops.append(fm.tokens(len(p) + len(c), 0, heads=0) + label * len(q))
+        eng.meter.add("verifier", sum(flops), scored_tokens=scored, kind="score")
         return scores, flops
 
 
@@ -257,6 +251,27 @@ def token_logprobs(engine: Any, prompts: Sequence[str], completions: Sequence[st
     fm = eng.flop_model
     out: list[np.ndarray] = []
     flops: list[float] = []
+    scored = 0
+    for p, c, hidden, start in fed_rows(eng, prompts, completions):
+        scored += len(p) + len(c)
+        if not c:
+            out.append(np.zeros(0))
+            flops.append(fm.tokens(len(p), 0, heads=0))
+            continue
+        pos = torch.arange(start - 1, start + len(c) - 1)  # each position predicts the next token
+        lp = torch.log_softmax(eng.logits(hidden[pos]).float(), -1)  # [len(c), V]
+        out.append(lp[torch.arange(len(c)), torch.tensor(c)].numpy().astype(float))
+        flops.append(fm.tokens(len(p) + len(c), 0, heads=len(c)))
+    eng.meter.add(eng.phase, sum(flops), scored_tokens=scored, kind="logprobs")
+    return out, flops
+
+
+def fed_rows(eng: Any, prompts: Sequence[str], completions: Sequence[str]) -> Iterator[tuple[list[int], list[int], Any, int]]:
+    """One forward over every prompt + completion, `eng.max_batch` rows at a time, in inference
+    mode; yields (prompt ids, completion ids, that row's hidden states, index of its first
+    completion token in them)."""
+    import torch
+
     rows = [(eng.encode(p), eng.encode(c)) for p, c in zip(prompts, completions)]
     for s in range(0, len(rows), eng.max_batch):
         part = rows[s:s + eng.max_batch]
@@ -265,16 +280,8 @@ def token_logprobs(engine: Any, prompts: Sequence[str], completions: Sequence[st
         with torch.inference_mode():
             hidden, off = sess.feed(seqs, logits=False)
             for r, (p, c) in enumerate(part):
-                if not c:
-                    out.append(np.zeros(0))
-                    flops.append(fm.tokens(len(p), 0, heads=0))
-                    continue
-                pos = torch.arange(off[r] + len(p) - 1, off[r] + len(p) + len(c) - 1)  # each predicts the next
-                lp = torch.log_softmax(eng.logits(hidden[r, pos]).float(), -1)  # [len(c), V]
-                out.append(lp[torch.arange(len(c)), torch.tensor(c)].numpy().astype(float))
-                flops.append(fm.tokens(len(seqs[r]), 0, heads=len(c)))
-    eng.meter.add(eng.phase, sum(flops), scored_tokens=sum(len(p) + len(c) for p, c in rows), kind="logprobs")
-    return out, flops
+                yield p, c, hidden[r], off[r] + len(p)
+
 
 
 class RewardSession:
