@@ -51,7 +51,7 @@ class ChinchillaLaw(Law):
         timer = Timer()
         obj = LogHuberObjective(np.log(X), np.log(y), (0, 1), True, None, self.delta)
         grid = hoffmann_grid(2, True)
-        full = lambda th: th  # noqa: E731
+        full = np.atleast_2d  # parameter rows as stored: with E put back when it is held fixed
         if self.E_fixed is not None:
             if not (np.isfinite(self.E_fixed) and 0 < self.E_fixed < y.min()):
                 from scalelab.errors import InputError
@@ -63,7 +63,7 @@ class ChinchillaLaw(Law):
             full = obj.full
         starts = select_starts(obj, grid, self.n_init, self.seed)
         self.result_ = fit_multistart(obj, starts, n_jobs=self.n_jobs)
-        self.result_.x = full(self.result_.x)[0] if self.E_fixed is not None else self.result_.x
+        self.result_.x = full(self.result_.x)[0]
         self.theta_ = np.asarray(self.result_.x, float)
         self.params_ = self._params_from_theta(self.theta_)
         self.n_points_ = int(X.shape[0])
@@ -75,7 +75,7 @@ class ChinchillaLaw(Law):
             theta0 = np.delete(self.theta_, 2) if self.E_fixed is not None else self.theta_
             thetas, ok = bootstrap_refits(obj, theta0, starts, n_boot=int(self.bootstrap),
                                           seed=self.seed, progress=progress)
-            thetas = full(thetas) if self.E_fixed is not None else thetas
+            thetas = full(thetas)
             self.bootstrap_failed_ = int((~ok).sum())
             self.bootstrap_params_ = thetas[ok]
             self._set_intervals(self.bootstrap_params_)
