@@ -35,6 +35,12 @@ _MODULES = {
     "synth": "scalelab.posttrain.synth",
     "prune": "scalelab.posttrain.prune",
     "quantize": "scalelab.posttrain.quantize",
+    "reward-model": "scalelab.posttrain.rewardmodel",
+    "rlvr": "scalelab.posttrain.rl",
+    "rlhf": "scalelab.posttrain.rl",
+    "rlaif": "scalelab.posttrain.rl",
+    "dpo": "scalelab.posttrain.dpo",
+    "rft": "scalelab.posttrain.rft",
 }
 TECHNIQUES = tuple(_MODULES)
 
@@ -42,7 +48,8 @@ TECHNIQUES = tuple(_MODULES)
 def get_technique(name: str) -> Any:
     if name not in _MODULES:
         raise InputError(f"unknown technique {name!r}; known techniques: {', '.join(TECHNIQUES)}")
-    return importlib.import_module(_MODULES[name]).TECHNIQUE
+    mod = importlib.import_module(_MODULES[name])
+    return getattr(mod, "TECHNIQUES", {}).get(name) or mod.TECHNIQUE  # a module may hold several
 
 
 def run(name: str, config: dict[str, Any] | Any, runs_dir: str | Path, *, progress: Any = None) -> Any:

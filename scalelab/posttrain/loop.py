@@ -192,3 +192,14 @@ def fit(model: Any, data: list[Example], ctx: Any, cfg: TrainStageConfig, *, lr:
             "train_examples": len(data),
             "trainable_params": sum(p.numel() for p in params), "lr": lr,
             "train_wall_s": round(time.perf_counter() - t0, 3), "train_cpu_s": round(time.process_time() - c0, 3)}
+
+
+def completion_logprobs(model: Any, batch: Any) -> tuple[Any, Any]:
+    """log p(token | prefix) of every next token of a collated batch [B, T-1], and the mask of
+    completion positions [B, T-1] (shared by the RL and preference losses)."""
+    import torch
+
+    x, y, att = batch.ids[:, :-1], batch.ids[:, 1:], batch.attn[:, :-1]
+    logits = model(input_ids=x, attention_mask=att).logits.float()  # [B, T-1, V]
+    logp = torch.log_softmax(logits, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+    return logp, batch.target[:, 1:]

@@ -195,6 +195,7 @@ class StageResult:
     carry_pretrain: bool = True                # False when the weights were re-initialised (no parent compute inside)
     eval_backend: str = "auto"                 # "hf" for models the plain-torch engine path cannot run (quantized)
     save: Callable[[Any, Path], None] | None = None   # custom writer (default: save_pretrained + tokenizer)
+    evaluate: bool = True                      # False for models that are not policies (reward models)
     extra: dict[str, Any] = field(default_factory=dict)  # extra record fields
 
 
@@ -281,12 +282,14 @@ def _run(technique: Technique, cfg: StageConfig, parent: RunRef, run_dir: Path, 
     ctx = StageContext(cfg=cfg, parent=parent, run_dir=run_dir, ledger=Ledger(), progress=progress)
     try:
         result = technique.transform(ctx)
-        src = parent.testbed()
-        progress("evaluating", 0, 1)
-        ev = evaluate_model(result.model, parent.tokenizer, src, cfg, backend=result.eval_backend)
-        ctx.ledger.eval_flops += ev.pop("flops")
+        ev: dict[str, Any] = {}
         parent_ev: dict[str, Any] = {}
-        if cfg.eval_parent:
+        if result.evaluate:
+            src = parent.testbed()
+            progress("evaluating", 0, 1)
+            ev = evaluate_model(result.model, parent.tokenizer, src, cfg, backend=result.eval_backend)
+            ctx.ledger.eval_flops += ev.pop("flops")
+        if result.evaluate and cfg.eval_parent:
             parent_ev = evaluate_model(parent.load_model(train=False), parent.tokenizer, src, cfg)
             ctx.ledger.eval_flops += parent_ev.pop("flops")
         _save(result, parent, run_dir)

@@ -133,6 +133,7 @@ class RewardModel:
         bad = tok.convert_tokens_to_ids(meta.get("bad_token", BAD))
         self.label_w = (w[good] - w[bad]).detach()  # [d]: the logit-difference direction
         self.label_b = float(b[good] - b[bad]) if b is not None else 0.0
+        self.label_b += float(meta.get("offset", 0.0))  # Bradley-Terry models store their centring
         self.line_ids = {i for i, t in enumerate(engine.token_text()) if t.endswith(LINE)}
         if self.head == "likelihood":
             self.coef = np.asarray(meta["coef"], float)    # bias, then one weight per feature

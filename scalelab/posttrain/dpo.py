@@ -1,0 +1,130 @@
+"""Direct preference optimisation: offline, on the same pairs a reward model would learn from.
+
+    scalelab posttrain dpo --from SFT_RUN [--data pairs.jsonl] --beta 0.1 --runs-dir DIR
+
+DPO (Rafailov et al. 2023, "Direct Preference Optimization") trains the policy on preference pairs
+with no reward model and no sampling during training:
+
+    loss = -log sigmoid( beta * [ (log pi(y_c|x) - log ref(y_c|x)) - (log pi(y_r|x) - log ref(y_r|x)) ] )
+
+where log pi(y|x) sums the completion's token log-probabilities, and ref is the frozen reference
+(the parent by default). beta x the log-ratio is the policy's implicit reward; its accuracy on
+held-out pairs (r_chosen > r_rejected) is reported as a reward model's would be. The pairs come
+from `reward_model.feedback`: a user's JSONL (pairs only) or the parent's own testbed samples
+ranked by the verifier and the stated preference for shorter correct solutions.
+
+FLOPs: sampling for testbed pairs (policy_generate), one reference forward per text, computed once
+(reference_forward), and a training pass over both texts of every pair per epoch (policy_train).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from scalelab.errors import ConfigError
+from scalelab.posttrain.rewardmodel import FeedbackConfig, feedback
+from scalelab.posttrain.stage import StageContext, StageResult, Technique
+
+
+class DPOConfig(FeedbackConfig):
+    beta: float = Field(0.1, gt=0, le=100, description="strength of the KL constraint to the reference")
+    reference: str | None = Field(None, description="reference policy (default: the parent)")
+    epochs: int = Field(2, ge=1, le=1000)
+    lr: float | None = Field(None, gt=0, le=1.0, description="default: 0.1 x the parent's pretraining lr")
+
+
+def _examples(tok: Any, pairs: list[Any]) -> list[Any]:
+    from scalelab.posttrain.data import make_example
+
+    return [make_example(tok, p.prompt, c) for p in pairs for c in (p.chosen, p.rejected)]
+
+
+def _seq_logps(model: Any, examples: list[Any], tok: Any, *, grad: bool, batch: int = 64) -> Any:
+    """Summed completion log-probabilities [len(examples)]."""
+    import torch
+
+    from scalelab.posttrain.data import collate
+    from scalelab.posttrain.loop import completion_logprobs
+
+    out = []
+    for i in range(0, len(examples), batch):
+        with torch.set_grad_enabled(grad):
+            lp, m = completion_logprobs(model, collate(examples[i:i + batch], tok))
+            out.append((lp * m).sum(1))
+    return torch.cat(out)
+
+
+def transform(ctx: StageContext) -> StageResult:
+    import torch
+    import torch.nn.functional as F
+
+    from scalelab.posttrain.loop import Counter, default_lr, make_optimizer
+    from scalelab.posttrain.prefs import split_by_prompt
+
+    cfg: DPOConfig = ctx.cfg
+    fb = feedback(ctx, cfg)
+    if not fb.pairs:
+        raise ConfigError(f"{fb.source}: DPO needs preference pairs (prompt, chosen, rejected); this feedback has "
+                          "only thumbs labels -- train a reward model on them instead (posttrain reward-model)")
+    tok = ctx.parent.tokenizer
+    train, held = split_by_prompt(fb.pairs, cfg.heldout, cfg.seed)
+    policy = ctx.parent.load_model()
+    ref_run = ctx.open_run(cfg.reference, role="--reference") if cfg.reference else ctx.parent
+    reference = ref_run.load_model(train=False)
+    count, rcount = Counter(policy), Counter(reference)
+    ex_tr, ex_ho = _examples(tok, train), _examples(tok, held)
+    with torch.no_grad():
+        ref_tr = _seq_logps(reference, ex_tr, tok, grad=False)
+        ref_ho = _seq_logps(reference, ex_ho, tok, grad=False) if ex_ho else None
+    lens = [len(e) - 1 for e in ex_tr + ex_ho]
+    ctx.ledger.add("reference_forward", rcount.forward(lens), 2.0 * rcount.n * sum(lens), sum(lens))
+    lr = cfg.lr or default_lr(ctx.parent)
+    torch.manual_seed(cfg.seed)
+    opt = make_optimizer(policy, lr, cfg.weight_decay)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    rng = np.random.default_rng(cfg.seed)
+    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    step, loss_v, acc_v, t0, tokens = 0, math.nan, math.nan, time.perf_counter(), 0
+    policy.train()
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(train))
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            ex = [ex_tr[2 * j + k] for j in idx for k in (0, 1)]
+            lp = _seq_logps(policy, ex, tok, grad=True, batch=len(ex))
+            ref = torch.stack([ref_tr[2 * j + k] for j in idx for k in (0, 1)])
+            margin = cfg.beta * ((lp[0::2] - ref[0::2]) - (lp[1::2] - ref[1::2]))  # implicit reward gap
+            loss = F.softplus(-margin).mean()  # -log sigmoid(margin)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            L = [len(e) - 1 for e in ex]
+            ctx.ledger.add("policy_train", count.train(L), 6.0 * count.n * sum(L), sum(L))
+            tokens += sum(L)
+            step += 1
+            loss_v, acc_v = float(loss.detach()), float((margin > 0).float().mean())
+            if step % max(1, steps // 50) == 0 or step == steps:
+                ctx.log({"step": step, "epoch": epoch, "loss": loss_v, "reward_accuracy": acc_v,
+                         "margin": float(margin.detach().mean()), "lr": lr})
+                ctx.progress("training", step, steps)
+    policy.eval()
+    metrics = {"train_loss": loss_v, "train_reward_accuracy": acc_v, "train_steps": step, "train_tokens": tokens,
+               "pairs": len(train), "feedback": fb.source, "beta": cfg.beta, "lr": lr,
+               "train_wall_s": round(time.perf_counter() - t0, 3)}
+    if ex_ho:
+        with torch.no_grad():
+            lp = _seq_logps(policy, ex_ho, tok, grad=False)
+        margin = cfg.beta * ((lp[0::2] - ref_ho[0::2]) - (lp[1::2] - ref_ho[1::2]))
+        metrics.update(heldout_pairwise_accuracy=float((margin > 0).float().mean()), heldout_pairs=len(held))
+        ctx.ledger.eval_flops += count.forward([len(e) - 1 for e in ex_ho])
+    return StageResult(model=policy, variant="dpo", metrics=metrics, tokens=tokens,
+                       extra={"reference_id": ref_run.run_id})
+
+
+TECHNIQUE = Technique("dpo", DPOConfig, transform, "direct preference optimisation on pairs (offline, no reward model)")

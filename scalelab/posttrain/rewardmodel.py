@@ -1,0 +1,247 @@
+"""Reward models from user feedback: preference pairs or thumbs-up / thumbs-down.
+
+    scalelab posttrain reward-model --from POLICY_RUN --runs-dir DIR                 # testbed pairs
+    scalelab posttrain reward-model --from RUN --data feedback.jsonl --runs-dir DIR  # your feedback
+
+The model is a copy of a causal LM (the parent by default, or `--init RUN`, e.g. a larger model
+with the same tokenizer) read by a scalar head at the last token: r = h_last . (w["+"] - w["-"]),
+the logit difference of two rows of its own output layer, the head `testtime.verifiers` calls
+"label" -- so the result is also an outcome reward model for `scalelab testtime` best-of-n.
+Training (the whole model, AdamW):
+  pairs    the Bradley-Terry loss  -log sigmoid(r_chosen - r_rejected)  (InstructGPT, Ouyang et
+           al. 2022; TRL's RewardTrainer uses the same loss)
+  thumbs   binary cross-entropy of sigmoid(r) against the label (unpaired feedback, as KTO's
+           setting; Ethayarajh et al. 2024)
+Both may come from one file. A Bradley-Terry reward is defined up to a constant, so the mean
+reward over the training texts is subtracted (`offset` in reward.json) and sigmoid(r) -- what
+`RewardModel.score` returns -- is centred at 1/2.
+
+Held-out evaluation (prompts kept apart from training, `prefs.split_by_prompt`): pairwise accuracy
+(share of held-out pairs with r_chosen > r_rejected), by reason on testbed pairs ("correct",
+"shorter"), and for thumbs the accuracy of sigmoid(r) > 1/2 and the AUC.
+
+FLOPs: sampling the policy for testbed pairs (policy_generate), and training passes over every
+text, a forward through the body plus one row of the head per text, x3 (reward_model_train).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from scalelab.errors import ConfigError
+from scalelab.posttrain.prefs import Feedback, Pair, Thumb, read_feedback, split_by_prompt, testbed_pairs
+from scalelab.posttrain.stage import StageConfig, StageContext, StageResult, Technique
+
+
+class FeedbackConfig(StageConfig):
+    """Where pairs or thumbs come from (shared by reward-model and dpo)."""
+
+    data: str = Field("testbed", description="testbed (pairs from the parent's samples) or a feedback JSONL")
+    feedback: Literal["pairs", "thumbs"] = Field("pairs", description="testbed: pairs, or thumbs from the verifier")
+    problems: int = Field(1024, ge=1, le=10_000_000, description="testbed: training questions sampled")
+    samples: int = Field(8, ge=2, le=4096, description="testbed: policy samples per question")
+    temperature: float = Field(1.0, gt=0, le=10)
+    data_steps: list[int] | None = Field(None, description="testbed: difficulties (default: all)")
+    max_pairs: int = Field(4, ge=1, le=10_000, description="testbed: pairs per question")
+    prefer_shorter: bool = Field(True, description="testbed: a correct, shorter solution beats a longer one")
+    heldout: float = Field(0.2, ge=0, lt=1, description="share of prompts held out for evaluation")
+    batch_size: int = Field(32, ge=1, le=65_536, description="pairs or labels per step")
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    grad_clip: float = Field(1.0, ge=0, le=1e3)
+
+    @field_validator("data_steps")
+    @classmethod
+    def _steps(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 1):
+            raise ValueError("steps are integers >= 1")
+        return sorted(set(v)) if v else v
+
+
+class RewardModelConfig(FeedbackConfig):
+    init: str = Field("parent", description="parent, or a run with the same tokenizer (e.g. a larger model)")
+    epochs: int = Field(2, ge=1, le=1000)
+    lr: float = Field(3e-4, gt=0, le=1)
+
+
+def feedback(ctx: StageContext, cfg: FeedbackConfig) -> Feedback:
+    """The user's file, or pairs / thumbs from the parent's own samples on training questions."""
+    if cfg.data != "testbed":
+        return read_feedback(cfg.data)
+    from scalelab.posttrain.data import testbed_problems
+    from scalelab.testtime.engine import SamplingParams
+    from scalelab.testtime.verifiers import TestbedTask
+
+    src, task = ctx.parent.testbed(), TestbedTask()
+    steps = cfg.data_steps or list(range(1, src.config.max_steps + 1))
+    if max(steps) > src.config.max_steps:
+        raise ConfigError(f"data_steps {steps}: the parent's testbed has 1..{src.config.max_steps} steps")
+    probs = testbed_problems(src, cfg.problems, steps=steps, seed=cfg.seed + 11)
+    params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed,
+                            max_tokens=max(task.max_tokens(p) for p in probs))
+    gen = ctx.generate(ctx.engine(ctx.parent.load_model(train=False)), [task.prompt(p) for p in probs],
+                       cfg.samples, params, part="policy_generate")
+    texts = gen.texts()
+    if cfg.feedback == "thumbs":
+        thumbs = [Thumb(task.prompt(p), t, float(task.verify(p, t).correct)) for p, row in zip(probs, texts)
+                  for t in dict.fromkeys(row) if t.strip()]
+        return Feedback([], thumbs, "testbed thumbs (exact verifier)")
+    pairs = testbed_pairs(probs, texts, max_pairs=cfg.max_pairs, seed=cfg.seed, shorter=cfg.prefer_shorter)
+    if not pairs:
+        raise ConfigError("the parent's samples gave no preference pairs (every sample equally right); raise "
+                          "temperature or samples")
+    return Feedback(pairs, [], "testbed pairs (exact verifier + shorter)")
+
+
+class Scorer:
+    """r(prompt + completion) of a causal LM read at the last token; FLOPs per text."""
+
+    def __init__(self, model: Any, tokenizer: Any):
+        from scalelab.testtime.flops import flop_model
+        from scalelab.testtime.verifiers import BAD, GOOD
+
+        self.model, self.tok = model, tokenizer
+        self.good, self.bad = tokenizer.convert_tokens_to_ids(GOOD), tokenizer.convert_tokens_to_ids(BAD)
+        self.fm = flop_model(model)
+        self.row = self.fm.head / model.get_output_embeddings().weight.shape[0]  # one head row: 2d FLOPs
+
+    def encode(self, prompt: str, completion: str) -> list[int]:
+        from scalelab.posttrain.data import encode
+
+        return encode(self.tok, prompt) + encode(self.tok, completion)
+
+    def __call__(self, seqs: list[list[int]]) -> Any:
+        import torch
+
+        L = max(map(len, seqs))
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), L), pad, dtype=torch.long)
+        att = torch.zeros((len(seqs), L), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)], att[i, :len(s)] = torch.tensor(s), 1
+        h = self.model.base_model(input_ids=ids, attention_mask=att).last_hidden_state  # [B, L, d]
+        last = h[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]  # [B, d]
+        w = self.model.get_output_embeddings().weight
+        return last @ (w[self.good] - w[self.bad])  # [B]
+
+    def forward_flops(self, seqs: list[list[int]]) -> float:
+        return float(sum(self.fm.tokens(len(s), 0, heads=0) + self.row for s in seqs))
+
+    def score(self, seqs: list[list[int]], batch: int = 256) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return np.concatenate([self(seqs[i:i + batch]).numpy() for i in range(0, len(seqs), batch)]) \
+                if seqs else np.zeros(0)
+
+
+def train_scorer(sc: Scorer, pairs: list[Pair], thumbs: list[Thumb], ctx: StageContext,
+                 cfg: RewardModelConfig) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from scalelab.posttrain.loop import make_optimizer
+
+    items: list[tuple[str, Any]] = [("pair", (sc.encode(p.prompt, p.chosen), sc.encode(p.prompt, p.rejected)))
+                                    for p in pairs]
+    items += [("thumb", (sc.encode(t.prompt, t.completion), t.label)) for t in thumbs]
+    torch.manual_seed(cfg.seed)
+    sc.model.train()
+    opt = make_optimizer(sc.model, cfg.lr, cfg.weight_decay)
+    params = [p for p in sc.model.parameters() if p.requires_grad]
+    rng = np.random.default_rng(cfg.seed)
+    steps = cfg.epochs * math.ceil(len(items) / cfg.batch_size)
+    step, loss_v, t0 = 0, math.nan, time.perf_counter()
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(items))
+        for i in range(0, len(order), cfg.batch_size):
+            batch = [items[j] for j in order[i:i + cfg.batch_size]]
+            prs = [x for k, x in batch if k == "pair"]
+            ths = [x for k, x in batch if k == "thumb"]
+            seqs = [s for c, r in prs for s in (c, r)] + [s for s, _ in ths]
+            z = sc(seqs)
+            loss = z.new_zeros(())
+            if prs:
+                zc, zr = z[0:2 * len(prs):2], z[1:2 * len(prs):2]
+                loss = loss + F.softplus(-(zc - zr)).sum()  # -log sigmoid(r_c - r_r)
+            if ths:
+                y = torch.tensor([lab for _, lab in ths], dtype=z.dtype)
+                loss = loss + F.binary_cross_entropy_with_logits(z[2 * len(prs):], y, reduction="sum")
+            loss = loss / len(batch)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))  # cosine to 0
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            n_tok = sum(map(len, seqs))
+            ctx.ledger.add("reward_model_train", 3 * sc.forward_flops(seqs), 6.0 * sc.fm.body / 2 * n_tok, n_tok)
+            step += 1
+            loss_v = float(loss.detach())
+            if step % max(1, steps // 50) == 0 or step == steps:
+                ctx.log({"step": step, "epoch": epoch, "loss": loss_v, "lr": lr})
+                ctx.progress("training", step, steps)
+    sc.model.eval()
+    return {"train_loss": loss_v, "train_steps": step, "train_wall_s": round(time.perf_counter() - t0, 3)}
+
+
+def evaluate_scorer(sc: Scorer, pairs: list[Pair], thumbs: list[Thumb], prefix: str) -> dict[str, Any]:
+    from scalelab.testtime.rewardtrain import auc
+
+    out: dict[str, Any] = {}
+    if pairs:
+        zc = sc.score([sc.encode(p.prompt, p.chosen) for p in pairs])
+        zr = sc.score([sc.encode(p.prompt, p.rejected) for p in pairs])
+        win = zc > zr
+        out[f"{prefix}pairwise_accuracy"] = float(win.mean())
+        out[f"{prefix}pairs"] = len(pairs)
+        out[f"{prefix}pairwise_accuracy_by_reason"] = {
+            why: float(win[[p.why == why for p in pairs]].mean()) for why in sorted({p.why for p in pairs})}
+    if thumbs:
+        z = sc.score([sc.encode(t.prompt, t.completion) for t in thumbs])
+        y = np.array([t.label for t in thumbs])
+        out[f"{prefix}label_accuracy"] = float(((z > 0) == (y > 0.5)).mean())
+        out[f"{prefix}label_auc"] = auc(z, y > 0.5)
+        out[f"{prefix}labels"] = len(thumbs)
+    return out
+
+
+def transform(ctx: StageContext) -> StageResult:
+    cfg: RewardModelConfig = ctx.cfg
+    fb = feedback(ctx, cfg)
+    init = ctx.parent if cfg.init == "parent" else ctx.open_run(cfg.init, role="--init")
+    model = init.load_model()
+    sc = Scorer(model, ctx.parent.tokenizer)
+    tr_p, ho_p = split_by_prompt(fb.pairs, cfg.heldout, cfg.seed)
+    tr_t, ho_t = split_by_prompt(fb.thumbs, cfg.heldout, cfg.seed)
+    if not tr_p and not tr_t:
+        raise ConfigError(f"{fb.source}: no training feedback left after holding out {cfg.heldout:.0%} of the prompts")
+    stats = train_scorer(sc, tr_p, tr_t, ctx, cfg)
+    metrics = {**stats, **evaluate_scorer(sc, ho_p, ho_t, "heldout_"), **evaluate_scorer(sc, tr_p, tr_t, "train_"),
+               "feedback": fb.source, "init": init.run_id}
+    z = sc.score([sc.encode(p.prompt, c) for p in tr_p for c in (p.chosen, p.rejected)] +
+                 [sc.encode(t.prompt, t.completion) for t in tr_t])
+    offset = -float(np.mean(z)) if tr_p else 0.0  # BT is shift-invariant; thumbs fix the scale's zero
+
+    def save(m: Any, out: Path) -> None:
+        from scalelab.ledger import atomic_write_json
+        from scalelab.testtime.verifiers import BAD, GOOD, REWARD_FILE, vocab_hash
+
+        m.save_pretrained(out, safe_serialization=True)
+        atomic_write_json(out / REWARD_FILE, {
+            "kind": "orm", "head": "label", "good_token": GOOD, "bad_token": BAD, "offset": offset,
+            "policy": ctx.parent.run_id, "vocab_hash": vocab_hash(ctx.parent.tokenizer), "query": "last token",
+            "trained_on": fb.source, "loss": "bradley-terry" if tr_p else "bce"})
+
+    return StageResult(model=model, variant="reward-model", metrics=metrics, save=save, evaluate=False,
+                       carry_pretrain=True, extra={"init_id": init.run_id})
+
+
+TECHNIQUE = Technique("reward-model", RewardModelConfig, transform,
+                      "a reward model from preference pairs or thumbs (Bradley-Terry / BCE), testbed or JSONL")
