@@ -1,0 +1,162 @@
+"""Exchange rates (issue 7): the train <-> test law recovers a known rate from synthetic records,
+the post-train <-> pretrain multiplier reads a known ladder, and `scalelab exchange` refuses bad
+runs dirs with one line and exit code 2. CPU only, seconds."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from scalelab.errors import InputError
+from scalelab.laws.exchange import ExchangeLaw, LadderCurve
+from scalelab.ledger import RunRecord, write_record
+from tests.test_cli_fit import assert_one_line_error, run
+
+B, C = 1.2, 0.9          # true slopes: 10x pretraining = 10^(B/C) = 21.5x test-time FLOPs
+INTERCEPT = {1: 1.0, 2: -0.5, 3: -1.5}
+CHANCE = 0.01
+MODELS = {"small": 1e11, "mid": 4e11, "large": 1.6e12}
+BUDGETS = (1, 2, 4, 8, 16)
+PROBLEMS = 200
+
+
+def true_acc(c_train: float, c_test: float, d: int, slope_c: float = C) -> float:
+    z = INTERCEPT[d] + B * (math.log10(c_train) - 11.5) + slope_c * (math.log10(c_test) - 7.5)
+    return CHANCE + (1 - CHANCE) * float(expit(z))
+
+
+def synthetic_points(seed: int = 0, slope_c: float = C):
+    """Per-problem results drawn from the true law, on the same problems for every point of a difficulty."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for d in INTERCEPT:
+        u = rng.random(PROBLEMS)  # one latent draw per problem, shared across models and budgets
+        for name, ct in MODELS.items():
+            for n in BUDGETS:
+                cte = 1e7 * n
+                right = (u < true_acc(ct, cte, d, slope_c)).astype(float)
+                rows.append(dict(model=name, C_train=ct, C_test=cte, d=d, n=n, per_problem=right.tolist()))
+    return rows
+
+
+def fit_rows(rows, **hyper):
+    X = np.array([[r["C_train"], r["C_test"]] for r in rows])
+    y = np.array([np.mean(r["per_problem"]) for r in rows])
+    return ExchangeLaw(**hyper).fit(X, y, difficulty=[r["d"] for r in rows], weight=[PROBLEMS] * len(rows),
+                                    chance=[CHANCE] * len(rows), per_problem=[r["per_problem"] for r in rows])
+
+
+def test_recovers_a_known_exchange_rate():
+    law = fit_rows(synthetic_points(), bootstrap=100)
+    truth = 10 ** (B / C)
+    assert law.converged_
+    assert law.params_["multiplier"] == pytest.approx(truth, rel=0.3)
+    lo, hi = law.ci_["multiplier"]
+    assert lo < truth < hi
+    assert law.params_["b"] == pytest.approx(B, rel=0.15) and law.params_["c"] == pytest.approx(C, rel=0.15)
+    assert law.replaces_ is True
+    # iso-accuracy: at the rate, 10x pretraining and 1/multiplier x test-time FLOPs predict the same accuracy
+    a = law.predict([[1e11, 1e8]], difficulty=2)
+    b = law.predict([[1e12, 1e8 / law.params_["multiplier"]]], difficulty=2)
+    assert a == pytest.approx(b, abs=1e-9)
+
+
+def test_no_test_time_effect_means_no_replacement():
+    law = fit_rows(synthetic_points(seed=1, slope_c=0.0), bootstrap=100)
+    assert law.replaces_ is False
+    assert law.ci_["multiplier"][1] == math.inf  # some resamples have c <= 0: the interval is open above
+
+
+def test_json_round_trip_keeps_predictions_and_infinities():
+    law = fit_rows(synthetic_points(), bootstrap=20)
+    back = ExchangeLaw.from_dict(json.loads(json.dumps(law.to_dict())))
+    X = [[2e11, 3e7], [9e11, 1e8]]
+    assert np.allclose(back.predict(X), law.predict(X)) and back.difficulties_ == [1, 2, 3]
+    flat = fit_rows(synthetic_points(seed=1, slope_c=0.0), bootstrap=20)
+    doc = json.loads(json.dumps(flat.to_dict()))
+    assert ExchangeLaw.from_dict(doc).ci_["multiplier"][1] == math.inf
+
+
+def test_bad_input_is_one_line():
+    with pytest.raises(InputError, match="at least 2 pretraining budgets"):
+        ExchangeLaw(bootstrap=0).fit([[1e11, 1e6], [1e11, 2e6], [1e11, 4e6], [1e11, 8e6]], [0.1, 0.2, 0.3, 0.4])
+    with pytest.raises(InputError, match=r"accuracy must be in \[0, 1\]"):
+        ExchangeLaw(bootstrap=0).fit([[1e11, 1e6], [2e11, 2e6], [4e11, 1e6], [8e11, 2e6]], [0.1, 1.2, 0.3, 0.4])
+
+
+def test_ladder_curve_worth():
+    # greedy accuracy rises 0.1 per doubling of pretraining FLOPs: 0.2 at 1e11 ... 0.5 at 8e11
+    C = np.array([1e11, 2e11, 4e11, 8e11])
+    curve = LadderCurve(bootstrap=50).fit(C, [0.2, 0.3, 0.4, 0.5], se=[0.01] * 4)
+    w = curve.worth(2e11, 0.3, 0.4)           # a child of the 2e11 model gaining 0.1 is worth one doubling
+    assert w["multiplier"] == pytest.approx(2.0) and w["where"] == "inside"
+    assert w["ci95"][0] < 2.0 < w["ci95"][1]
+    w = curve.worth(2e11, 0.31, 0.36)         # anchored at the ladder: only the gain (+0.05) counts
+    assert w["multiplier"] == pytest.approx(2 ** 0.5)
+    assert curve.worth(4e11, 0.4, 0.7)["where"] == "above"      # beyond the ladder: a lower bound
+    # a non-monotone ladder is made monotone (pool adjacent violators) before it is inverted
+    bumpy = LadderCurve(bootstrap=0).fit(C, [0.2, 0.4, 0.3, 0.5])
+    assert np.all(np.diff(bumpy.acc_) >= 0)
+
+
+# ---- from a runs directory, through the command line --------------------------------------------
+def write_runs(root, *, models=MODELS, child=True):
+    """Test-time records of a synthetic ladder (cot at n = 1 and majority at every n) and one SFT child."""
+    for r in synthetic_points():
+        if r["model"] not in models:
+            continue
+        ct, name = r["C_train"], r["model"]
+        for strat in (("cot", "majority") if r["n"] == 1 else ("majority",)):
+            rid = f"{name}-{strat}-d{r['d']}-n{r['n']}"
+            rec = RunRecord(run_id=rid, parent_id=name, phase="testtime", technique=strat, task="testbed",
+                            n_params_nonembedding=int(ct ** 0.5), tokens=int(ct ** 0.5 / 6),
+                            flops={"pretrain": ct, "inference": r["C_test"] * PROBLEMS})
+            # greedy records carry the true law's accuracy, so that the ladder curve is known exactly
+            greedy = strat == "cot"
+            acc = true_acc(ct, r["C_test"], r["d"]) if greedy else float(np.mean(r["per_problem"]))
+            rec.complete(n=r["n"], steps=r["d"], accuracy=acc, accuracy_se=0.03, chance=CHANCE,
+                         kind="single" if greedy else "parallel", flops_per_question=r["C_test"],
+                         problems=PROBLEMS, **({} if greedy else {"per_problem": r["per_problem"]}))
+            write_record(root / name / strat / f"d{r['d']}" / rid, rec)
+    if child:  # an SFT child of "small" as accurate as "mid" at every difficulty: worth 4x pretraining
+        acc = {str(d): true_acc(MODELS["mid"], 1e7, d) for d in INTERCEPT}
+        par = {str(d): true_acc(MODELS["small"], 1e7, d) for d in INTERCEPT}
+        rec = RunRecord(run_id="small-sft", parent_id="small", phase="posttrain", technique="sft", task="testbed",
+                        flops={"pretrain": MODELS["small"], "posttrain": 2e10}, parent_flops={"pretrain": MODELS["small"]})
+        rec.complete(accuracy=float(np.mean(list(acc.values()))), parent_accuracy=float(np.mean(list(par.values()))),
+                     accuracy_by_difficulty=acc, parent_accuracy_by_difficulty=par,
+                     accuracy_se_by_difficulty={d: 0.02 for d in acc}, chance_by_difficulty={d: CHANCE for d in acc})
+        write_record(root / "post" / "small-sft", rec)
+
+
+def test_exchange_verb_end_to_end(tmp_path, capsys):
+    write_runs(tmp_path / "runs")
+    out, fig = tmp_path / "fits" / "exchange.json", tmp_path / "frontier.png"
+    code, stdout, err = run(["exchange", tmp_path / "runs", "--bootstrap", "50", "--out", out, "--plot", fig], capsys)
+    assert code == 0, err
+    assert "majority" in stdout and "cannot replace" in stdout and "post-train <-> pretrain" in stdout
+    doc = json.loads(out.read_text())
+    pooled = doc["strategies"]["majority"]["pooled"]
+    assert pooled["params"]["multiplier"] == pytest.approx(10 ** (B / C), rel=0.35)
+    assert doc["strategies"]["cot"]["pooled"]["params"]["c"] == 0.0   # greedy: a law in C_train only
+    assert set(doc["strategies"]["majority"]["by_difficulty"]) == {"1", "2", "3"}
+    mean = [r for r in doc["posttrain"] if r["difficulty"] == "mean"]
+    assert len(mean) == 1 and mean[0]["multiplier"] == pytest.approx(4.0, rel=1e-6)
+    assert mean[0]["ci95"][0] < 4.0 < mean[0]["ci95"][1] and mean[0]["where"] == "inside"
+    assert doc["planner"]["multipliers"]["majority"]["16"] == pytest.approx(16.0)
+    assert doc["planner"]["posttrain"]["sft"][0]["posttrain_share"] == pytest.approx(0.2)
+    assert len(doc["replacement"]) == 3 * 2 and all("replaced" in r for r in doc["replacement"])
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_exchange_verb_bad_input(tmp_path, capsys):
+    code, _, err = run(["exchange", tmp_path / "nope"], capsys)
+    assert_one_line_error(code, err, "no such runs directory")
+    write_runs(tmp_path / "one", models={"small": MODELS["small"]}, child=False)
+    code, _, err = run(["exchange", tmp_path / "one", "--bootstrap", "0"], capsys)
+    assert_one_line_error(code, err, "1 pretrained model", "scalelab testtime")
+    code, _, err = run(["exchange", tmp_path / "one", "--bootstrap", "-1"], capsys)
+    assert_one_line_error(code, err, "--bootstrap")
