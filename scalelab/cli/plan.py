@@ -1,0 +1,68 @@
+"""`scalelab exchange RUNS` (exchange rates between the laws) and `scalelab plan` (the budget
+planner). Parsing and printing only; the work is in `scalelab.laws.exchange_tables` and
+`scalelab.plan`. `plan` exits with code 1 when the budget cannot reach the target (2: bad input)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from scalelab.cli.app import app
+
+
+@app.command("exchange")
+def exchange_cmd(
+    runs: Path = typer.Argument(..., help="runs directory with test-time records of 2+ pretrained models"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the exchange fit (JSON) here, e.g. FITS/exchange.json"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write the iso-accuracy frontier figure (PNG)"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="strategy drawn in --plot (default: the most measured)"),
+    frontier: bool = typer.Option(False, "--frontier", help="only models on the compute frontier (by greedy accuracy)"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="resamples of the problems for the 95% intervals"),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="print the document as JSON"),
+) -> None:
+    """Test-time FLOPs worth 10x pretraining, where test time cannot replace it, and what post-training is worth."""
+    from scalelab.errors import InputError
+    from scalelab.laws.exchange_tables import frontier as on_frontier, measure_exchange, summary_lines, testtime_table
+    from scalelab.ledger import atomic_write_json
+
+    if bootstrap < 0:
+        raise InputError("--bootstrap must be 0 or more")
+    doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier)
+    print(json.dumps(doc) if as_json else "\n".join(summary_lines(doc)))
+    if out is not None:
+        atomic_write_json(out, doc)
+        print(f"wrote {out}") if not as_json else None
+    if plot is not None:
+        from scalelab.laws.exchange_plot import plot_frontier
+
+        table = testtime_table(runs)[0]
+        plot_frontier(on_frontier(table)[0] if frontier else table, doc, plot, strategy=strategy)
+        print(f"wrote {plot}") if not as_json else None
+
+
+@app.command("plan")
+def plan_cmd(
+    budget: float = typer.Option(..., "--budget", help="total FLOPs: training + post-training + serving"),
+    queries: float = typer.Option(..., "--queries", help="queries to serve"),
+    tokens_per_query: Optional[float] = typer.Option(None, "--tokens-per-query", help="default: a testbed question's"),
+    target_accuracy: Optional[float] = typer.Option(None, "--target-accuracy", help="accuracy to reach (0-1)"),
+    target_loss: Optional[float] = typer.Option(None, "--target-loss", help="pretraining loss to reach (nats/token)"),
+    difficulty: Optional[int] = typer.Option(None, "--difficulty", help="accuracy at this difficulty (default: the mean)"),
+    fits: Path = typer.Option(Path("fits"), "--fits", help="folder of fits: chinchilla.json, exchange.json"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+) -> None:
+    """Recommend model size, tokens, post-training, test-time strategy and n for a budget and a target."""
+    from scalelab.errors import InputError
+    from scalelab.plan import PlanConfig, explain, load_fits, make_plan
+
+    if (target_accuracy is None) == (target_loss is None):
+        raise InputError("give exactly one of --target-accuracy and --target-loss")
+    cfg = PlanConfig.build(budget=budget, queries=queries, tokens_per_query=tokens_per_query,
+                           target_accuracy=target_accuracy, target_loss=target_loss, difficulty=difficulty)
+    plan = make_plan(cfg, load_fits(fits, need_exchange=target_accuracy is not None))
+    print(json.dumps(plan.as_dict()) if as_json else "\n".join(explain(plan)))
+    if not plan.reachable:
+        raise typer.Exit(1)
