@@ -27,12 +27,14 @@ A failed member's record is marked failed with the reason when the driver can se
 the sweep retries every member that is not complete.
 
 `evaluate_on_ray` shards a test-time evaluation's sampling over Ray actors that each hold the
-policy (see `ShardedEngine`) and writes the same records as `testtime.evaluate`.
+policy (see `ShardedEngine`) and writes the same records as `testtime.evaluate`. Command line:
+`scalelab testtime ... --executor ray [--address HOST:PORT] [--shards K]`.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -311,8 +313,10 @@ class ShardedEngine:
     """An `Engine` whose `generate` splits its prompts into contiguous shards, one per Ray actor, and
     merges the results in prompt order; every other attribute (tokenizer, FLOP model, meter,
     sessions for step-by-step search) is the local engine's. Shard k samples with seed
-    `seed * 1_000_003 + k`, so shards draw independent streams; the samples therefore differ
-    from a one-process run's, their distribution does not."""
+    `seed + k * 1_000_003`: shard 0 keeps the evaluation's seed, so one shard draws exactly the
+    local run's samples (same prompts, same batches, same generator), and the others draw
+    independent streams. With K > 1 the samples therefore differ from a one-process run's (the
+    engine draws every row of a batch from one generator); their distribution does not."""
 
     def __init__(self, local: Any, actors: list[Any]):
         self.local, self.actors = local, actors
@@ -332,9 +336,13 @@ class ShardedEngine:
         bounds = [round(i * len(prompts) / k) for i in range(k + 1)]
         t0 = time.perf_counter()
         refs = [self.actors[i].generate.remote(prompts[bounds[i]:bounds[i + 1]], n,
-                                               dataclasses.replace(params, seed=params.seed * 1_000_003 + i))
+                                               dataclasses.replace(params, seed=params.seed + i * 1_000_003))
                 for i in range(k)]
-        parts = ray.get(refs)
+        try:
+            parts = ray.get(refs)
+        except ray.exceptions.RayError as e:  # an actor died twice (max_restarts=1) or raised: one line, no traceback
+            raise ScalelabError(f"sampling on Ray failed: {describe_failure(e).rstrip('.')}; re-run the same command to "
+                                f"resume (finished points are kept)") from None
         merged = Generation(
             completions=[row for g in parts for row in g.completions],
             prompt_tokens=[t for g in parts for t in g.prompt_tokens],
@@ -351,40 +359,57 @@ class ShardedEngine:
 
 
 def evaluate_on_ray(cfg: Any, runs_dir: str | Path, *, address: str | None = None, workers: int = 2,
-                    cpus_per_worker: float = 1, connect_timeout_s: float = 20.0,
+                    cpus_per_worker: float | None = None, connect_timeout_s: float = 20.0,
+                    progress: Callable[[str, int, int], None] | None = None,
                     on_record: Callable[[Any], None] | None = None) -> list[Any]:
     """`testtime.evaluate.evaluate` with its sampling sharded over `workers` Ray actors: the same
     loop over difficulties, strategies and budgets, the same `_point` writing the same records.
     Parallel and single-answer strategies sample through `Engine.generate` and are sharded;
-    search strategies drive step-by-step sessions and run on the driver's local engine."""
+    search strategies drive step-by-step sessions and run on the driver's local engine. Each
+    actor asks Ray for `cpus_per_worker` CPUs (default: `cfg.threads`, else 1) and uses as many
+    torch threads; the driver runs with `cfg.threads`, as the local evaluation does."""
+    from scalelab.checkpoint import torch_threads
     from scalelab.testtime import evaluate as E
     from scalelab.testtime.strategies import get_strategy
 
     ray = require_ray()
     if workers < 1:
-        raise ConfigError(f"workers={workers}: expected >= 1")
-    owns = connect(address, timeout_s=connect_timeout_s)
+        raise ConfigError(f"--shards {workers}: expected >= 1")
+    cpus = cpus_per_worker if cpus_per_worker is not None else (cfg.threads or 1)
+    # Joined before the policy loads: an unreachable cluster is reported before anything heavy runs.
+    # Unlike sweep tasks, which queue, every actor must be placed at once, or sampling waits forever:
+    # a local instance declares enough CPUs (oversubscribing this machine), a cluster must have them.
+    need = workers * cpus
+    owns = connect(address, timeout_s=connect_timeout_s,
+                   num_cpus=None if address else max(os.cpu_count() or 1, math.ceil(need)))
     try:
-        ctx, parent, pid, src = E.load_context(cfg)
-        too_long = [d for d in cfg.difficulties if d > src.config.max_steps]
-        if too_long:
-            raise ConfigError(f"difficulties {too_long}: the policy's testbed has at most {src.config.max_steps} steps")
-        threads = max(1, int(cpus_per_worker))
-        actor = ray.remote(_EngineActor).options(num_cpus=cpus_per_worker, max_restarts=1, max_task_retries=1,
-                                                 runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}})
-        model = str(Path(cfg.model).resolve())
-        ctx.engine = ShardedEngine(ctx.engine, [actor.remote(model, cfg.max_batch, threads) for _ in range(workers)])
-        out = []
-        for d in cfg.difficulties:
-            problems = src.problems(cfg.split, cfg.problems, steps=d, modulus=cfg.modulus, seed=cfg.seed)
-            for name in cfg.strategies:
-                for n in ([1] if get_strategy(name).kind == "single" else cfg.n):
-                    rec = E._point(cfg, ctx, parent, pid, problems, name, d, n, Path(runs_dir))
-                    out.append(rec)
-                    if on_record is not None:
-                        on_record(rec)
-            ctx.pools.clear()  # the next difficulty has other problems
-        return out
+        have = ray.cluster_resources().get("CPU", 0)
+        if have < need:
+            raise ConfigError(f"--shards {workers} x {cpus:g} CPUs: the Ray cluster has {have:g} CPUs, and an "
+                              f"actor that cannot be placed would wait forever; use fewer shards")
+        with torch_threads(cfg.threads):
+            ctx, parent, pid, src = E.load_context(cfg, progress=progress)
+            too_long = [d for d in cfg.difficulties if d > src.config.max_steps]
+            if too_long:
+                raise ConfigError(f"difficulties {too_long}: the policy's testbed has at most {src.config.max_steps} steps")
+            threads = max(1, int(cpus))
+            actor = ray.remote(_EngineActor).options(
+                num_cpus=cpus, max_restarts=1, max_task_retries=1,
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}})
+            # The actors load the policy from this path: on a cluster it must be one every node sees.
+            model = str(Path(cfg.model).resolve())
+            ctx.engine = ShardedEngine(ctx.engine, [actor.remote(model, cfg.max_batch, threads) for _ in range(workers)])
+            out = []
+            for d in cfg.difficulties:
+                problems = src.problems(cfg.split, cfg.problems, steps=d, modulus=cfg.modulus, seed=cfg.seed)
+                for name in cfg.strategies:
+                    for n in ([1] if get_strategy(name).kind == "single" else cfg.n):
+                        rec = E._point(cfg, ctx, parent, pid, problems, name, d, n, Path(runs_dir))
+                        out.append(rec)
+                        if on_record is not None:
+                            on_record(rec)
+                ctx.pools.clear()  # the next difficulty has other problems
+            return out
     finally:
         if owns:
             ray.shutdown()

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from scalelab.cli.app import app
-from scalelab.errors import InputError
+from scalelab.errors import ConfigError, InputError
 
 tt = typer.Typer(help="Test-time scaling: strategies, reward models, laws and allocation, in FLOPs.",
                  context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,6 +55,28 @@ def _progress():
                     console=err, transient=True, disable=not err.is_terminal)
 
 
+def _evaluator(kind: str, address: Optional[str], shards: Optional[int]):
+    """(`testtime.evaluate` or `ray_executor.evaluate_on_ray`, which writes the same records; where it
+    samples), the options checked before any work."""
+    if kind == "local":
+        if address is not None or shards is not None:
+            raise ConfigError("--address and --shards need --executor ray")
+        from scalelab.testtime.evaluate import evaluate
+
+        return evaluate, None
+    if kind != "ray":
+        raise ConfigError(f"--executor {kind!r}: expected local or ray")
+    from functools import partial
+
+    from scalelab.ray_executor import evaluate_on_ray, require_ray
+
+    require_ray()  # the install hint, before anything is loaded
+    k = 2 if shards is None else shards
+    if k < 1:
+        raise ConfigError(f"--shards {k}: expected >= 1")
+    return partial(evaluate_on_ray, address=address, workers=k), f"{k} Ray actor(s), {address or 'local instance'}"
+
+
 def _fmt(v: float) -> str:
     return f"{v:.3g}" if v == v else "-"
 
@@ -71,7 +93,11 @@ def testtime_cmd(
     prm: Optional[str] = typer.Option(None, "--prm", help="process reward model run"),
     temperature: float = typer.Option(0.8, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: all cores)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: all cores); "
+                                          "ray: also the CPUs and threads of each shard (default 1)"),
+    executor: str = typer.Option("local", "--executor", help="local (this process) | ray (sampling sharded over Ray actors)"),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster's HOST:PORT (default: start Ray here)"),
+    shards: Optional[int] = typer.Option(None, "--shards", help="ray: actors that sample, each holding the policy (default 2)"),
     sets: list[str] = _SET,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where records go"),
 ) -> None:
@@ -81,11 +107,14 @@ def testtime_cmd(
     if model is None:
         raise InputError("--model RUN is required (or use a subcommand: see `scalelab testtime --help`)")
     _setup(threads)
-    from scalelab.testtime.evaluate import TesttimeConfig, evaluate
+    evaluate, where = _evaluator(executor, address, shards)
+    from scalelab.testtime.evaluate import TesttimeConfig
 
     cfg = TesttimeConfig.build(model=model, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
                                n=_ints(n, "--n"), difficulties=_ints(difficulties, "--difficulties"), problems=problems,
                                orm=orm, prm=prm, temperature=temperature, seed=seed, threads=threads).override(sets)
+    if where:
+        print(f"testtime: sampling on {where}", file=sys.stderr)
     print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'chance':>10}{'FLOPs/question':>16}")
     with _progress() as bar:
         task = bar.add_task("loading", total=None)
