@@ -137,6 +137,22 @@ class Plan:
         return {**asdict(self), "total_flops": self.total_flops}
 
 
+def default_config(exchange: dict[str, Any], *, queries: float = 1e6) -> PlanConfig:
+    """The report's question: reach the ladder's best greedy accuracy (mean over difficulties, to two
+    decimals) while serving `queries` testbed questions, with 10x the FLOPs that training and serving
+    the ladder's best model would take (6ND + Q x 2N x T)."""
+    best, top = None, -1.0
+    for m in exchange["ladder"]:
+        accs = [v for k, v in m.items() if k.startswith("acc_d") and v is not None]
+        if accs and np.mean(accs) > top:
+            best, top = m, float(np.mean(accs))
+    if best is None:
+        raise InputError("the exchange fit has no greedy accuracies on its ladder (evaluate --strategies cot)")
+    T = float(exchange["planner"]["test_tokens_2n"])
+    budget = 10 * (best["C_train_6n"] + queries * 2 * best["N"] * T)
+    return PlanConfig.build(budget=budget, queries=queries, target_accuracy=max(math.floor(top * 100) / 100, 0.01))
+
+
 def make_plan(cfg: PlanConfig, fits: Fits) -> Plan:
     if cfg.target_loss is not None:
         return _plan_loss(cfg, fits)
@@ -233,16 +249,24 @@ def _plan_accuracy(cfg: PlanConfig, fits: Fits) -> Plan:
 
     goal = lambda total, acc: (total <= cfg.budget) & (acc >= cfg.target_accuracy)  # noqa: E731
     pick, reachable = best(goal), True
-    if pick is None:  # the most accurate plan within the budget (the cheapest if none fits in it)
-        reachable, top = False, -math.inf
-        for total, acc, r, s in cands:
-            within = np.where(total <= cfg.budget, acc, -math.inf)
-            i = int(np.argmax(within)) if np.isfinite(within).any() else int(np.argmin(total))
-            score = within[i] if np.isfinite(within[i]) else -total[i]
-            if pick is None or score > top:
-                top, pick = score, (total[i], acc[i], r, s, i)
+    notes: list[str] = []
+    if pick is None:  # the most accurate plan within the budget
+        reachable = False
+        pick = best(lambda total, acc: total <= cfg.budget)  # any one, to find the best accuracy next
+        if pick is not None:
+            top = max(float(np.max(acc[total <= cfg.budget], initial=-1.0)) for total, acc, _, _ in cands)
+            pick = best(lambda total, acc: (total <= cfg.budget) & (acc >= top))
+    if pick is None:  # not even the smallest model considered can serve the queries within the budget
+        total, acc, r, s = min(cands, key=lambda c: float(c[0][0]))
+        pick = (total[0], math.nan, r, s, 0)
+        notes.append(f"nothing fits: serving {cfg.queries:.3g} queries with the smallest model considered "
+                     f"(N = {N[0]:.3g}) already costs {total[0]:.3g} FLOPs")
     total, acc, (rname, rmult, share), (sname, slaw, n, m), i = pick
-    notes = _range_notes(slaw, kappa * C[i] * rmult, m * 2 * N[i] * t_law)
+    notes += _range_notes(slaw, kappa * C[i] * rmult, m * 2 * N[i] * t_law)
+    sizes = [m_["N"] for m_ in ex.get("ladder", []) if m_.get("N")]
+    if sizes and not min(sizes) / 1.01 <= N[i] <= max(sizes) * 1.01:
+        notes.append(f"the plan's model (N = {N[i]:.3g}) is outside the ladder's sizes [{min(sizes):.3g}, "
+                     f"{max(sizes):.3g}]")
     greedy = [c for c in cands if c[2][0] == "none" and c[3][0] == "greedy"]
     compare = {}
     if reachable and greedy and (sname != "greedy" or rname != "none"):
@@ -271,7 +295,11 @@ def explain(p: Plan) -> list[str]:
 
     what = "accuracy" if p.mode == "accuracy" else "loss"
     out = []
-    if not p.reachable:
+    if not p.reachable and math.isnan(p.predicted):
+        out.append(f"the budget of {fmt(p.budget)} FLOPs cannot serve {fmt(p.queries)} queries of "
+                   f"{fmt(p.tokens_per_query)} tokens with any model considered; no {what} is reachable within it. "
+                   "The cheapest plan considered:")
+    elif not p.reachable:
         out.append(f"the budget of {fmt(p.budget)} FLOPs cannot reach the target {what} {fmt(p.target)}; "
                    f"the best reachable {what} within it is {fmt(p.predicted)}, with this plan:")
     else:
@@ -289,6 +317,8 @@ def explain(p: Plan) -> list[str]:
     parts = [("training", p.train_flops), ("post-training", p.posttrain_flops), (f"serving {fmt(p.queries)} queries", p.serving_flops)]
     out.append("  FLOPs      " + "; ".join(f"{k} {fmt(v)} ({100 * v / tot:.1f}%)" for k, v in parts)
                + f"; total {fmt(tot)} of the {fmt(p.budget)} budget")
+    if math.isnan(p.predicted):
+        return out + [f"  note       {n}" for n in p.notes]
     big = max(parts, key=lambda kv: kv[1])
     thinks = p.mode == "accuracy" and p.strategy != "greedy"
     if big[0].startswith("serving"):
@@ -298,6 +328,9 @@ def explain(p: Plan) -> list[str]:
                 "the plan keeps the model (and its training budget) as small as the target allows")
         if thinks:
             why += f"; {p.strategy} at n = {p.n} multiplies each answer's cost by {fmt(p.test_multiplier)} and was still cheaper than a larger model"
+    elif p.mode == "loss":
+        why = ("training dominates: with this few queries Sardana et al.'s inference-aware model stays close to "
+               "Chinchilla's compute-optimal one")
     else:
         why = ("training dominates: there are too few queries for serving to matter, so the cheapest way to the "
                "target is to put the budget into pretraining, split by Chinchilla's compute-optimal rule")
@@ -308,7 +341,7 @@ def explain(p: Plan) -> list[str]:
     if g is None:
         out.append("  without post-training or test-time compute no model in the plan's range reaches the target")
     elif g != "absent":
-        out.append(f"  greedy decoding alone would need {fmt(g)} FLOPs ({fmt(g / tot)}x this plan)")
+        out.append(f"  greedy decoding without post-training would need {fmt(g)} FLOPs ({fmt(g / tot)}x this plan)")
     if "saving" in p.compare:
         out.append(f"  against the Chinchilla-optimal model at the same loss: {100 * p.compare['saving']:.2f}% fewer FLOPs")
     out += [f"  note       {n}" for n in p.notes]

@@ -114,6 +114,8 @@ def test_unreachable_target_gives_the_best_reachable(tmp_path, capsys):
     assert not p.reachable and p.predicted == pytest.approx(best) and p.train_flops == pytest.approx(5e11)
     code, out, err = run(["plan", "--budget", "5e11", "--queries", "0", "--target-accuracy", "0.5", "--fits", fits], capsys)
     assert code == 1 and "cannot reach the target accuracy 0.5" in out and f"best reachable accuracy within it is {best:.4g}" in out
+    none = plan(fits, budget=1e13, queries=1e15, target_accuracy=0.5)  # serving alone is over the budget
+    assert not none.reachable and math.isnan(none.predicted) and none.notes[0].startswith("nothing fits")
     code, out, _ = run(["plan", "--budget", "1e13", "--queries", "0", "--target-accuracy", "0.5", "--fits", fits, "--json"], capsys)
     doc = json.loads(out)
     assert code == 0 and doc["reachable"] and doc["total_flops"] == pytest.approx(doc["train_flops"])
