@@ -11,7 +11,11 @@ phase that has the records it needs:
 - post-training (`posttrain` records with an accuracy): accuracy against post-training FLOPs and a
   table of the child runs;
 - test-time (`testtime` records with an accuracy per difficulty): accuracy against FLOPs per
-  question and a table per strategy and n.
+  question and a table per strategy and n;
+- exchange rates (test-time records of 2+ pretrained models, `scalelab.laws.exchange`): test-time
+  FLOPs worth 10x pretraining with intervals, where test time cannot replace pretraining, what
+  post-training is worth in pretraining FLOPs, the iso-accuracy figure; and the planner's answer
+  (`scalelab.plan`) to a default question, when a Chinchilla fit of pretraining records allows one.
 
 Every number on the page is read from a record or a fit made here; a section that is missing says
 which command makes its records. Figures are the library's own (`laws.plot_fit`,
@@ -37,6 +41,8 @@ MAKE = {
     "pretraining": "scalelab sweep --preset quick --runs-dir DIR",
     "post-training": "scalelab posttrain sft --from DIR/RUN --runs-dir DIR",  # or distill, prune, quantize, synth
     "test-time": "scalelab testtime --model DIR/RUN --strategies cot,majority --runs-dir DIR",
+    "exchange": "scalelab testtime --model DIR/RUN --strategies cot,majority --n 1,2,4,8,16 --runs-dir DIR, "
+                "on 2+ pretrained models",
 }
 
 CSS = """
@@ -225,6 +231,94 @@ def _testtime(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
     return "\n".join(out)
 
 
+def _exchange(root: Path, figs: _Figures, *, bootstrap: int) -> tuple[str, dict[str, Any] | None]:
+    """Exchange rates (scalelab.laws.exchange): the table, where test time cannot replace
+    pretraining, what post-training is worth, the iso-accuracy figure. (html, document or None)."""
+    from scalelab.laws.exchange_plot import plot_frontier
+    from scalelab.laws.exchange_tables import GREEDY, measure_exchange, show, testtime_table
+
+    try:
+        doc = measure_exchange(root, bootstrap=bootstrap)
+    except InputError:
+        return "", None
+    rows = []
+    for s, e in doc["strategies"].items():
+        if s == GREEDY:
+            continue
+        for d, f in [("all", e["pooled"])] + list(e["by_difficulty"].items()):
+            if "error" in f:
+                rows.append([s, d, "-", f"not fitted: {f['error']}", "-", "-", "-"])
+                continue
+            ci = f["ci95"].get("multiplier", [None, None])
+            rows.append([s + (" (oracle)" if e["oracle"] else ""), d, show(f["params"]["multiplier"]),
+                         f"[{show(ci[0])}, {show(ci[1])}]", fmt(f["params"]["b"]), fmt(f["params"]["c"]),
+                         {True: "yes", False: "no", None: "-"}[f.get("replaces")]])
+    out = [_note(f"{len(doc['ladder'])} pretrained models with test-time records, pretraining FLOPs "
+                 + ", ".join(fmt(m["C_train"]) for m in doc["ladder"]) + ". Per strategy: logit((acc - chance)/"
+                 "(1 - chance)) = a_d + b·log10 C_train + c·log10 C_test (Jones 2021's straight iso-accuracy lines); "
+                 f"10x pretraining FLOPs is worth 10^(b/c) x test-time FLOPs per question; {bootstrap} bootstrap "
+                 "resamples of the problems. 'replaces' means c > 0 in at least 97.5% of them."),
+           _table(["strategy", "difficulty (steps)", "test-time multiplier per 10x pretraining", "95% interval",
+                   "b", "c", "replaces"], rows)]
+    rep = [[r["difficulty"], f"{r['small']} ({fmt(r['small_best_accuracy'])}, {r['small_best_strategy']} n={r['small_best_n']})",
+            f"{r['large']} ({fmt(r['large_accuracy'])})",
+            ("already as accurate greedily" if r["already"] else
+             f"yes: x{fmt(r['test_multiplier'])} test FLOPs ({fmt(r['per_10x'])}x per 10x)" if r["replaced"] else
+             "no" + (" (within 2 se)" if -r["gap"] < r["two_se"] else ""))] for r in doc["replacement"]]
+    out += [_note("Can test-time compute replace pretraining? For each difficulty and each pair of neighbouring "
+                  "models: the smaller model's best accuracy over every strategy and n (oracles left out) against "
+                  "the larger one's greedy accuracy."),
+            _table(["steps", "smaller model (best)", "larger model (greedy)", "reached"], rep)]
+    post = [[r["run"], r["technique"], f"{fmt(r['parent_accuracy'])} -> {fmt(r['accuracy'])}",
+             fmt(r["multiplier"]) + {"above": " (at least)", "below": " (at most)"}.get(r["where"], ""),
+             f"[{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}]", f"{fmt(100 * r['posttrain_share'])}%"]
+            for r in doc["posttrain"] if r["difficulty"] == "mean"]
+    if post:
+        out += [_note("Post-training against pretraining: the pretraining FLOPs multiplier a child's greedy accuracy "
+                      "(mean over difficulties) is worth on the ladder, anchored at its parent."),
+                _table(["child run", "technique", "parent -> child accuracy", "pretraining multiplier", "95% interval",
+                        "cost (of the parent's pretraining)"], post)]
+    out += [_note(n) for n in doc["notices"]]
+    table = testtime_table(root)[0]
+    out.append(figs.img_or_note(lambda p: plot_frontier(table, doc, p), "iso-accuracy frontier"))
+    return "\n".join(out), doc
+
+
+def _plan(recs: list[RunRecord], doc: dict[str, Any], *, n_jobs: int | None) -> str:
+    """The planner's answer (scalelab.plan) for the default question of `plan.default_config`."""
+    from scalelab.laws import make_law
+    from scalelab.laws.table import prepare
+    from scalelab.plan import Fits, default_config, explain, make_plan
+
+    if not recs:
+        return _note("The planner needs a Chinchilla fit of pretraining records; make them with "
+                     f"`{MAKE['pretraining']}`.", "warn")
+    floors = {r.metrics.get("entropy_floor") for r in recs}
+    floor = floors.pop() if len(floors) == 1 and None not in floors else None
+    try:
+        law = make_law("chinchilla", bootstrap=0, n_jobs=n_jobs, E_fixed=floor)
+        prep = prepare(records_to_frame(recs), law)
+        law.fit(prep.X, prep.y)
+        bad = [k for k in ("alpha", "beta") if not law.params_[k] > 0]
+        if bad:
+            raise InputError(f"the Chinchilla fit has {' and '.join(f'{k} = {law.params_[k]:.4g}' for k in bad)}: "
+                             "no compute-optimal allocation to plan with")
+        cfg = default_config(doc)
+        plan = make_plan(cfg, Fits("(this report)", law, doc))
+    except InputError as e:
+        return _note(f"No plan: {e}", "warn")
+    cmd = (f"scalelab plan --budget {cfg.budget:.3g} --queries {cfg.queries:.3g} --target-accuracy "
+           f"{cfg.target_accuracy} --fits FITS")
+    return "\n".join([
+        _note("The question: reach the ladder's best greedy accuracy (mean over difficulties) while serving "
+              f"{fmt(cfg.queries)} testbed questions, with 10x the FLOPs of training and serving that model. "
+              "Chinchilla fit of the pretraining records" + (f" (E held at {fmt(floor)})" if floor else "")
+              + " for the allocation, the exchange fit above for accuracy."),
+        f"<pre>{_e(chr(10).join(explain(plan)))}</pre>",
+        _note("The same from the command line, with the fits written by `scalelab fit RUNS --law chinchilla --floor "
+              f"auto --out FITS/chinchilla.json` and `scalelab exchange RUNS --out FITS/exchange.json`: `{cmd}`.")])
+
+
 # ---- the page --------------------------------------------------------------------------------
 def build_report(runs_dir: str | Path, out_path: str | Path, *, bootstrap: int = 200,
                  n_jobs: int | None = None) -> Path:
@@ -257,6 +351,10 @@ def build_report(runs_dir: str | Path, out_path: str | Path, *, bootstrap: int =
         if by_phase["test-time"]:
             recs = by_phase["test-time"]
             body += [f'<h2 id="test-time">Test-time: {len(recs)} evaluations</h2>', _testtime(root, recs, figs)]
+        ex_html, ex_doc = _exchange(root, figs, bootstrap=bootstrap) if by_phase["test-time"] else ("", None)
+        if ex_doc is not None:
+            body += ['<h2 id="exchange">Exchange rates between the laws</h2>', ex_html,
+                     '<h2 id="plan">The planner</h2>', _plan(by_phase["pretraining"], ex_doc, n_jobs=n_jobs)]
     counts = Counter(r.phase for r in runs.records)
     summary = ["<ul>"]
     for name, recs in by_phase.items():
@@ -264,6 +362,12 @@ def build_report(runs_dir: str | Path, out_path: str | Path, *, bootstrap: int =
             summary.append(f'<li class="found"><a href="#{name}">{_e(name)}</a>: found ({len(recs)} records)</li>')
         else:
             summary.append(f'<li class="missing">{_e(name)}: not found; make it with <code>{_e(MAKE[name])}</code></li>')
+    if ex_doc is not None:
+        summary.append(f'<li class="found"><a href="#exchange">exchange rates</a> and <a href="#plan">the planner</a>: '
+                       f'{len(ex_doc["ladder"])} pretrained models with test-time records</li>')
+    else:
+        summary.append(f'<li class="missing">exchange rates and the planner: not made (they need test-time records '
+                       f'of 2+ pretrained models); make them with <code>{_e(MAKE["exchange"])}</code></li>')
     summary.append("</ul>")
     head = [f"<h1>scalelab report: {_e(root)}</h1>",
             _note(f"{len(runs.records)} complete run records ("

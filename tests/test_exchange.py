@@ -160,3 +160,27 @@ def test_exchange_verb_bad_input(tmp_path, capsys):
     assert_one_line_error(code, err, "1 pretrained model", "scalelab testtime")
     code, _, err = run(["exchange", tmp_path / "one", "--bootstrap", "-1"], capsys)
     assert_one_line_error(code, err, "--bootstrap")
+
+
+def test_report_shows_exchange_rates_and_the_plan(tmp_path):
+    from scalelab.report import build_report
+
+    root = tmp_path / "runs"
+    write_runs(root)
+    page = build_report(root, tmp_path / "r.html", bootstrap=8, n_jobs=1).read_text()
+    assert 'id="exchange"' in page and "test-time multiplier per 10x pretraining" in page
+    assert "<td>sft</td>" in page and 'id="plan"' in page
+    assert "The planner needs a Chinchilla fit of pretraining records" in page  # no pretraining records here
+    assert page.count("<img ") == 3  # post-training, test-time, the iso-accuracy frontier
+    # with pretraining records on an exact Chinchilla law the planner answers the default question
+    rng = np.random.default_rng(0)
+    for c in (1e11, 1e12, 1e13):
+        for j, n in enumerate(np.geomspace(c ** 0.5 / 400, c ** 0.5 / 25, 5)):
+            n, d = int(n), int(c / (6 * n))
+            loss = (0.3 + 40 / n ** 0.34 + 200 / d ** 0.4) * (1 + 0.003 * rng.standard_normal())
+            rec = RunRecord(run_id=f"p{j}-{c:.0e}", phase="pretrain", technique="pretrain", task="testbed",
+                            n_params_nonembedding=n, tokens=d, flops={"pretrain": 6.0 * n * d})
+            write_record(root / "sweep" / rec.run_id, rec.complete(loss=loss, entropy_floor=0.3))
+    page = build_report(root, tmp_path / "r2.html", bootstrap=8, n_jobs=1).read_text()
+    assert 'id="plan"' in page and ("plan for " in page or "cannot reach" in page)
+    assert "scalelab plan --budget" in page
