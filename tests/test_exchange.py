@@ -152,6 +152,22 @@ def test_exchange_verb_end_to_end(tmp_path, capsys):
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_models_below_the_compute_frontier_are_left_out(tmp_path, capsys):
+    write_runs(tmp_path / "runs", child=False)
+    for d in INTERCEPT:  # a model with more pretraining FLOPs than "mid" that is right less often than "small"
+        rec = RunRecord(run_id=f"bad-cot-d{d}", parent_id="bad", phase="testtime", technique="cot", task="testbed",
+                        n_params_nonembedding=900_000, tokens=150_000, flops={"pretrain": 8e11})
+        rec.complete(n=1, steps=d, accuracy=0.0, accuracy_se=0.0, chance=CHANCE, kind="single",
+                     flops_per_question=1e7, problems=PROBLEMS)
+        write_record(tmp_path / "runs" / "bad" / rec.run_id, rec)
+    code, out, err = run(["exchange", tmp_path / "runs", "--bootstrap", "0", "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and [m["model"] for m in doc["ladder"]] == ["small", "mid", "large"]
+    assert any("below the compute frontier): bad" in n for n in doc["notices"])
+    code, out, err = run(["exchange", tmp_path / "runs", "--bootstrap", "0", "--json", "--all-models"], capsys)
+    assert code == 0 and len(json.loads(out)["ladder"]) == 4
+
+
 def test_exchange_verb_bad_input(tmp_path, capsys):
     code, _, err = run(["exchange", tmp_path / "nope"], capsys)
     assert_one_line_error(code, err, "no such runs directory")

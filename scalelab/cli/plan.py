@@ -18,14 +18,15 @@ def exchange_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="write the exchange fit (JSON) here, e.g. FITS/exchange.json"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="write the iso-accuracy frontier figure (PNG)"),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="strategy drawn in --plot (default: the most measured)"),
-    frontier: bool = typer.Option(False, "--frontier", help="only models on the compute frontier (by greedy accuracy)"),
+    frontier: bool = typer.Option(True, "--frontier/--all-models",
+                                  help="leave out models below the compute frontier (by greedy accuracy), or keep all"),
     bootstrap: int = typer.Option(200, "--bootstrap", help="resamples of the problems for the 95% intervals"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="print the document as JSON"),
 ) -> None:
     """Test-time FLOPs worth 10x pretraining, where test time cannot replace it, and what post-training is worth."""
     from scalelab.errors import InputError
-    from scalelab.laws.exchange_tables import frontier as on_frontier, measure_exchange, summary_lines, testtime_table
+    from scalelab.laws.exchange_tables import measure_exchange, summary_lines, testtime_table
     from scalelab.ledger import atomic_write_json
 
     if bootstrap < 0:
@@ -38,8 +39,7 @@ def exchange_cmd(
     if plot is not None:
         from scalelab.laws.exchange_plot import plot_frontier
 
-        table = testtime_table(runs)[0]
-        plot_frontier(on_frontier(table)[0] if frontier else table, doc, plot, strategy=strategy)
+        plot_frontier(testtime_table(runs)[0], doc, plot, strategy=strategy)
         print(f"wrote {plot}") if not as_json else None
 
 

@@ -44,6 +44,7 @@ def plot_frontier(table: pd.DataFrame, doc: dict[str, Any], out: str | Path, *, 
     s = strategy or default_strategy(doc)
     if s not in doc["strategies"]:
         raise InputError(f"strategy {s!r}: the exchange fit has {', '.join(doc['strategies'])}")
+    table = table[table.model.isin({m["model"] for m in doc["ladder"]})]  # the document's ladder (its frontier)
     pts = table[table.strategy == s]
     greedy = table[table.strategy == GREEDY]
     ds = sorted(pts.difficulty.unique())

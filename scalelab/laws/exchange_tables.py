@@ -7,8 +7,8 @@ the planner reads.
 
 The ladder is every pretrained model with test-time records under the folder (`parent_id`),
 placed by its pretraining FLOPs (`flops.pretrain`, exact, carried into each test-time record);
-models that were post-trained are left out of it (their records carry `flops.posttrain`) and
-named in a notice. Post-training children are read with `scalelab.posttrain.curves.posttrain_table`.
+models that were post-trained are left out of it (their records carry `flops.posttrain`), and by
+default so are models below the compute frontier (`frontier`), each named in a notice. Post-training children are read with `scalelab.posttrain.curves.posttrain_table`.
 
 What the document holds, per strategy: the pooled law (one intercept per difficulty, shared
 slopes) and one law per difficulty; greedy decoding (`cot`) gets a law in C_train only. Then
@@ -40,9 +40,13 @@ MAKE = "scalelab testtime --model RUN --strategies cot,majority --n 1,2,4,8,16 -
 def testtime_table(runs_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """One row per complete test-time evaluation point of a pretrained (not post-trained) model."""
     runs = load_runs(runs_dir)
-    rows, posttrained = [], set()
+    rows, posttrained, seen, copies = [], set(), set(), 0
     for r in runs.records:
         m = r.metrics
+        if r.run_id in seen:  # the same evaluation (its id hashes its config) under two folders: count it once
+            copies += 1
+            continue
+        seen.add(r.run_id)
         if r.phase != "testtime" or m.get("kind") == "adaptive" or "flops_per_question" not in m:
             continue
         if "steps" not in m or m.get("accuracy") is None or not r.flops.get("pretrain"):
@@ -59,6 +63,7 @@ def testtime_table(runs_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
                      "problems": int(m.get("problems") or len(m.get("per_problem") or []) or 1),
                      "chance": float(m.get("chance") or 0.0), "per_problem": m.get("per_problem")})
     notices = [f"left out of the ladder (post-trained): {p}" for p in sorted(posttrained)]
+    notices += [f"{copies} records found twice (same run id in another folder) counted once"] if copies else []
     notices += [f"run left out: {p}" for p in runs.problems]
     return pd.DataFrame(rows), notices
 
@@ -70,7 +75,8 @@ def frontier(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     rate too high for its size) would make pretraining look worthless."""
     g = table[table.strategy == GREEDY]
     if g.empty:
-        raise InputError(f"--frontier ranks models by greedy accuracy: no `{GREEDY}` records; add `--strategies {GREEDY}`")
+        return table, [f"every model kept: the compute frontier is ranked by greedy accuracy and there are no "
+                       f"`{GREEDY}` records (add --strategies {GREEDY})"]
     score = g.groupby("model").agg(C=("C_train", "first"), acc=("accuracy", "mean")).sort_values("C")
     keep, best = [], -1.0
     for m, r in score.iterrows():
@@ -205,7 +211,7 @@ def planner_inputs(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def measure_exchange(runs_dir: str | Path, *, bootstrap: int = 200, seed: int = 0,
-                     on_frontier: bool = False) -> dict[str, Any]:
+                     on_frontier: bool = True) -> dict[str, Any]:
     """The exchange document of a runs directory (see module docstring); `on_frontier` keeps only
     the models on the compute frontier (`frontier`)."""
     table, notices = testtime_table(runs_dir)
