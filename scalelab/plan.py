@@ -134,7 +134,9 @@ class Plan:
         return self.train_flops + self.posttrain_flops + self.serving_flops
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total_flops": self.total_flops}
+        """JSON-ready: NaN (no reachable value) becomes None."""
+        d = {**asdict(self), "total_flops": self.total_flops}
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
 def default_config(exchange: dict[str, Any], *, queries: float = 1e6) -> PlanConfig:
@@ -314,20 +316,27 @@ def explain(p: Plan) -> list[str]:
         out.append(f"  test time  {p.strategy}" + (f", n = {p.n}" if p.strategy != "greedy" else "")
                    + f" ({fmt(p.test_multiplier)}x the FLOPs of one greedy answer)")
     tot = p.total_flops
-    parts = [("training", p.train_flops), ("post-training", p.posttrain_flops), (f"serving {fmt(p.queries)} queries", p.serving_flops)]
+    parts = [("training", p.train_flops), ("post-training", p.posttrain_flops),
+             (f"serving {fmt(p.queries)} queries", p.serving_flops)]
     out.append("  FLOPs      " + "; ".join(f"{k} {fmt(v)} ({100 * v / tot:.1f}%)" for k, v in parts)
                + f"; total {fmt(tot)} of the {fmt(p.budget)} budget")
     if math.isnan(p.predicted):
         return out + [f"  note       {n}" for n in p.notes]
-    big = max(parts, key=lambda kv: kv[1])
+    serving = p.serving_flops / tot if tot > 0 else 0.0
     thinks = p.mode == "accuracy" and p.strategy != "greedy"
-    if big[0].startswith("serving"):
+    if 0.2 <= serving < 0.5:
+        why = (f"training and serving are of the same order (serving {100 * serving:.0f}%): a smaller model would "
+               "save serving FLOPs but need more training to reach the target")
+        if thinks:
+            why += f"; {p.strategy} at n = {p.n} was cheaper than the pretraining it stands in for"
+    elif serving >= 0.5:
         why = "serving dominates: every parameter is paid for again on each of the Q x T served tokens, so "
         why += ("the plan trains a model smaller than Chinchilla's optimum for the same loss, on more tokens per "
                 "parameter (Sardana et al. 2024)" if p.mode == "loss" else
                 "the plan keeps the model (and its training budget) as small as the target allows")
         if thinks:
-            why += f"; {p.strategy} at n = {p.n} multiplies each answer's cost by {fmt(p.test_multiplier)} and was still cheaper than a larger model"
+            why += (f"; {p.strategy} at n = {p.n} multiplies each answer's cost by {fmt(p.test_multiplier)} and was "
+                    "still cheaper than a larger model")
     elif p.mode == "loss":
         why = ("training dominates: with this few queries Sardana et al.'s inference-aware model stays close to "
                "Chinchilla's compute-optimal one")
@@ -335,7 +344,8 @@ def explain(p: Plan) -> list[str]:
         why = ("training dominates: there are too few queries for serving to matter, so the cheapest way to the "
                "target is to put the budget into pretraining, split by Chinchilla's compute-optimal rule")
         if thinks:
-            why += f", with {p.strategy} at n = {p.n}, whose extra test-time FLOPs were cheaper than the pretraining they stand in for"
+            why += (f", with {p.strategy} at n = {p.n}, whose extra test-time FLOPs were cheaper than the "
+                    "pretraining they stand in for")
     out.append("  why        " + why + ".")
     g = p.compare.get("greedy_total_flops", "absent")
     if g is None:
@@ -343,6 +353,7 @@ def explain(p: Plan) -> list[str]:
     elif g != "absent":
         out.append(f"  greedy decoding without post-training would need {fmt(g)} FLOPs ({fmt(g / tot)}x this plan)")
     if "saving" in p.compare:
-        out.append(f"  against the Chinchilla-optimal model at the same loss: {100 * p.compare['saving']:.2f}% fewer FLOPs")
+        out.append(f"  against the Chinchilla-optimal model at the same loss: {100 * p.compare['saving']:.2f}% "
+                   "fewer FLOPs")
     out += [f"  note       {n}" for n in p.notes]
     return out

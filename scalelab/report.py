@@ -260,7 +260,8 @@ def _exchange(root: Path, figs: _Figures, *, bootstrap: int) -> tuple[str, dict[
                  "resamples of the problems. 'replaces' means c > 0 in at least 97.5% of them."),
            _table(["strategy", "difficulty (steps)", "test-time multiplier per 10x pretraining", "95% interval",
                    "b", "c", "replaces"], rows)]
-    rep = [[r["difficulty"], f"{r['small']} ({fmt(r['small_best_accuracy'])}, {r['small_best_strategy']} n={r['small_best_n']})",
+    rep = [[r["difficulty"],
+            f"{r['small']} ({fmt(r['small_best_accuracy'])}, {r['small_best_strategy']} n={r['small_best_n']})",
             f"{r['large']} ({fmt(r['large_accuracy'])})",
             ("already as accurate greedily" if r["already"] else
              f"yes: x{fmt(r['test_multiplier'])} test FLOPs ({fmt(r['per_10x'])}x per 10x)" if r["replaced"] else

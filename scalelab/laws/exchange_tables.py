@@ -8,7 +8,8 @@ the planner reads.
 The ladder is every pretrained model with test-time records under the folder (`parent_id`),
 placed by its pretraining FLOPs (`flops.pretrain`, exact, carried into each test-time record);
 models that were post-trained are left out of it (their records carry `flops.posttrain`), and by
-default so are models below the compute frontier (`frontier`), each named in a notice. Post-training children are read with `scalelab.posttrain.curves.posttrain_table`.
+default so are models below the compute frontier (`frontier`), each named in a notice.
+Post-training children are read with `scalelab.posttrain.curves.posttrain_table`.
 
 What the document holds, per strategy: the pooled law (one intercept per difficulty, shared
 slopes) and one law per difficulty; greedy decoding (`cot`) gets a law in C_train only. Then
@@ -173,7 +174,8 @@ def posttrain_worth(runs_dir: str | Path, table: pd.DataFrame, *, bootstrap: int
         k = len(cols)
         cases = [(d, lad[c], se[int(d)], r.parent_accuracy, r.accuracy, r.accuracy_se)
                  for d, c, (_, r) in zip(rows.difficulty, cols, rows.iterrows())]
-        cases.append(("mean", lad[cols].mean(axis=1), np.sqrt(sum(np.nan_to_num(se[int(d)]) ** 2 for d in rows.difficulty)) / k,
+        mean_se = np.sqrt(sum(np.nan_to_num(se[int(d)]) ** 2 for d in rows.difficulty)) / k
+        cases.append(("mean", lad[cols].mean(axis=1), mean_se,
                       rows.parent_accuracy.mean(), rows.accuracy.mean(),
                       math.sqrt(float(np.nansum(rows.accuracy_se ** 2))) / k))
         for d, acc, acc_se, par, child, child_se in cases:
@@ -275,7 +277,8 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(f"  d{r['difficulty']} {r['small']} ({fmt(r['small_best_accuracy'])}, {r['small_best_strategy']} "
                      f"n={r['small_best_n']}) vs {r['large']} greedy {fmt(r['large_accuracy'])}: {what}")
     if doc["posttrain"]:
-        lines.append("post-train <-> pretrain: pretraining FLOPs multiplier at equal greedy accuracy (mean over difficulties)")
+        lines.append("post-train <-> pretrain: pretraining FLOPs multiplier at equal greedy accuracy "
+                     "(mean over difficulties)")
         for r in (r for r in doc["posttrain"] if r["difficulty"] == "mean"):
             bound = {"above": " (at least: beyond the ladder)", "below": " (at most: below the ladder)"}.get(r["where"], "")
             lines.append(f"  {r['technique']:<22} {r['run']}: {fmt(r['parent_accuracy'])} -> {fmt(r['accuracy'])}, "
