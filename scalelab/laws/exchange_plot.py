@@ -71,9 +71,9 @@ def plot_frontier(table: pd.DataFrame, doc: dict[str, Any], out: str | Path, *, 
                     ax.plot(xs, ys, color=cmap(norm(lev)), lw=1.2)
                     k = int(np.nanargmin(np.abs(np.log10(ys) - math.log10(sub.C_test.median()))))
                     ax.annotate(f"{lev:.1f}", (xs[k], ys[k]), fontsize=6, color="0.2")
-            ci = f["ci95"].get("multiplier", [None, None])
-            title += (f": 10x pretraining = {_g(f['params']['multiplier'])}x test-time FLOPs"
-                      f"\n95% interval [{_g(ci[0])}, {_g(ci[1])}]")
+            ci = f["ci95"].get("multiplier")
+            title += f": 10x pretraining = {_g(f['params']['multiplier'])}x test-time FLOPs"
+            title += f"\n95% interval [{_g(ci[0])}, {_g(ci[1])}]" if ci else "\n(no bootstrap interval)"
         ylo = min(sub.C_test.min(), g.C_test.min() if len(g) else math.inf)
         ax.set(xscale="log", yscale="log", xlabel="pretraining FLOPs (exact)", ylabel="test-time FLOPs per question",
                ylim=(ylo / 2, sub.C_test.max() * 2), title=title)

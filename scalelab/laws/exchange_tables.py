@@ -35,7 +35,7 @@ from scalelab.ledger import load_runs
 
 GREEDY = "cot"
 ORACLES = ("coverage",)  # pass@n: right if any sample is right, which needs the exact verifier
-MAKE = "scalelab testtime --model RUN --strategies cot,majority --n 1,2,4,8,16 --runs-dir DIR (on 2+ pretrained models)"
+MAKE = "scalelab testtime --model RUN --strategies cot,majority --n 1,2,4,8,16 --runs-dir DIR"
 
 
 def testtime_table(runs_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
@@ -223,7 +223,7 @@ def measure_exchange(runs_dir: str | Path, *, bootstrap: int = 200, seed: int = 
     if table.empty or table.model.nunique() < 2:
         found = 0 if table.empty else table.model.nunique()
         raise InputError(f"{runs_dir}: test-time records of {found} pretrained model(s); exchange rates need 2 or more "
-                         f"of different pretraining FLOPs; make them with `{MAKE}`")
+                         f"of different pretraining FLOPs; make them with `{MAKE}` for each model")
     strategies: dict[str, Any] = {}
     for s, sub in table.groupby("strategy"):
         slope = s != GREEDY
