@@ -33,14 +33,17 @@ def exchange_cmd(
         raise InputError("--bootstrap must be 0 or more")
     doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier)
     print(json.dumps(doc) if as_json else "\n".join(summary_lines(doc)))
+    written = []
     if out is not None:
         atomic_write_json(out, doc)
-        print(f"wrote {out}") if not as_json else None
+        written.append(out)
     if plot is not None:
         from scalelab.laws.exchange_plot import plot_frontier
 
         plot_frontier(testtime_table(runs)[0], doc, plot, strategy=strategy)
-        print(f"wrote {plot}") if not as_json else None
+        written.append(plot)
+    for path in written if not as_json else []:  # --json keeps stdout one JSON document
+        print(f"wrote {path}")
 
 
 @app.command("plan")
