@@ -119,10 +119,14 @@ def test_power_isoflop_datacon_and_runs_dir(tmp_path, capsys):
         write_record(runs / f"r{i}", rec.complete(loss=float(loss)))
     failed = RunRecord(run_id="broken", phase="pretrain", technique="pretrain", task="testbed")
     write_record(runs / "broken", failed.fail("out of memory"))
+    # a whole pipeline's runs dir: a test-time record (no loss) next to the sweep is left out, and said
+    tt = RunRecord(run_id="cot-d1", phase="testtime", technique="cot", task="testbed", parent_id="r0")
+    write_record(runs / "r0-tt" / "cot-d1", tt.complete(accuracy=0.5, n=1))
     code, out, err = run(["fit", runs, "--law", "chinchilla", "--n-init", "200", "--bootstrap", "0",
                           "--out", tmp_path / "runs.json"], capsys)
     assert code == 0, err
     assert "run left out" in err and "out of memory" in err
+    assert "read the 9 pretraining runs; left out 1 post-training and test-time records" in " ".join(err.split())
     doc = json.loads((tmp_path / "runs.json").read_text())
     assert doc["n_points"] == 9 and abs(doc["params"]["alpha"] - TRUE["alpha"]) < 0.01
 

@@ -81,9 +81,18 @@ def fit_table(table: str | Path, law: Any, *, col_map: dict[str, str] | None = N
     est = make_law(law, x=x, **hyper) if isinstance(law, str) else law
     loaded = load_table(table)
     own = getattr(est, "prepare_table", None)  # test-time laws select one curve of their own columns
-    prepared = own(loaded.frame, col_map=col_map) if own else prepare(loaded.frame, est, col_map=col_map, x=getattr(est, "x", x))
+    frame, kept = loaded.frame, []
+    if own is None and "phase" in frame.columns and (frame["phase"] == "pretrain").any():
+        # A runs dir of a whole pipeline (scalelab demo) also holds post-training and test-time
+        # records; a pretraining law reads the pretraining runs only, and says so.
+        other = frame["phase"] != "pretrain"
+        if other.any():
+            kept = [f"read the {int((~other).sum())} pretraining runs; left out {int(other.sum())} post-training "
+                    "and test-time records"]
+            frame = frame[~other]
+    prepared = own(frame, col_map=col_map) if own else prepare(frame, est, col_map=col_map, x=getattr(est, "x", x))
     # Runs the loader could not use (failed, corrupt) are reported, never dropped silently.
-    prepared.notices[:0] = [f"run left out: {p}" for p in loaded.problems]
+    prepared.notices[:0] = [f"run left out: {p}" for p in loaded.problems] + kept
     est.fit(prepared.X, prepared.y, progress=progress)
     return est, prepared
 
