@@ -228,6 +228,22 @@ def test_rlhf_and_rlaif_count_their_reward_passes(parent, runs, rm):
     assert ai.metrics["reward_source"] == "judge-min"
 
 
+def test_rl_figures_read_every_curve(parent, runs, rm, tmp_path, cli):
+    from scalelab.posttrain.rlcurves import rl_table
+
+    _, rm_path = rm
+    for kl in (0.0, 0.5):
+        run("rlhf", {"parent": str(parent), "reward_model": str(rm_path), **RL, "kl_coef": kl}, runs / "post")
+    df = rl_table(runs / "post")
+    assert {"rlhf"} <= set(df.technique) and (df.groupby("run_id").x.min() == 0).all()
+    r = cli("posttrain", "plot-rl", runs / "post", "--out", tmp_path / "rl.png", "--overopt", tmp_path / "oo.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "rl.png").stat().st_size > 10_000 and (tmp_path / "oo.png").stat().st_size > 10_000
+    assert "rlhf, KL 0.5" in r.stdout
+    r = cli("posttrain", "plot-rl", tmp_path, "--out", tmp_path / "x.png")
+    assert r.returncode == 2 and "no rlvr / rlhf / rlaif / rft / dpo records" in r.stderr
+
+
 def test_a_failing_reward_is_counted_and_the_run_goes_on(parent, runs, monkeypatch):
     from scalelab.posttrain import rewards, rl
 
@@ -247,8 +263,10 @@ def test_a_failing_reward_is_counted_and_the_run_goes_on(parent, runs, monkeypat
 
 # ---- DPO and RFT ----------------------------------------------------------------------------------
 def test_dpo_on_feedback_pairs(parent, digest, runs, feedback_file):
-    rec = run("dpo", {"parent": str(parent), "data": str(feedback_file), "batch_size": 4, **EVAL}, runs / "post")
+    rec = run("dpo", {"parent": str(parent), "data": str(feedback_file), "batch_size": 4, "curve_problems": 2, **EVAL},
+              runs / "post")
     _lineage(rec, parent, "dpo", {"policy_train", "reference_forward"})
+    assert [c["round"] for c in rec.metrics["curve"]] == [0, 1, 2]  # before training and after each epoch
     assert 0 <= rec.metrics["heldout_pairwise_accuracy"] <= 1 and rec.metrics["pairs"] > 0
     assert dir_digest(parent) == digest
 

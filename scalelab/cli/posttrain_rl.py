@@ -143,3 +143,25 @@ def rft_cmd(parent: str = FROM, rounds: Optional[int] = typer.Option(None, "--ro
     rec = _run("rft", locals_of(locals()), sets, runs_dir, threads)
     _curve(rec)
     _summary(rec, runs_dir)
+
+
+@pt.command("plot-rl")
+def plot_rl_cmd(runs: Path = typer.Argument(..., help="runs directory with rlvr/rlhf/rlaif/rft/dpo records"),
+                out: Path = typer.Option(..., "--out", help="PNG: held-out accuracy against the stage's FLOPs"),
+                overopt: Optional[Path] = typer.Option(None, "--overopt", help="PNG: rlhf proxy reward and verifier "
+                                                       "accuracy against KL")) -> None:
+    """Accuracy against RL FLOPs for every RL-family run, and the reward over-optimisation curve."""
+    import sys
+
+    from scalelab.posttrain.rlcurves import plot_overoptimisation, plot_rl, rl_table
+
+    df = rl_table(runs)
+    last = df.sort_values("flops").groupby("run_id").tail(1).sort_values(["label", "flops"])
+    first = df.sort_values("flops").groupby("run_id").head(1).set_index("run_id")
+    print(f"{'run':<34}{'technique':<24}{'stage FLOPs':>12}{'start':>8}{'end':>8}")
+    for r in last.itertuples():
+        print(f"{r.run_id[-33:]:<34}{r.label:<24}{r.flops:>12.3g}{first.greedy_accuracy[r.run_id]:>8.3f}"
+              f"{r.greedy_accuracy:>8.3f}")
+    print(f"wrote {plot_rl(runs, out)}", file=sys.stderr)
+    if overopt is not None:
+        print(f"wrote {plot_overoptimisation(runs, overopt)}", file=sys.stderr)

@@ -35,6 +35,7 @@ class DPOConfig(FeedbackConfig):
     reference: str | None = Field(None, description="reference policy (default: the parent)")
     epochs: int = Field(2, ge=1, le=1000)
     lr: float | None = Field(None, gt=0, le=1.0, description="default: 0.1 x the parent's pretraining lr")
+    curve_problems: int = Field(32, ge=1, le=100_000, description="held-out validation questions per difficulty")
 
 
 def _examples(tok: Any, pairs: list[Any]) -> list[Any]:
@@ -89,6 +90,8 @@ def transform(ctx: StageContext) -> StageResult:
     rng = np.random.default_rng(cfg.seed)
     steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
     step, loss_v, acc_v, t0, tokens = 0, math.nan, math.nan, time.perf_counter(), 0
+    curve = _Curve(ctx, cfg)
+    curve.point(0, policy)
     policy.train()
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(train))
@@ -113,8 +116,10 @@ def transform(ctx: StageContext) -> StageResult:
                 ctx.log({"step": step, "epoch": epoch, "loss": loss_v, "reward_accuracy": acc_v,
                          "margin": float(margin.detach().mean()), "lr": lr})
                 ctx.progress("training", step, steps)
+        curve.point(epoch + 1, policy)
+        policy.train()
     policy.eval()
-    metrics = {"train_loss": loss_v, "train_reward_accuracy": acc_v, "train_steps": step, "train_tokens": tokens,
+    metrics = {"curve": curve.points, "train_loss": loss_v, "train_reward_accuracy": acc_v, "train_steps": step, "train_tokens": tokens,
                "pairs": len(train), "feedback": fb.source, "beta": cfg.beta, "lr": lr,
                "train_wall_s": round(time.perf_counter() - t0, 3)}
     if ex_ho:
@@ -125,6 +130,25 @@ def transform(ctx: StageContext) -> StageResult:
         ctx.ledger.eval_flops += count.forward([len(e) - 1 for e in ex_ho])
     return StageResult(model=policy, variant="dpo", metrics=metrics, tokens=tokens,
                        extra={"reference_id": ref_run.run_id})
+
+
+class _Curve:
+    """Held-out greedy accuracy after each epoch, against the stage's FLOPs so far."""
+
+    def __init__(self, ctx: StageContext, cfg: DPOConfig):
+        from scalelab.posttrain.evaluate import curve_problems
+
+        src = ctx.parent.testbed() if ctx.parent.pretrain_source()["source"] == "testbed" else None
+        self.ctx, self.seed, self.points = ctx, cfg.seed, []
+        steps = cfg.data_steps or list(range(1, src.config.max_steps + 1)) if src is not None else []
+        self.probs = curve_problems(src, steps, cfg.curve_problems, cfg.seed) if src is not None else []
+
+    def point(self, epoch: int, model: Any) -> None:
+        from scalelab.posttrain.evaluate import greedy_accuracy
+
+        if self.probs:
+            acc = greedy_accuracy(self.ctx, model, self.probs, self.seed)
+            self.points.append({"round": epoch, "posttrain_flops": self.ctx.ledger.total, "greedy_accuracy": acc})
 
 
 TECHNIQUE = Technique("dpo", DPOConfig, transform, "direct preference optimisation on pairs (offline, no reward model)")

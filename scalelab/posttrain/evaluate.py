@@ -78,3 +78,23 @@ def completion_loss(model: Any, tokenizer: Any, src: Any, cfg: Any) -> tuple[flo
             count += int(m.sum())
             flops += sum(fm.tokens(n, 0, heads=n) for n in b.lengths)
     return (total / count if count else None), flops
+
+
+def curve_problems(src: Any, steps: list[int], per: int, seed: int) -> list[Any]:
+    """The held-out validation questions a stage's learning curve is measured on."""
+    return [p for k in steps for p in src.problems("val", per, steps=k, seed=seed)]
+
+
+def greedy_accuracy(ctx: Any, model: Any, probs: list[Any], seed: int) -> float:
+    """Exact accuracy of greedy solutions to `probs` (evaluation FLOPs, outside the ledger)."""
+    from scalelab.testtime.strategies import Context, Options, run_strategy
+
+    grads = [p.requires_grad for p in model.parameters()]  # the engine freezes what it samples from
+    training = model.training
+    eng = ctx.engine(model)
+    outs = run_strategy("cot", probs, 1, Context(engine=eng, options=Options(seed=seed)))
+    ctx.ledger.eval_flops += sum(eng.meter.totals.values())
+    for p, g in zip(model.parameters(), grads):
+        p.requires_grad_(g)
+    model.train(training)
+    return float(np.mean([o.correct for o in outs]))

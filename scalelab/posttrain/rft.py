@@ -100,18 +100,9 @@ def _round_data(ctx: StageContext, cfg: RFTConfig, model: Any, probs: list[Any],
                 "kept_correct": float(np.mean([o.correct for o in outs])) if outs else 0.0}
 
 
-def greedy_accuracy(ctx: StageContext, model: Any, probs: list[Any], seed: int) -> float:
-    """Exact accuracy of greedy solutions (evaluation FLOPs, outside the ledger)."""
-    from scalelab.testtime.strategies import Context, Options, run_strategy
-
-    eng = ctx.engine(model)
-    outs = run_strategy("cot", probs, 1, Context(engine=eng, options=Options(seed=seed)))
-    ctx.ledger.eval_flops += sum(eng.meter.totals.values())
-    return float(np.mean([o.correct for o in outs]))
-
-
 def transform(ctx: StageContext) -> StageResult:
     from scalelab.posttrain.data import testbed_problems
+    from scalelab.posttrain.evaluate import greedy_accuracy, curve_problems
     from scalelab.testtime.verifiers import RewardModel
 
     cfg: RFTConfig = ctx.cfg
@@ -125,7 +116,7 @@ def transform(ctx: StageContext) -> StageResult:
     for rm in (orm, prm):
         if rm is not None:
             rm.check_tokenizer(ctx.parent.tokenizer, policy_name=ctx.parent.run_id)
-    curve_probs = [p for k in steps for p in src.problems("val", cfg.curve_problems, steps=k, seed=cfg.seed)]
+    curve_probs = curve_problems(src, steps, cfg.curve_problems, cfg.seed)
     model = ctx.parent.load_model()
     curve = [{"round": 0, "posttrain_flops": 0.0, "greedy_accuracy": greedy_accuracy(ctx, model, curve_probs, cfg.seed)}]
     stats: dict[str, Any] = {}

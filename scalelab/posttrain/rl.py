@@ -74,7 +74,8 @@ class RLConfig(StageConfig):
 
 
 class RLVRConfig(RLConfig):
-    pass
+    reward_level: Literal["outcome", "step"] = Field(
+        "outcome", description="outcome: 1 if the whole solution is right; step: every line checked (process)")
 
 
 class RLHFConfig(RLConfig):
@@ -115,6 +116,50 @@ def advantages(r: np.ndarray, ok: np.ndarray, algorithm: str, scale: bool) -> np
         if scale:
             a[ok] /= x.std() + 1e-4
     return a
+
+
+def line_rewards(problem: Any, text: str) -> list[float]:
+    """Exact process rewards: 1 for each line of `text` that is right against the problem's true
+    values (a step line: its inputs, operation and result; a '!' correction: the step it redoes;
+    the answer line: the answer), 0 otherwise. Only well-formed testbed lines can score."""
+    from scalelab.testtime.verifiers import split_lines
+    from scalelab.testbed import LABELS, verify
+
+    out = []
+    for ln in split_lines(text):
+        body = ln.rstrip("\n")
+        if body.startswith("A:"):
+            out.append(float(verify(problem, body + "\n").answer_correct))
+            continue
+        label = body[1:2] if body.startswith("!") else body[:1]
+        i = LABELS.find(label) if label else -1
+        ok = 0 <= i < problem.steps and body.lstrip("!") == problem.step_line(i).rstrip("\n")
+        out.append(float(ok))
+    return out
+
+
+def step_advantages(lines: list[list[float]], ok: np.ndarray) -> list[np.ndarray]:
+    """Process-supervision advantages of one group (Shao et al. 2024, DeepSeekMath sec. 4.1.3):
+    every line reward is normalised by the mean and std of all line rewards of the group, and a
+    token's advantage is the sum of the normalised rewards of its line and every later line.
+    Returns per sample one value per line (the caller spreads them over the line's tokens)."""
+    pooled = np.array([r for l, good in zip(lines, ok) if good for r in l], float)
+    if pooled.size < 2 or np.ptp(pooled) == 0:
+        return [np.zeros(len(l)) for l in lines]
+    mu, sd = pooled.mean(), pooled.std() + 1e-4
+    return [np.cumsum(((np.array(l, float) - mu) / sd)[::-1])[::-1] if good else np.zeros(len(l))
+            for l, good in zip(lines, ok)]
+
+
+def token_lines(engine: Any, token_ids: list[int]) -> list[int]:
+    """The line index of each completion token (a token whose text ends a line closes its line)."""
+    text = engine.token_text()
+    out, line = [], 0
+    for t in token_ids:
+        out.append(line)
+        if text[t].endswith("\n"):
+            line += 1
+    return out
 
 
 def policy_loss(lp: Any, old_lp: Any, ref_lp: Any, A: Any, mask: Any, use: Any,
@@ -244,9 +289,12 @@ class _Loop:
         self.errors += [e for e in rb.errors if e not in self.errors][:5]
         correct = np.array([self.task.verify(p, t).correct for p, t in zip(rep, texts)], float)
         r, ok = rb.values.reshape(-1, G), rb.ok.reshape(-1, G)
-        adv = np.concatenate([advantages(r[i], ok[i], cfg.algorithm, cfg.scale_rewards) for i in range(len(probs))])
         b, lengths = self._batch(probs, gen)
-        A = torch.tensor(adv, dtype=torch.float32)[:, None]  # [B, 1]
+        if getattr(cfg, "reward_level", "outcome") == "step":
+            A = self._step_advantages(probs, gen, texts, rb.ok, b)  # [B, T-1]
+        else:
+            adv = np.concatenate([advantages(r[i], ok[i], cfg.algorithm, cfg.scale_rewards) for i in range(len(probs))])
+            A = torch.tensor(adv, dtype=torch.float32)[:, None]  # [B, 1]
         use = torch.tensor(rb.ok, dtype=torch.float32)[:, None]
         mask = None
         ref_lp = None
@@ -279,6 +327,24 @@ class _Loop:
                 "kl": kl_val, "loss": float(loss.detach()), "reward_failed": rb.failed,
                 "completion_tokens": gen.generated_tokens / len(texts),
                 "groups_with_signal": int(sum(ok[i].sum() > 1 and np.ptp(r[i][ok[i]]) > 0 for i in range(len(probs))))}
+
+    def _step_advantages(self, probs: list[Any], gen: Any, texts: list[str], ok: np.ndarray, b: Any) -> Any:
+        """Per-token process advantages [B, T-1], aligned with `completion_logprobs`' positions."""
+        import torch
+
+        G = self.cfg.group_size
+        A = torch.zeros(b.ids.shape[0], b.ids.shape[1] - 1)
+        comps = [c for row in gen.completions for c in row]
+        for i, p in enumerate(probs):
+            rows = range(i * G, (i + 1) * G)
+            lines = [line_rewards(p, texts[r]) or [0.0] for r in rows]
+            adv = step_advantages(lines, ok[i * G:(i + 1) * G])
+            for r, a in zip(rows, adv):
+                ids = comps[r].token_ids
+                where = [min(j, len(a) - 1) for j in token_lines(self.engine, ids)]
+                start = b.lengths[r] - len(ids) - 1  # logp index of the first completion token
+                A[r, start:start + len(ids)] = torch.tensor(a[where], dtype=torch.float32)
+        return A
 
     def curve_point(self, step: int, probs: list[Any], row: dict[str, Any] | None) -> dict[str, Any]:
         """Greedy accuracy on held-out questions and the reward source's score of those answers."""
