@@ -44,7 +44,8 @@ DATA_STEPS = typer.Option(None, "--data-steps", help="testbed difficulties of th
 LORA = typer.Option(None, "--lora-rank", help="LoRA rank (0 or unset: full fine-tuning)")
 
 
-def _go(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, threads: Optional[int]) -> None:
+def _go(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, threads: Optional[int], *,
+        show: bool = True) -> Any:
     _setup(threads)
     from scalelab.posttrain import get_technique
     from scalelab.posttrain.stage import run_stage
@@ -57,7 +58,9 @@ def _go(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, thre
     with _progress() as bar:
         task = bar.add_task("loading", total=None)
         rec = run_stage(tech, cfg, runs_dir, progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))
-    _summary(rec, runs_dir)
+    if show:
+        _summary(rec, runs_dir)
+    return rec
 
 
 def _summary(rec: Any, runs_dir: Path) -> None:

@@ -8,8 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from scalelab.cli.posttrain import DIFFS, FROM, LR, PROBLEMS, RUNS, SET, THREADS, _summary, locals_of, pt
-from scalelab.cli.testtime import _ints, _progress, _setup
+from scalelab.cli.posttrain import DIFFS, FROM, LR, PROBLEMS, RUNS, SET, THREADS, _go, _summary, locals_of, pt
 
 DATA_STEPS = typer.Option(None, "--data-steps", help="difficulties of the training questions, e.g. 2-3")
 DATA = typer.Option(None, "--data", help="testbed | FILE.jsonl (prompt/chosen/rejected or prompt/completion/label)")
@@ -22,18 +21,7 @@ REF = typer.Option(None, "--reference", help="reference policy for the KL term (
 
 
 def _run(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, threads: Optional[int]) -> Any:
-    _setup(threads)
-    from scalelab.posttrain import get_technique
-    from scalelab.posttrain.stage import run_stage
-
-    tech = get_technique(name)
-    for key in ("eval_difficulties", "data_steps"):
-        if isinstance(fields.get(key), str):
-            fields[key] = _ints(fields[key], "--" + key.replace("_", "-"))
-    cfg = tech.config.build({k: v for k, v in fields.items() if v is not None}).override(sets)
-    with _progress() as bar:
-        task = bar.add_task("loading", total=None)
-        return run_stage(tech, cfg, runs_dir, progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))
+    return _go(name, fields, sets, runs_dir, threads, show=False)
 
 
 def _curve(rec: Any) -> None:

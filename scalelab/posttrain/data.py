@@ -20,13 +20,24 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Iterator, Sequence
 
 import numpy as np
+from pydantic import AfterValidator
 
 from scalelab.errors import InputError
 
 BOS, EOS = "<bos>", "<eos>"
+
+
+def _steps(v: list[int] | None) -> list[int] | None:
+    if v is not None and (not v or min(v) < 1):
+        raise ValueError("steps are integers >= 1")
+    return sorted(set(v)) if v else v
+
+
+# A config field of testbed difficulties (numbers of steps): None, or integers >= 1, sorted, unique.
+Steps = Annotated[list[int] | None, AfterValidator(_steps)]
 
 
 @dataclass(frozen=True)
@@ -74,12 +85,12 @@ def testbed_examples(src: Any, tokenizer: Any, n: int, *, split: str = "train", 
             for p in testbed_problems(src, n, split=split, steps=steps, seed=seed)]
 
 
-def read_jsonl(path: str | Path, tokenizer: Any) -> list[Example]:
-    """Prompt/completion pairs from a JSONL file; a missing, empty or non-string field names its line."""
+def jsonl_objects(path: str | Path, *, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSONL file; a line that is not a JSON
+    object is a one-line error naming it. `what` names the file's kind in the not-found message."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{p}: no such JSONL file")
-    out = []
+        raise InputError(f"{p}: no such {what}")
     with open(p, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
@@ -89,18 +100,29 @@ def read_jsonl(path: str | Path, tokenizer: Any) -> list[Example]:
             except json.JSONDecodeError as e:
                 raise InputError(f"{p} line {i}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
-                raise InputError(f"{p} line {i}: expected an object with \"prompt\" and \"completion\"")
-            for key in ("prompt", "completion"):
-                if key not in obj:
-                    raise InputError(f"{p} line {i}: missing field \"{key}\"")
-                if not isinstance(obj[key], str) or not obj[key]:
-                    raise InputError(f"{p} line {i}: field \"{key}\" must be a non-empty string")
-            try:
-                out.append(make_example(tokenizer, obj["prompt"], obj["completion"]))
-            except (ValueError, KeyError) as e:
-                raise InputError(f"{p} line {i}: cannot tokenize ({e})") from None
+                raise InputError(f"{p} line {i}: expected a JSON object")
+            yield i, obj
+
+
+def require_strings(path: str | Path, i: int, obj: dict[str, Any], keys: Sequence[str]) -> None:
+    for key in keys:
+        if key not in obj:
+            raise InputError(f"{path} line {i}: missing field \"{key}\"")
+        if not isinstance(obj[key], str) or not obj[key].strip():
+            raise InputError(f"{path} line {i}: field \"{key}\" must be a non-empty string")
+
+
+def read_jsonl(path: str | Path, tokenizer: Any) -> list[Example]:
+    """Prompt/completion pairs from a JSONL file; a missing, empty or non-string field names its line."""
+    out = []
+    for i, obj in jsonl_objects(path, what="JSONL file"):
+        require_strings(path, i, obj, ("prompt", "completion"))
+        try:
+            out.append(make_example(tokenizer, obj["prompt"], obj["completion"]))
+        except (ValueError, KeyError) as e:
+            raise InputError(f"{path} line {i}: cannot tokenize ({e})") from None
     if not out:
-        raise InputError(f"{p}: no examples (the file is empty)")
+        raise InputError(f"{path}: no examples (the file is empty)")
     return out
 
 

@@ -22,7 +22,6 @@ with a training pair.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,9 +62,9 @@ class Feedback:
 
 def _label(v: Any) -> float | None:
     key = v.strip().lower() if isinstance(v, str) else v
-    if isinstance(key, float) and key in (0.0, 1.0):
-        key = int(key)
-    if key in UP and not (isinstance(key, bool) and key is False):
+    if isinstance(key, (bool, int, float)) and not isinstance(key, bool) and key not in (0, 1):
+        return None
+    if key in UP:
         return 1.0
     if key in DOWN:
         return 0.0
@@ -74,42 +73,28 @@ def _label(v: Any) -> float | None:
 
 def read_feedback(path: str | Path) -> Feedback:
     """Pairs and thumbs from a JSONL file (module docstring); one-line errors name the line."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such feedback file (JSONL of prompt/chosen/rejected or prompt/completion/label)")
+    from scalelab.posttrain.data import jsonl_objects, require_strings
+
     pairs, thumbs = [], []
-    with open(p, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{p} line {i}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{p} line {i}: expected an object with prompt/chosen/rejected or prompt/completion/label")
-            is_pair = "chosen" in obj or "rejected" in obj
-            need = ("prompt", "chosen", "rejected") if is_pair else ("prompt", "completion")
-            for key in need:
-                if key not in obj:
-                    raise InputError(f"{p} line {i}: missing field \"{key}\"")
-                if not isinstance(obj[key], str) or not obj[key].strip():
-                    raise InputError(f"{p} line {i}: field \"{key}\" must be a non-empty string")
-            if is_pair:
-                if obj["chosen"] == obj["rejected"]:
-                    raise InputError(f"{p} line {i}: \"chosen\" and \"rejected\" are the same text")
-                pairs.append(Pair(obj["prompt"], obj["chosen"], obj["rejected"]))
-                continue
-            if "label" not in obj:
-                raise InputError(f"{p} line {i}: missing field \"label\" (or \"chosen\"/\"rejected\" for a pair)")
-            lab = _label(obj["label"])
-            if lab is None:
-                raise InputError(f"{p} line {i}: label {obj['label']!r} is not a thumbs-up or thumbs-down "
-                                 "(true/false, 1/0, up/down, good/bad, +/-)")
-            thumbs.append(Thumb(obj["prompt"], obj["completion"], lab))
+    what = "feedback file (JSONL of prompt/chosen/rejected or prompt/completion/label)"
+    for i, obj in jsonl_objects(path, what=what):
+        if "chosen" in obj or "rejected" in obj:
+            require_strings(path, i, obj, ("prompt", "chosen", "rejected"))
+            if obj["chosen"] == obj["rejected"]:
+                raise InputError(f"{path} line {i}: \"chosen\" and \"rejected\" are the same text")
+            pairs.append(Pair(obj["prompt"], obj["chosen"], obj["rejected"]))
+            continue
+        require_strings(path, i, obj, ("prompt", "completion"))
+        if "label" not in obj:
+            raise InputError(f"{path} line {i}: missing field \"label\" (or \"chosen\"/\"rejected\" for a pair)")
+        lab = _label(obj["label"])
+        if lab is None:
+            raise InputError(f"{path} line {i}: label {obj['label']!r} is not a thumbs-up or thumbs-down "
+                             "(true/false, 1/0, up/down, good/bad, +/-)")
+        thumbs.append(Thumb(obj["prompt"], obj["completion"], lab))
     if not pairs and not thumbs:
-        raise InputError(f"{p}: no feedback (the file is empty)")
-    return Feedback(pairs, thumbs, p.name)
+        raise InputError(f"{path}: no feedback (the file is empty)")
+    return Feedback(pairs, thumbs, Path(path).name)
 
 
 def n_lines(text: str) -> int:

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from scalelab.errors import ConfigError
+from scalelab.posttrain.data import Steps
 from scalelab.posttrain.prefs import Feedback, Pair, Thumb, read_feedback, split_by_prompt, testbed_pairs
 from scalelab.posttrain.stage import StageConfig, StageContext, StageResult, Technique
 
@@ -46,20 +47,13 @@ class FeedbackConfig(StageConfig):
     problems: int = Field(1024, ge=1, le=10_000_000, description="testbed: training questions sampled")
     samples: int = Field(8, ge=2, le=4096, description="testbed: policy samples per question")
     temperature: float = Field(1.0, gt=0, le=10)
-    data_steps: list[int] | None = Field(None, description="testbed: difficulties (default: all)")
+    data_steps: Steps = Field(None, description="testbed: difficulties (default: all)")
     max_pairs: int = Field(4, ge=1, le=10_000, description="testbed: pairs per question")
     prefer_shorter: bool = Field(True, description="testbed: a correct, shorter solution beats a longer one")
     heldout: float = Field(0.2, ge=0, lt=1, description="share of prompts held out for evaluation")
     batch_size: int = Field(32, ge=1, le=65_536, description="pairs or labels per step")
     weight_decay: float = Field(0.0, ge=0, le=1)
     grad_clip: float = Field(1.0, ge=0, le=1e3)
-
-    @field_validator("data_steps")
-    @classmethod
-    def _steps(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (not v or min(v) < 1):
-            raise ValueError("steps are integers >= 1")
-        return sorted(set(v)) if v else v
 
 
 class RewardModelConfig(FeedbackConfig):

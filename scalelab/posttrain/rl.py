@@ -35,9 +35,10 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from scalelab.errors import ConfigError
+from scalelab.posttrain.data import Steps
 from scalelab.posttrain.stage import StageConfig, StageContext, StageResult, Technique
 
 CURVE_KEYS = ("step", "posttrain_flops", "reward", "sample_accuracy", "greedy_accuracy", "greedy_reward", "kl")
@@ -55,22 +56,17 @@ class RLConfig(StageConfig):
     updates_per_batch: int = Field(1, ge=1, le=64)
     scale_rewards: bool = Field(True, description="GRPO: divide advantages by the group's std")
     loss_agg: Literal["sequence", "token"] = Field("sequence", description="mean per sequence, or over all tokens")
+    negative_weight: float = Field(1.0, ge=0, le=1, description="scale of negative advantages (0: reinforce only "
+                                   "better-than-average samples)")
     lr: float | None = Field(None, gt=0, le=1.0, description="default: 0.1 x the parent's pretraining lr")
     warmup_frac: float = Field(0.0, ge=0, le=0.5)
     min_lr_frac: float = Field(1.0, ge=0, le=1.0, description="1: constant lr (common in RL fine-tuning)")
     weight_decay: float = Field(0.0, ge=0, le=1.0)
     grad_clip: float = Field(1.0, ge=0, le=1e3)
-    data_steps: list[int] | None = Field(None, description="difficulties of the training questions (default: all)")
+    data_steps: Steps = Field(None, description="difficulties of the training questions (default: all)")
     reference: str | None = Field(None, description="reference policy for the KL term (default: the parent)")
     eval_every: int = Field(25, ge=0, le=1_000_000, description="steps between curve points (0: start and end only)")
     curve_problems: int = Field(32, ge=1, le=100_000, description="held-out validation questions per difficulty")
-
-    @field_validator("data_steps")
-    @classmethod
-    def _steps(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (not v or min(v) < 1):
-            raise ValueError("steps are integers >= 1")
-        return sorted(set(v)) if v else v
 
 
 class RLVRConfig(RLConfig):
@@ -295,6 +291,8 @@ class _Loop:
         else:
             adv = np.concatenate([advantages(r[i], ok[i], cfg.algorithm, cfg.scale_rewards) for i in range(len(probs))])
             A = torch.tensor(adv, dtype=torch.float32)[:, None]  # [B, 1]
+        if cfg.negative_weight < 1:
+            A = torch.where(A < 0, cfg.negative_weight * A, A)
         use = torch.tensor(rb.ok, dtype=torch.float32)[:, None]
         mask = None
         ref_lp = None

@@ -25,10 +25,10 @@ import shutil
 import time
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from scalelab.errors import ConfigError
-from scalelab.posttrain.data import Example, read_jsonl, testbed_examples
+from scalelab.posttrain.data import Example, Steps, read_jsonl, testbed_examples
 from scalelab.posttrain.loop import Counter, TrainStageConfig, default_lr, fit
 from scalelab.posttrain.stage import StageContext, StageResult, Technique
 
@@ -36,17 +36,10 @@ from scalelab.posttrain.stage import StageContext, StageResult, Technique
 class SFTConfig(TrainStageConfig):
     data: str = Field("testbed", description="testbed (worked solutions) or a JSONL file of prompt/completion")
     examples: int = Field(2000, ge=1, le=10_000_000, description="testbed: training examples")
-    data_steps: list[int] | None = Field(None, description="testbed: steps per problem (default: all)")
+    data_steps: Steps = Field(None, description="testbed: steps per problem (default: all)")
     lora_rank: int = Field(0, ge=0, le=4096, description="0: full fine-tuning; r > 0: LoRA of rank r")
     lora_alpha: float | None = Field(None, gt=0, description="LoRA scale alpha (default 2 x rank)")
     trainer: Literal["own", "trl"] = "own"
-
-    @field_validator("data_steps")
-    @classmethod
-    def _steps(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (not v or min(v) < 1):
-            raise ValueError("steps are integers >= 1")
-        return sorted(set(v)) if v else v
 
 
 def training_examples(ctx: StageContext, cfg: Any) -> list[Example]:

@@ -18,27 +18,20 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from scalelab.errors import ConfigError
-from scalelab.posttrain.data import generated_examples, testbed_problems
+from scalelab.posttrain.data import Steps, generated_examples, testbed_problems
 from scalelab.posttrain.sft import SFTConfig, finetune, training_examples
 from scalelab.posttrain.stage import StageContext, StageResult, Technique
 
 
 class SynthConfig(SFTConfig):
     teacher: str | None = Field(None, description="teacher run (default: the parent itself)")
-    target_steps: list[int] | None = Field(None, description="under-represented difficulties (default: hardest quarter)")
+    target_steps: Steps = Field(None, description="under-represented difficulties (default: hardest quarter)")
     synth_problems: int = Field(500, ge=1, le=10_000_000, description="target questions the teacher answers")
     samples: int = Field(4, ge=1, le=1024, description="teacher samples per question")
     temperature: float = Field(0.8, ge=0, le=10, description="teacher sampling temperature")
-
-    @field_validator("target_steps")
-    @classmethod
-    def _targets(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (not v or min(v) < 1):
-            raise ValueError("target steps are integers >= 1")
-        return sorted(set(v)) if v else v
 
 
 def targets(cfg: SynthConfig, max_steps: int) -> list[int]:
