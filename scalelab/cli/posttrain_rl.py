@@ -18,6 +18,7 @@ ALGO = typer.Option(None, "--algorithm", help="grpo | rloo")
 GROUP = typer.Option(None, "--group-size", help="samples per question (default 8)")
 PROMPTS = typer.Option(None, "--prompts-per-step", help="questions per batch (default 16)")
 REF = typer.Option(None, "--reference", help="reference policy for the KL term (default: the parent)")
+NEG = typer.Option(None, "--negative-weight", help="scale of negative advantages (1: GRPO; 0: reinforce only the better samples)")
 
 
 def _run(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, threads: Optional[int]) -> Any:
@@ -73,7 +74,8 @@ def _rl(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, thre
 @pt.command("rlvr")
 def rlvr_cmd(parent: str = FROM, steps: Optional[int] = STEPS, algorithm: Optional[str] = ALGO,
              group_size: Optional[int] = GROUP, prompts_per_step: Optional[int] = PROMPTS,
-             kl_coef: Optional[float] = KL, lr: Optional[float] = LR, data_steps: Optional[str] = DATA_STEPS,
+             kl_coef: Optional[float] = KL, negative_weight: Optional[float] = NEG, lr: Optional[float] = LR,
+             data_steps: Optional[str] = DATA_STEPS,
              reference: Optional[str] = REF, eval_problems: Optional[int] = PROBLEMS,
              eval_difficulties: Optional[str] = DIFFS, threads: Optional[int] = THREADS,
              sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
@@ -84,7 +86,8 @@ def rlvr_cmd(parent: str = FROM, steps: Optional[int] = STEPS, algorithm: Option
 @pt.command("rlhf")
 def rlhf_cmd(parent: str = FROM, reward_model: str = typer.Option(..., "--reward-model", help="reward-model run"),
              steps: Optional[int] = STEPS, algorithm: Optional[str] = ALGO, group_size: Optional[int] = GROUP,
-             prompts_per_step: Optional[int] = PROMPTS, kl_coef: Optional[float] = KL, lr: Optional[float] = LR,
+             prompts_per_step: Optional[int] = PROMPTS, kl_coef: Optional[float] = KL,
+             negative_weight: Optional[float] = NEG, lr: Optional[float] = LR,
              data_steps: Optional[str] = DATA_STEPS, reference: Optional[str] = REF,
              eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
              threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
@@ -96,7 +99,8 @@ def rlhf_cmd(parent: str = FROM, reward_model: str = typer.Option(..., "--reward
 def rlaif_cmd(parent: str = FROM, judge: str = typer.Option(..., "--judge", help="larger model run, or a reward model on it"),
               judge_mode: Optional[str] = typer.Option(None, "--judge-mode", help="likelihood judge: min | mean"),
               steps: Optional[int] = STEPS, algorithm: Optional[str] = ALGO, group_size: Optional[int] = GROUP,
-              prompts_per_step: Optional[int] = PROMPTS, kl_coef: Optional[float] = KL, lr: Optional[float] = LR,
+              prompts_per_step: Optional[int] = PROMPTS, kl_coef: Optional[float] = KL,
+             negative_weight: Optional[float] = NEG, lr: Optional[float] = LR,
               data_steps: Optional[str] = DATA_STEPS, reference: Optional[str] = REF,
               eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
