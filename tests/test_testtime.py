@@ -361,9 +361,12 @@ def test_allocation_report_and_records(policy, orm, runs):
     lines = run_allocation(cfg, runs / "alloc")
     text = "\n".join(lines)
     assert "predicted difficulty" in text and "compute-optimal strategy" in text and "adaptive allocation" in text
+    assert "cap per predicted-difficulty bin" in text
     recs = load_runs(runs / "alloc").records
     caps = {min(c, cfg.n_max) for c in cfg.caps}
-    assert len(recs) == (len(cfg.taus) + len(cfg.confidences)) * len(caps)
+    binned = [r for r in recs if r.metrics["stop"].startswith("verifier-bins")]
+    assert len(recs) - len(binned) == (len(cfg.taus) + len(cfg.confidences)) * len(caps)
+    assert all(len(r.metrics["bin_caps"]) == 2 and r.metrics["n"] >= cfg.probe for r in binned)
     assert all(r.technique == "adaptive_weighted_best_of_n" for r in recs)
     assert all(1 <= r.metrics["n"] <= r.metrics["cap"] and r.flops["verifier"] > 0 for r in recs)
     # a cap of one sample per question is uniform allocation at n = 1, whatever the rule

@@ -153,7 +153,11 @@ def train_verifier_cmd(
     rollouts: int = typer.Option(8, "--rollouts", help="PRM: Monte-Carlo rollouts per step prefix"),
     label: str = typer.Option("hard", "--label", help="PRM labels: hard (any rollout right) | soft (share right)"),
     epochs: int = typer.Option(3, "--epochs", help="label head: passes over the samples"),
-    init: str = typer.Option("policy", "--init", help="label head: policy (fine-tune a copy) | a ladder preset"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="build the reward model from this run (same tokenizer; "
+                                        "e.g. a larger or longer-trained model) instead of the policy; samples still "
+                                        "come from the policy"),
+    init: str = typer.Option("policy", "--init", help="label head: policy (fine-tune a copy of the policy or judge) "
+                             "| a ladder preset"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     sets: list[str] = _SET,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
@@ -167,14 +171,16 @@ def train_verifier_cmd(
     if head not in ("likelihood", "label"):
         raise InputError(f"--head {head!r}: choose likelihood or label")
     cfg = VerifierConfig.build(policy=policy, kind=kind, head=head, problems=problems, samples=samples, rollouts=rollouts,
-                               label=label, epochs=epochs, init=init, threads=threads).override(sets)
+                               label=label, epochs=epochs, init=init, judge=judge, threads=threads).override(sets)
     with _progress() as bar:
         task = bar.add_task("loading", total=None)
         rec = train_verifier(cfg, runs_dir, progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))
     m = rec.metrics
     agree = f", MC labels agree with true step correctness {m['label_agreement']:.3f}" if m.get("label_agreement") is not None else ""
     within = m.get("val_auc_within_problem")
-    print(f"{rec.run_id}: val AUC {_fmt(m['val_auc'])} (within problems {_fmt(within) if within is not None else '-'}), best of {m['val_best_of']} by score "
+    within = _fmt(within) if within is not None else "-"
+    judged = f" (judge {m['judge']})" if m.get("judge") else ""
+    print(f"{rec.run_id}{judged}: val AUC {_fmt(m['val_auc'])} (within problems {within}), best of {m['val_best_of']} by score "
           f"{m['val_accuracy_best_of_samples']:.3f} vs random pick {m['val_accuracy_random_pick']:.3f}{agree}; "
           f"FLOPs inference {rec.flops.get('inference', 0):.3g}, posttrain {rec.flops.get('posttrain', 0):.3g} "
           f"-> {runs_dir / rec.run_id}")
@@ -190,12 +196,15 @@ def predict_cmd(
     fit_max_n: int = typer.Option(8, "--fit-max-n", help="fit on budgets n <= this"),
     at: int = typer.Option(64, "--at", help="predict accuracy at this n and compare with the record"),
     strategies: Optional[str] = typer.Option(None, "--strategies", help="only these (default: every curve)"),
+    difficulties: Optional[str] = typer.Option(None, "--difficulties", help="only these steps, e.g. 3-6"),
+    pooled: bool = typer.Option(False, "--pooled", help="one curve per strategy: the mean over the difficulties"),
 ) -> None:
     """Fit each curve on small budgets and predict a large one: predicted, observed, error."""
     from scalelab.testtime.predict import predict_curves
 
     rows = predict_curves(runs, against=against, law=law, x=x, fit_max_n=fit_max_n, at=at,
-                          strategies=strategies.split(",") if strategies else None)
+                          strategies=strategies.split(",") if strategies else None, pooled=pooled,
+                          difficulties=_ints(difficulties, "--difficulties") if difficulties else None)
     print(f"{'strategy':<24}{'steps':>6}{'points':>7}{'predicted':>11}{'observed':>10}{'error':>8}  fit")
     for r in rows:
         err = f"{100 * r['error']:+.1f}pt" if r["error"] is not None else "-"
@@ -242,3 +251,30 @@ def allocate_cmd(
                                 progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))
     for line in report:
         print(line)
+
+
+@tt.command("compare")
+def compare_cmd(
+    runs: Path = typer.Argument(..., help="runs directory written by `scalelab testtime`"),
+    baseline: str = typer.Option("cot", "--baseline", help="the strategy to beat (its n = 1 point)"),
+    budget: str = typer.Option("majority:16", "--budget", help="STRATEGY:N whose FLOPs per question are the most "
+                               "each strategy may spend"),
+    difficulties: Optional[str] = typer.Option(None, "--difficulties", help="e.g. 3-6 (default: all)"),
+    strategies: Optional[str] = typer.Option(None, "--strategies", help="only these (default: every one)"),
+) -> None:
+    """Each strategy at its largest n within a FLOPs budget against a baseline, with paired errors."""
+    from scalelab.testtime.compare import compare_at_budget
+
+    name, _, k = budget.partition(":")
+    if not name or not k.isdigit():
+        raise InputError(f"--budget {budget!r}: expected STRATEGY:N, e.g. majority:16")
+    rows = compare_at_budget(runs, baseline=baseline, budget=(name, int(k)),
+                             difficulties=_ints(difficulties, "--difficulties") if difficulties else None,
+                             strategies=strategies.split(",") if strategies else None)
+    print(f"{'strategy':<24}{'steps':>7}{'n':>4}{'FLOPs/q':>10}{'budget':>10}{'accuracy':>10}{'± se':>7}"
+          f"{baseline:>9}{'gap':>8}{'± se':>7}")
+    for r in rows:
+        n = "" if r["n"] is None else r["n"]
+        print(f"{r['strategy']:<24}{r['steps']:>7}{n:>4}{_fmt(r['flops']):>10}{_fmt(r['budget_flops']):>10}"
+              f"{r['accuracy']:>10.3f}{r['accuracy_se']:>7.3f}{r['baseline']:>9.3f}{100 * r['gap']:>+7.1f}pt"
+              f"{100 * r['gap_se']:>5.1f}")

@@ -2,7 +2,7 @@
 Optimally can be More Effective than Scaling Model Parameters", sec. 3-4).
 
 One pool of `n_max` samples per question is drawn for a mix of difficulties (the questions a
-deployment would see). Three analyses use it, none of them the true number of steps:
+deployment would see). Four analyses use it, none of them the true number of steps:
 
 1. Predicted difficulty. The first `probe` samples of a question (samples are exchangeable, so
    the first ones are a random subset) give its answer agreement: the share of the most common
@@ -19,14 +19,19 @@ deployment would see). Three analyses use it, none of them the true number of st
    `agree` (the issue's rule) stops once the most common answer holds a share >= tau of the
    samples so far; `verifier` (needs an ORM) stops once some sample's ORM score reaches the
    confidence threshold, i.e. rejection sampling until the verifier accepts. Each runs under a
-   per-question cap of samples. Answers come from the same rule as the uniform baseline (weighted
-   best-of-n with an ORM, else majority vote). Replayed on the pool in `orders` random orders and
-   averaged. For each setting the report gives accuracy, FLOPs per question (policy + verifier)
-   and the FLOPs uniform allocation needs for the same accuracy (interpolated on its curve in log
-   FLOPs), i.e. the saving. On the d4 policy of docs/testtime.md, agreement spent its extra
-   samples on questions where no number of samples helped and never beat uniform, while the
-   verifier rule (ORM score >= 0.9, cap 4) needed 1.6x fewer FLOPs than uniform allocation for the
-   same accuracy (docs/testtime.md).
+   per-question cap of samples. Answers come from the same rule as the uniform baseline (with an
+   ORM, `select`: weighted best-of-n, or plain best-of-n, the top-scored sample; else majority
+   vote). With a verifier that ranks a problem's samples nearly perfectly, plain best-of-n is
+   the stronger baseline: a weighted vote lets a wrong answer that many samples share outvote a
+   right one that few do. Replayed on the pool in `orders` random orders and averaged. For each
+   setting the report gives accuracy, FLOPs per question (policy + verifier) and the FLOPs
+   uniform allocation needs for the same accuracy (interpolated on its curve in log FLOPs), i.e.
+   the saving.
+4. With an ORM, rejection sampling with a cap per predicted-difficulty bin (`_bin_caps`).
+
+Measured (docs/testtime.md, docs/LOG.md): agreement never beat uniform allocation (it spends its
+extra samples on questions no number of samples helps); rejection sampling saved 1.6x on a d4
+policy with its own ORM and 1.73x on a d4 policy with a judge ORM, and per-bin caps 1.91x.
 """
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ class AllocateConfig(Config):
     difficulties: list[int] = Field(default_factory=lambda: list(range(1, 9)))
     problems: int = Field(50, ge=2, le=100_000, description="problems per difficulty")
     split: Literal["val", "test"] = "test"
+    modulus: int | list[int] | None = Field(None, description="as in TesttimeConfig: fix the modulus or a band")
     n_max: int = Field(64, ge=4, le=100_000)
     probe: int = Field(4, ge=2, le=1024)
     bins: int = Field(5, ge=1, le=100)
@@ -56,6 +62,8 @@ class AllocateConfig(Config):
     taus: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0], description="agree rule thresholds")
     confidences: list[float] = Field(default_factory=lambda: [0.5, 0.7, 0.9], description="verifier rule thresholds")
     caps: list[int] = Field(default_factory=lambda: [4, 8, 16], description="most samples per question")
+    select: Literal["weighted", "best"] = Field("weighted", description="with an ORM: weighted best-of-n or "
+                                                "best-of-n (the top-scored sample), for uniform and adaptive alike")
     orders: int = Field(20, ge=1, le=10_000)
     temperature: float = Field(0.8, gt=0, le=10)
     draws: int = Field(400, ge=1)
@@ -71,8 +79,11 @@ def _agreement(answers: np.ndarray) -> float:
     return float(np.unique(a, return_counts=True)[1].max() / answers.size)
 
 
-def _choose(answers: np.ndarray, correct: np.ndarray, scores: np.ndarray | None) -> float:
-    """Correctness of the vote over these samples (weighted by scores when given)."""
+def _choose(answers: np.ndarray, correct: np.ndarray, scores: np.ndarray | None, select: str = "weighted") -> float:
+    """Correctness of the vote over these samples (weighted by scores when given), or of the
+    top-scored sample (`select="best"`)."""
+    if scores is not None and select == "best":
+        return float(correct[np.argmax(scores)])
     ok = answers != est.NO_ANSWER
     if not ok.any():
         return 0.0
@@ -96,11 +107,12 @@ def run_allocation(cfg: AllocateConfig, runs_dir: str | Path,
         raise ConfigError(f"probe={cfg.probe} must be smaller than n_max={cfg.n_max}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tcfg = TesttimeConfig.build(model=cfg.model, orm=cfg.orm, strategies=["majority"] + (["best_of_n"] if cfg.orm else []),
+    tcfg = TesttimeConfig.build(model=cfg.model, orm=cfg.orm, modulus=cfg.modulus,
+                                strategies=["majority"] + (["best_of_n"] if cfg.orm else []),
                                 temperature=cfg.temperature, seed=cfg.seed, max_batch=cfg.max_batch, n=[cfg.n_max])
     ctx, parent, pid, src = load_context(tcfg, progress=progress)
     problems = [p for d in cfg.difficulties
-                for p in src.problems(cfg.split, cfg.problems, steps=d, seed=cfg.seed)]
+                for p in src.problems(cfg.split, cfg.problems, steps=d, modulus=cfg.modulus, seed=cfg.seed)]
     pools = ctx.scored(problems, cfg.n_max, "orm") if cfg.orm else ctx.pool(problems, cfg.n_max)
     rng = np.random.default_rng(cfg.seed)
     lines: list[str] = []
@@ -156,13 +168,17 @@ def run_allocation(cfg: AllocateConfig, runs_dir: str | Path,
         lines.append(f"{k:>4}  {best_single + f' {acc[(best_single, k)].mean():.3f}':<28}{cv.mean():>16.3f}  {', '.join(picks)}")
 
     # 3. adaptive allocation against uniform, same selection rule
-    rule = "weighted_best_of_n" if cfg.orm else "majority"
+    rule = ("weighted_best_of_n" if cfg.select == "weighted" else "best_of_n") if cfg.orm else "majority"
     cost = np.array([pl.flops_decode.mean() for pl in pools])
     pre = np.array([pl.flops_prefill for pl in pools])
     vcost = np.array([pl.orm_flops.mean() for pl in pools]) if cfg.orm else np.zeros(len(pools))
     uni_k = [k for k in (2 ** i for i in range(20)) if k <= cfg.n_max]
-    uni_acc = np.array([np.mean([est.vote_at_k(pl.answers, pl.correct, k, scores=pl.orm if cfg.orm else None,
-                                               draws=cfg.draws, rng=rng) for pl in pools]) for k in uni_k])
+    if cfg.orm and cfg.select == "best":
+        uni_q = np.array([[est.best_of_k(pl.orm, pl.correct, k) for pl in pools] for k in uni_k])  # [k, question]
+    else:
+        uni_q = np.array([[est.vote_at_k(pl.answers, pl.correct, k, scores=pl.orm if cfg.orm else None,
+                                         draws=cfg.draws, rng=rng) for pl in pools] for k in uni_k])
+    uni_acc = uni_q.mean(1)
     uni_flops = np.array([np.mean(pre + k * (cost + vcost)) for k in uni_k])
     lines.append(f"adaptive allocation (answers by {rule}; {cfg.step} sample(s) per round, at most `cap` per question):")
     lines.append(f"{'stop rule':<22}{'cap':>5}{'mean n':>8}{'accuracy':>10}{'FLOPs/q':>11}"
@@ -179,6 +195,9 @@ def run_allocation(cfg: AllocateConfig, runs_dir: str | Path,
             lines.append(f"{what:<22}{cap:>5}{used.mean():>8.1f}{a:>10.3f}{f:>11.3g}"
                          f"{(f'{u:.3g}' if u else 'beyond n_max'):>30}{save:>8}")
             _record(cfg, runs_dir, parent, pid, rule, stop, thr, cap, a, got, used, pre, cost, vcost, len(problems), u)
+    if cfg.orm:
+        lines += _bin_caps(cfg, runs_dir, parent, pid, rule, pools, bin_of, fold, rng, pre, cost, vcost,
+                           uni_k, uni_q, uni_acc, uni_flops)
     lines.append("uniform: " + ", ".join(f"n={k} {a_:.3f} ({f_:.3g})" for k, a_, f_ in zip(uni_k, uni_acc, uni_flops)))
     out = Path(runs_dir) / pid / "allocation"
     out.mkdir(parents=True, exist_ok=True)
@@ -186,14 +205,66 @@ def run_allocation(cfg: AllocateConfig, runs_dir: str | Path,
     return lines
 
 
+def _bin_caps(cfg: AllocateConfig, runs_dir: str | Path, parent: Any, pid: str, rule: str, pools: list[Any],
+              bin_of: np.ndarray, fold: np.ndarray, rng: np.random.Generator, pre: np.ndarray, cost: np.ndarray,
+              vcost: np.ndarray, uni_k: list[int], uni_q: np.ndarray, uni_acc: np.ndarray,
+              uni_flops: np.ndarray) -> list[str]:
+    """4. Rejection sampling with a cap per predicted-difficulty bin (Snell et al. 2024, sec. 3.2:
+    spend by predicted difficulty). The probe samples are drawn first (they predicted the bin),
+    then one at a time until the ORM accepts or the bin's cap is reached. For each uniform budget
+    k, the cheapest caps (one per bin, from `caps`) whose accuracy on one half of the questions
+    reaches uniform best-of-k's on that half are chosen there and scored on the other half
+    (2-fold). Why: rejection sampling alone spends its whole cap on the questions no sample
+    solves, which bounds its saving by cap / mean n."""
+    import itertools
+
+    caps = sorted({min(c, cfg.n_max) for c in cfg.caps if c >= cfg.probe})
+    rows = np.arange(len(pools))
+    combos = [np.array(c) for c in itertools.product(range(len(caps)), repeat=int(bin_of.max()) + 1)]
+    lines = [f"rejection sampling with a cap per predicted-difficulty bin (the {cfg.probe} probe samples first; caps "
+             "chosen on one half to reach uniform best-of-k there, scored on the other):",
+             f"{'ORM score >=':>12}{'k':>4}  {'caps by bin (each half)':<24}{'mean n':>7}{'accuracy':>10}"
+             f"{'FLOPs/q':>10}"
+             f"{'uniform acc':>12}{'uniform FLOPs/q at same acc':>29}{'saving':>8}"]
+    for thr in cfg.confidences:
+        runs = [_adaptive(pools, "verifier", thr, c, cfg, rng, prefix=cfg.probe) for c in caps]
+        got = np.array([g for g, _ in runs])                           # [cap, question]
+        used = np.array([u for _, u in runs])
+        flops = pre[None] + used * (cost + vcost)[None]                 # [cap, question]
+        for j, k in enumerate(uni_k):
+            picks = []
+            for f in (0, 1):
+                train = fold != f
+                ok = [(flops[c[bin_of], rows][train].mean(), i) for i, c in enumerate(combos)
+                      if got[c[bin_of], rows][train].mean() >= uni_q[j][train].mean()]
+                picks.append(combos[min(ok)[1]] if ok else None)
+            if any(c is None for c in picks):
+                lines.append(f"{thr:>12g}{k:>4}  no caps reach uniform best-of-{k} on a half")
+                continue
+            pick = np.where(fold == 0, picks[0][bin_of], picks[1][bin_of])  # each half scored by the other's choice
+            a_q, n_q = got[pick, rows], used[pick, rows]
+            a, f_ = float(a_q.mean()), float(flops[pick, rows].mean())
+            u = _uniform_flops_at(uni_acc, uni_flops, a)
+            shown = [[caps[i] for i in c] for c in picks]
+            text = " | ".join(",".join(map(str, c)) for c in shown)
+            lines.append(f"{thr:>12g}{k:>4}  {text:<24}{n_q.mean():>7.1f}{a:>10.3f}{f_:>10.3g}"
+                         f"{uni_acc[j]:>12.3f}{(f'{u:.3g}' if u else 'beyond n_max'):>29}"
+                         f"{(f'{u / f_:.2f}x' if u else '-'):>8}")
+            _record(cfg, runs_dir, parent, pid, rule, f"verifier-bins-k{k}", thr, int(max(map(max, shown))), a, a_q,
+                    n_q, pre, cost, vcost, len(pools), u, bin_caps=shown, uniform_k=k)
+    return lines
+
+
 def _adaptive(pools: list[Any], stop: str, thr: float, cap: int, cfg: AllocateConfig,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Per question: expected correctness and samples used, over `orders` random sample orders."""
+              rng: np.random.Generator, prefix: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per question: expected correctness and samples used, over `orders` random sample orders
+    (the first `prefix` samples of the pool, e.g. the probe, come first in every order)."""
     got, used = np.zeros(len(pools)), np.zeros(len(pools))
-    first = 2 if stop == "agree" else 1  # agreement needs two answers to mean anything
+    first = max(2 if stop == "agree" else 1, prefix)  # agreement needs two answers to mean anything
     for i, pl in enumerate(pools):
         for _ in range(cfg.orders):
-            order = rng.permutation(pl.N)
+            order = np.concatenate([np.arange(prefix), prefix + rng.permutation(pl.N - prefix)]) if prefix else \
+                rng.permutation(pl.N)
             m = min(first, cap, pl.N)
             while m < min(cap, pl.N):
                 seen = order[:m]
@@ -203,7 +274,8 @@ def _adaptive(pools: list[Any], stop: str, thr: float, cap: int, cfg: AllocateCo
                     break
                 m += cfg.step
             sel = order[:min(m, cap, pl.N)]
-            got[i] += _choose(pl.answers[sel], pl.correct[sel], pl.orm[sel] if pl.orm is not None else None)
+            scores = pl.orm[sel] if pl.orm is not None else None
+            got[i] += _choose(pl.answers[sel], pl.correct[sel], scores, cfg.select)
             used[i] += sel.size
     return got / cfg.orders, used / cfg.orders
 
@@ -223,7 +295,7 @@ def _uniform_flops_at(acc: np.ndarray, flops: np.ndarray, target: float) -> floa
 
 def _record(cfg: AllocateConfig, runs_dir: str | Path, parent: Any, pid: str, rule: str, stop: str, thr: float,
             cap: int, acc: float, got: np.ndarray, used: np.ndarray, pre: np.ndarray, cost: np.ndarray,
-            vcost: np.ndarray, q: int, uniform: float | None) -> None:
+            vcost: np.ndarray, q: int, uniform: float | None, **extra: Any) -> None:
     name = f"adaptive_{rule}"
     key = {**cfg.model_dump(exclude={"threads", "max_batch", "taus", "confidences", "caps"}),
            "stop": stop, "threshold": thr, "cap": cap}
@@ -239,7 +311,7 @@ def _record(cfg: AllocateConfig, runs_dir: str | Path, parent: Any, pid: str, ru
     rec.complete(n=float(used.mean()), accuracy=float(acc), accuracy_se=se, stop=stop, threshold=thr, cap=cap, problems=q,
                  flops_per_question=(inf + ver) / q, inference_flops_per_question=inf / q,
                  verifier_flops_per_question=ver / q, uniform_flops_same_accuracy=uniform,
-                 difficulties=cfg.difficulties, kind="adaptive", per_problem=got.tolist())
+                 difficulties=cfg.difficulties, kind="adaptive", per_problem=got.tolist(), **extra)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", rec.config)
     write_record(run_dir, rec)

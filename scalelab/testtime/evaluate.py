@@ -38,7 +38,8 @@ class TesttimeConfig(Config):
     difficulties: list[int] = Field(default_factory=lambda: list(range(1, 9)), description="steps per problem")
     problems: int = Field(50, ge=1, le=100_000, description="problems per difficulty")
     split: Literal["val", "test"] = "test"
-    modulus: int | None = Field(None, ge=2, le=997, description="fix the modulus (default: the policy's mix)")
+    modulus: int | list[int] | None = Field(None, description="fix the modulus, or draw it uniformly from a list "
+                                            "(a band of number sizes); default: the policy's mix")
     orm: str | None = None
     prm: str | None = None
     temperature: float = Field(0.8, ge=0, le=10)
@@ -49,7 +50,9 @@ class TesttimeConfig(Config):
     final: Literal["weighted", "best"] = "weighted"
     revision_threshold: float = Field(0.5, ge=0, le=1, description="revision: least doubt that reopens a step")
     draws: int = Field(1000, ge=1, le=1_000_000)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="draws the problems, and the samples unless sample_seed is set")
+    sample_seed: int | None = Field(None, ge=0, description="seed of the samples only: another value draws an "
+                                    "independent pool on the same problems (predict.py's honest protocol)")
     max_batch: int = Field(1024, ge=1, le=1_000_000)
     threads: int | None = Field(None, ge=1, le=1024)
 
@@ -76,6 +79,14 @@ class TesttimeConfig(Config):
             raise ValueError(f"choose one of {', '.join(PRM_AGGREGATES)}")
         return v
 
+    @field_validator("modulus")
+    @classmethod
+    def _moduli(cls, v: int | list[int] | None) -> int | list[int] | None:
+        bad = [m for m in ([v] if isinstance(v, int) else v or []) if not 2 <= m <= 997]
+        if bad or v == []:
+            raise ValueError(f"moduli are integers in 2..997 (got {bad or 'none'})")
+        return v
+
     @field_validator("difficulties")
     @classmethod
     def _steps(cls, v: list[int]) -> list[int]:
@@ -85,7 +96,8 @@ class TesttimeConfig(Config):
 
 
 def _options(cfg: TesttimeConfig) -> Options:
-    return Options(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, seed=cfg.seed, prm_agg=cfg.prm_agg,
+    seed = cfg.seed if cfg.sample_seed is None else cfg.sample_seed
+    return Options(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, seed=seed, prm_agg=cfg.prm_agg,
                    beam_width=cfg.beam_width, final=cfg.final, revision_threshold=cfg.revision_threshold,
                    draws=cfg.draws)
 

@@ -9,16 +9,23 @@
    the recipe works wherever only final answers can be checked; on the testbed the labels are
    also compared with the true correctness of each prefix (`label_agreement`), which differs
    exactly where a wrong step is followed by a correction the policy would write.
-3. Fit the head (see `verifiers.py`). Likelihood head (default): the policy's log-probabilities of
-   the sampled tokens give a few features per query position; a logistic regression (L2, scipy
-   L-BFGS) fits its coefficients; the checkpoint is the policy's weights unchanged. Label head:
-   fine-tune a copy of the policy (or a fresh ladder model, `init=d2`...) to predict the label as
-   P("+" vs "-") at each query position, binary cross-entropy, AdamW.
+3. Fit the head (see `verifiers.py`) on the reward model's base, the policy itself or a `judge`:
+   another causal LM with the same tokenizer, e.g. a larger or longer-trained model of the same
+   testbed (Cobbe et al. 2021, "Training Verifiers to Solve Math Word Problems", judge a small
+   generator's samples with a larger verifier). The policy's own log-probabilities cannot tell
+   it more than it knows: greedy decoding already follows its most likely tokens. Likelihood
+   head (default): the base's log-probabilities of the sampled tokens give a few features per
+   query position; a logistic regression (L2, scipy L-BFGS) fits its coefficients; the
+   checkpoint is the base's weights unchanged. Label head: fine-tune a copy of the base (or a
+   fresh ladder model, `init=d2`...) to predict the label as P("+" vs "-") at each query
+   position, binary cross-entropy, AdamW. Samples and Monte-Carlo rollouts always come from the
+   policy: the reward model judges the policy's solutions.
 4. Validate on the validation split: AUC of the score against correctness, and the accuracy of
    picking the best-scored of the `samples` solutions against picking one at random.
 5. Write a run like any other: checkpoint (safetensors, tokenizer, reward.json), record with the
    policy as parent; its ledger carries the policy's FLOPs forward and adds sampling and rollouts
-   as inference, training as posttrain.
+   as inference, training as posttrain; a judge's own ledger is kept in `metrics.judge_flops`
+   (its pretraining is its own run's, not the policy's).
 
 Command line: `scalelab testtime train-verifier --policy RUN --kind prm --runs-dir runs`.
 """
@@ -53,7 +60,10 @@ class VerifierConfig(Config):
     min_steps: int = Field(1, ge=1, le=12)
     max_steps: int = Field(8, ge=1, le=12)
     temperature: float = Field(0.8, gt=0, le=10)
-    init: str = Field("policy", description="label head: policy (fine-tune a copy) or a ladder preset from scratch")
+    judge: str | None = Field(None, description="the model the reward model is built from (default: the policy); "
+                              "same tokenizer")
+    init: str = Field("policy", description="label head: policy (fine-tune a copy of the base: the policy or the "
+                      "judge) or a ladder preset from scratch")
     l2: float = Field(1e-3, ge=0, le=100, description="likelihood head: L2 penalty of the logistic fit")
     epochs: int = Field(3, ge=1, le=1000)
     lr: float = Field(3e-4, gt=0, le=1)
@@ -65,8 +75,10 @@ class VerifierConfig(Config):
     threads: int | None = Field(None, ge=1, le=1024)
 
 
-def run_id_for(cfg: VerifierConfig, policy_id: str) -> str:
-    key = cfg.model_dump(exclude={"max_batch", "threads", "policy"})
+def run_id_for(cfg: VerifierConfig, policy_id: str, judge_id: str | None = None) -> str:
+    key = cfg.model_dump(exclude={"max_batch", "threads", "policy", "judge"})
+    if judge_id is not None:  # runs identified by name, not by where they lie (as the policy)
+        key["judge"] = judge_id
     return f"{cfg.kind}-{policy_id}-{config_hash({**key, 'policy': policy_id})}"
 
 
@@ -105,7 +117,9 @@ def _label_prm(eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[s
         for t in row:
             lines = split_lines(t)
             final = float(task.verify(probs[i], t).correct)
-            out[-1].append([labels[(i, "".join(lines[:j + 1]))] for j in range(len(lines) - 1)] + [final])
+            # an empty sample (<eos> at once) has no line to label, nor a query position to score
+            steps = [labels[(i, "".join(lines[:j + 1]))] for j in range(len(lines) - 1)]
+            out[-1].append(steps + [final] if lines else [])
             truth[-1].append([_prefix_ok(task, probs[i], "".join(lines[:j + 1])) for j in range(len(lines))])
     return out, truth
 
@@ -140,7 +154,8 @@ def train_verifier(cfg: VerifierConfig, runs_dir: str | Path, *, progress: Any =
         raise ConfigError(f"min_steps={cfg.min_steps} > max_steps={cfg.max_steps}")
     parent = parent_record(cfg.policy)
     pid = run_name(cfg.policy, parent)
-    run_dir = Path(runs_dir) / run_id_for(cfg, pid)
+    jid = run_name(cfg.judge, parent_record(cfg.judge)) if cfg.judge is not None else None
+    run_dir = Path(runs_dir) / run_id_for(cfg, pid, jid)
     if (run_dir / "record.json").is_file():
         done = read_record(run_dir)
         if done.status == "complete":
@@ -158,6 +173,9 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
     from scalelab.testtime.evaluate import check_testbed_tokenizer
 
     check_testbed_tokenizer(eng, pid)
+    base, jrec, jid = eng, None, None  # what the reward model is built from
+    if cfg.judge is not None:
+        base, jrec, jid = _load_judge(cfg, eng, pid)
     src = testbed_for(parent)
     if cfg.max_steps > src.config.max_steps:
         raise ConfigError(f"max_steps={cfg.max_steps}: the policy's testbed has at most {src.config.max_steps} steps")
@@ -184,11 +202,12 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
     # ---- the reward model -----------------------------------------------------------------------
     tok = eng.tokenizer
     rm_meta = {"kind": cfg.kind, "head": cfg.head, "good_token": GOOD, "bad_token": BAD, "policy": pid,
+               "judge": jid,
                "label": cfg.label, "vocab_hash": vocab_hash(tok),
                "query": "every line end" if cfg.kind == "prm" else "last token"}
     record = RunRecord(run_id=run_dir.name, parent_id=pid, phase="posttrain",
                        technique=f"reward-model-{cfg.kind}", task="testbed", config=cfg.model_dump())
-    base = dict(parent.flops) if parent is not None else {}
+    ledger = dict(parent.flops) if parent is not None else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / CONFIG_FILE, cfg.model_dump())
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -198,13 +217,13 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
         from scalelab.testtime.loading import quiet_transformers
 
         if cfg.head == "likelihood":
-            model = eng.model
-            coef, mu, sd, train_flops, last_loss, n_tok = _fit_likelihood(eng, task, train_p, tr_texts, labels, cfg)
+            model = base.model
+            coef, mu, sd, train_flops, last_loss, n_tok = _fit_likelihood(base, task, train_p, tr_texts, labels, cfg)
             rm_meta.update(coef=coef, mu=mu, sd=sd, features=list(FEATURES[cfg.kind]))
         else:
             from scalelab.testtime.flops import flop_model
 
-            model = _init_model(cfg, eng, resolve_checkpoint(cfg.policy))
+            model = _init_model(cfg, base, resolve_checkpoint(cfg.judge or cfg.policy))
             examples = _examples(eng, task, train_p, tr_texts, labels, cfg.kind)
             train_flops, last_loss = _fit(model, examples, cfg, tok.convert_tokens_to_ids(GOOD),
                                           tok.convert_tokens_to_ids(BAD), flop_model(model), run_dir, tick("training"))
@@ -219,17 +238,36 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
         record.fail(err)
         write_record(run_dir, record)
         raise
-    record.flops = {**base, "inference": base.get("inference", 0.0) + inference_flops,
-                    "posttrain": base.get("posttrain", 0.0) + train_flops}
+    record.flops = {**ledger, "inference": ledger.get("inference", 0.0) + inference_flops,
+                    "posttrain": ledger.get("posttrain", 0.0) + train_flops}
     record.tokens = n_tok
     record.wall_s = time.perf_counter() - t0
     n_lab = sum(len(x) for a in labels for x in a)
     record.complete(train_loss=last_loss, train_examples=sum(map(len, tr_texts)), train_labels=n_lab, head=cfg.head,
                     train_positive=float(np.mean([x >= 0.5 for a in labels for b in a for x in b])),
                     train_accuracy_policy=float(np.mean(correct[:len(train_p)])),
-                    label_agreement=agreement, rollouts=cfg.rollouts if cfg.kind == "prm" else 0, **val)
+                    label_agreement=agreement, rollouts=cfg.rollouts if cfg.kind == "prm" else 0,
+                    judge=rm_meta["judge"], judge_flops=dict(jrec.flops) if jrec is not None else None, **val)
     write_record(run_dir, record)
     return record
+
+
+def _load_judge(cfg: VerifierConfig, policy: Any, pid: str) -> tuple[Any, Any, str]:
+    """(engine over the judge, its run record or None, its name); refused unless it reads the
+    policy's tokens as the policy does (the same vocabulary) and can encode the testbed."""
+    from scalelab.testtime.engine import Engine
+    from scalelab.testtime.evaluate import check_testbed_tokenizer
+    from scalelab.testtime.loading import parent_record, run_name
+
+    jrec = parent_record(cfg.judge)
+    jid = run_name(cfg.judge, jrec)
+    judge = Engine.load(cfg.judge, max_batch=cfg.max_batch)
+    check_testbed_tokenizer(judge, jid)
+    if vocab_hash(judge.tokenizer) != vocab_hash(policy.tokenizer):
+        raise ConfigError(f"judge {jid} has another tokenizer than the policy {pid} (vocabularies of "
+                          f"{len(judge.tokenizer)} and {len(policy.tokenizer)} tokens differ): a judge must read the "
+                          "policy's tokens")
+    return judge, jrec, jid
 
 
 def _fit_likelihood(eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[str]], labels: list[Any],

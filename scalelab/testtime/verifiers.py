@@ -6,8 +6,10 @@ as `TestbedTask`, which also knows the prompt format and how a solution splits i
 Reward models. An outcome reward model (ORM) gives one score per solution, a process reward
 model (PRM) one score per step line (every line of the solution, the answer line included). Both
 are Hugging Face causal LMs (safetensors) that start as a copy of the policy, so they read
-solutions with the policy's own arithmetic; a score is read at a query position (the end of each
-line for a PRM, the last token for an ORM) by one of two heads:
+solutions with the policy's own arithmetic, or of a judge (`rewardtrain.py`: a larger or
+longer-trained model with the same tokenizer), which reads them with better arithmetic than the
+policy has; a score is read at a query position (the end of each line for a PRM, the last token
+for an ORM) by one of two heads:
 
   likelihood  (default) a logistic head on how likely the model finds the text it reads: the
               log-probability of each token under the reward model's own next-token distribution,
