@@ -23,8 +23,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# The whole pipeline on the embedded testbed, ending in demo/report.html (`scalelab demo --help`).
 demo: $(STAMP)
-	$(VENV)/bin/scalelab demo
+	$(VENV)/bin/scalelab demo --workers 2
 
 bench: $(STAMP)
 	$(PIP) -e '.[dev,bench]'

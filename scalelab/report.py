@@ -155,11 +155,16 @@ def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs
     notices = [n for _, _, p in fits for n in p.notices]
     out += [_note(n) for n in dict.fromkeys(notices)]
     c_next = 10 * float(frame["C"].max())
-    opt = optimal_point(law0, compute=c_next)["allocation"]
-    loss = predict_point(law0, N=opt["N"], D=opt["D"])["loss"]
-    out.append(_note(f"With 10x the largest budget (C = 6ND = {fmt(c_next)} FLOPs) this fit ({fits[0][0]}) "
-                     f"trains N = {fmt(opt['N'])} parameters on D = {fmt(opt['D'])} tokens "
-                     f"({fmt(opt['tokens_per_param'])} tokens per parameter) to a predicted loss of {fmt(loss)}."))
+    bad = [f"{k} = {fmt(law0.params_[k])}" for k in ("alpha", "beta") if not law0.params_[k] > 0]
+    if bad:  # loss does not fall with both N and D: no allocation to state
+        out.append(_note(f"This fit ({fits[0][0]}) has {' and '.join(bad)}, so it has no compute-optimal allocation "
+                         "to extrapolate to 10x the largest budget.", "warn"))
+    else:
+        opt = optimal_point(law0, compute=c_next)["allocation"]
+        loss = predict_point(law0, N=opt["N"], D=opt["D"])["loss"]
+        out.append(_note(f"With 10x the largest budget (C = 6ND = {fmt(c_next)} FLOPs) this fit ({fits[0][0]}) "
+                         f"trains N = {fmt(opt['N'])} parameters on D = {fmt(opt['D'])} tokens "
+                         f"({fmt(opt['tokens_per_param'])} tokens per parameter) to a predicted loss of {fmt(loss)}."))
     out.append(figs.img(lambda p: plot_fit(law0, prep0.X, prep0.y, p), "Chinchilla fit"))
     return "\n".join(out)
 
@@ -221,12 +226,14 @@ def _testtime(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
     out = [figs.img_or_note(lambda p: plot_accuracy_vs_flops(root, p), "test-time accuracy against FLOPs")]
 
     def key(r: RunRecord):
-        return (int(r.metrics.get("steps", 0)), r.technique, r.metrics.get("n") or 0, r.run_id)
+        return (r.flops.get("pretrain") or 0.0, r.parent_id or "", int(r.metrics.get("steps", 0)), r.technique,
+                r.metrics.get("n") or 0, r.run_id)
 
-    rows = [[r.technique, r.metrics.get("steps", "-"), r.metrics.get("n", "-"), fmt(r.metrics["accuracy"]),
-             fmt(r.metrics.get("accuracy_se")), fmt(r.metrics["flops_per_question"]), r.metrics.get("problems", "-")]
+    rows = [[r.parent_id or "-", r.technique, r.metrics.get("steps", "-"), r.metrics.get("n", "-"),
+             fmt(r.metrics["accuracy"]), fmt(r.metrics.get("accuracy_se")), fmt(r.metrics["flops_per_question"]),
+             r.metrics.get("problems", "-")]
             for r in sorted(recs, key=key)]
-    out.append(_table(["strategy", "difficulty (steps)", "n", "accuracy", "std. error", "FLOPs per question",
+    out.append(_table(["model", "strategy", "difficulty (steps)", "n", "accuracy", "std. error", "FLOPs per question",
                        "problems"], rows))
     return "\n".join(out)
 

@@ -1,11 +1,11 @@
-"""`scalelab demo` on the bundled sweep: fits, files and figures, and its bad input."""
+"""`scalelab demo --bundled` (the bundled sweep: fits, files and figures) and the demo's bad input."""
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 
-from scalelab.cli.demo import bundled_table
+from scalelab.demo import bundled_table
 from tests.test_cli_fit import run
 
 
@@ -17,7 +17,7 @@ def test_bundled_table_is_a_sweep_the_fitters_accept():
 
 
 def test_demo_writes_fits_and_figures(tmp_path, capsys):
-    code, out, err = run(["demo", "--out", tmp_path / "d", "--bootstrap", "20"], capsys)
+    code, out, err = run(["demo", "--bundled", "--out", tmp_path / "d", "--bootstrap", "20"], capsys)
     assert code == 0, err
     for name in ("chinchilla", "isoflop"):
         doc = json.loads((tmp_path / "d" / f"{name}.json").read_text())
@@ -25,7 +25,7 @@ def test_demo_writes_fits_and_figures(tmp_path, capsys):
         assert (tmp_path / "d" / f"{name}.png").stat().st_size > 10_000
     assert "Chinchilla fit" in out and "IsoFLOP fit" in out and "predicted loss" in out
 
-    code, out, _ = run(["demo", "--out", tmp_path / "d", "--bootstrap", "0", "--json"], capsys)
+    code, out, _ = run(["demo", "--bundled", "--out", tmp_path / "d", "--bootstrap", "0", "--json"], capsys)
     s = json.loads(out)
     ch = s["fits"]["chinchilla"]["params"]
     frame = pd.read_csv(bundled_table())
@@ -38,3 +38,29 @@ def test_demo_writes_fits_and_figures(tmp_path, capsys):
 def test_demo_refuses_a_negative_bootstrap(tmp_path, capsys):
     code, _, err = run(["demo", "--out", tmp_path, "--bootstrap", "-1"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--bootstrap" in err
+
+
+def test_demo_bad_input_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for args, what in ((["demo", "--quick", "--out", tmp_path / "file"], "is a file"),
+                       (["demo", "--quick", "--workers", "0", "--out", tmp_path / "d"], "--workers"),
+                       (["demo", "--quick", "--bundled", "--out", tmp_path / "d"], "--bundled")):
+        code, _, err = run(args, capsys)
+        assert code == 2 and err.count("\n") == 1 and what in err, err
+
+
+def test_demo_presets_are_valid_and_a_bad_technique_field_fails_before_any_training():
+    from scalelab.demo import PRESETS, DemoConfig
+    from scalelab.errors import ConfigError
+
+    for name in PRESETS:
+        cfg = DemoConfig.preset(name)
+        assert cfg.name == name and len(cfg.budgets) >= 2
+    assert DemoConfig.preset("quick").smoke_test and not DemoConfig.preset("default").smoke_test
+    bad = {**PRESETS["quick"], "posttrain": {"sft": {"exampels": 10}}}
+    try:
+        DemoConfig.build(bad)
+    except ConfigError as e:
+        assert "exampels" in str(e) and "\n" not in str(e)
+    else:
+        raise AssertionError("a misspelt technique field was accepted")

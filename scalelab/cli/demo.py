@@ -1,88 +1,134 @@
-"""`scalelab demo`: what a new user runs first (`make demo`).
-
-It fits the runs bundled in `scalelab/data/` (a pretraining sweep measured on the embedded
-testbed; `scalelab/data/README.md` gives the command that made it) with the Chinchilla parametric
-law and with IsoFLOP parabolas, writes both fits and their figures, and answers the question a
-sweep is for: how big a model to train with ten times the largest budget, and what loss to expect.
-"""
+"""`scalelab demo`: what a new user runs first (`make demo`). Parsing and printing only; the
+pipeline is `scalelab.demo.run_demo`, the bundled-table fit `scalelab.demo.fit_bundled`."""
 from __future__ import annotations
 
 import json
-from importlib import resources
+import os
+import sys
 from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
 from scalelab.cli.app import app
 
-DEMO_TABLE = "testbed_sweep.csv"
-
-
-def bundled_table() -> Path:
-    """Path of the bundled sweep table (a CSV with the standard columns N, D, C, loss)."""
-    return Path(str(resources.files("scalelab") / "data" / DEMO_TABLE))
-
-
-def run_demo(out: Path, *, bootstrap: int = 1000, seed: int = 0) -> dict:
-    """Fit the bundled sweep both ways, write FIT.json files and figures under `out`, return a summary."""
-    from scalelab.laws import fit_table, make_law, plot_fit, write_fit
-    from scalelab.laws.predict import optimal_point, predict_point
-
-    table = bundled_table()
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"table": table.name, "out": str(out), "fits": {}}
-    fits = {}
-    import pandas as pd
-
-    frame = pd.read_csv(table)
-    # The testbed knows its irreducible loss: E is held at it. Fitted freely, E lands below the
-    # floor and the 10x extrapolation misses by 14% instead of 1.6% (docs/LOG.md, 2026-11-25).
-    floor = float(frame["entropy_floor"].iloc[0]) if "entropy_floor" in frame else None
-    summary["entropy_floor"] = floor
-    for name in ("chinchilla", "isoflop"):
-        hyper = {"E_fixed": floor} if name == "chinchilla" else {}
-        law, prep = fit_table(table, make_law(name, bootstrap=bootstrap, seed=seed, **hyper))
-        write_fit(out / f"{name}.json", law, source=table.name, notices=prep.notices)
-        plot_fit(law, prep.X, prep.y, out / f"{name}.png")
-        fits[name] = law
-        summary["fits"][name] = {"params": law.params_, "ci95": law.ci_, "converged": bool(law.converged_),
-                                 "n_points": int(len(prep.y)), "json": str(out / f"{name}.json"),
-                                 "figure": str(out / f"{name}.png")}
-    c_next = 10 * float(frame["C"].max())
-    opt = optimal_point(fits["chinchilla"], compute=c_next)["allocation"]
-    loss = predict_point(fits["chinchilla"], N=opt["N"], D=opt["D"])["loss"]
-    summary["next_budget"] = {"C": c_next, "N": opt["N"], "D": opt["D"], "tokens_per_param": opt["tokens_per_param"],
-                              "predicted_loss": loss}
-    return summary
-
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("demo"), "--out", help="folder for the fits and figures"),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="resamples for the 95% intervals"),
+    quick: bool = typer.Option(False, "--quick", help="a smoke test of every stage (under 3 min on 2 cores)"),
+    out: Path = typer.Option(Path("demo"), "--out", help="folder for runs/, fits/, report.html and summary.json"),
+    workers: int = typer.Option(1, "--workers", help="processes for the pretraining sweep (one torch thread each)"),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap",
+                                            help="resamples for the 95% intervals (default: the preset's)"),
+    bundled: bool = typer.Option(False, "--bundled", help="only fit the bundled sweep table (no training, seconds)"),
     as_json: bool = typer.Option(False, "--json", help="print a machine-readable summary"),
 ) -> None:
-    """Fit the bundled testbed sweep (Chinchilla and IsoFLOP), write the fits and figures, plan 10x the compute."""
+    """Pretrain an IsoFLOP sweep, fit the laws, sample and post-train the compute-optimal models, measure
+    the exchange rates, plan a budget and write OUT/report.html, on the embedded testbed."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads (FINDINGS.md)
+    from scalelab.demo import DemoConfig, Display, fit_bundled, run_demo
     from scalelab.errors import InputError
+    from scalelab.train import quiet_import_noise
 
-    if bootstrap < 0:
+    if bootstrap is not None and bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
-    s = run_demo(out, bootstrap=bootstrap)
-    if as_json:
-        print(json.dumps(s, default=float))
+    if workers < 1:
+        raise InputError(f"--workers {workers}: expected 1 or more")
+    if bundled and quick:
+        raise InputError("--bundled fits the bundled table, --quick runs the pipeline: give one of them")
+    if bundled:
+        s = fit_bundled(out, bootstrap=1000 if bootstrap is None else bootstrap)
+        print(json.dumps(s, default=float) if as_json else "\n".join(bundled_lines(s)))
         return
+    quiet_import_noise()
+    cfg = DemoConfig.preset("quick" if quick else "default")
+    if bootstrap is not None:
+        cfg = cfg.override([f"bootstrap={bootstrap}"])
+    s = run_demo(cfg, out, workers=workers, display=Display())
+    print(json.dumps(s, default=float) if as_json else "\n".join(summary_lines(s)))
+    for f in s["failures"]:
+        print(f"error: {f}", file=sys.stderr)
+    if s["failures"]:
+        raise typer.Exit(2)
+
+
+def summary_lines(s: dict[str, Any]) -> list[str]:
+    """The key numbers of every stage and where the files are."""
+    from scalelab.laws.exchange_tables import show
+    from scalelab.laws.report import fmt
+
+    out = [f"scalelab demo ({s['preset']}) on the embedded testbed -> {s['out']}"]
+    if s["smoke_test"]:
+        out.append("note: --quick is a smoke test of every stage; its models are tiny and its numbers mean nothing")
+    pre, f = s["pretrain"], s["fits"]
+    out.append(f"pretraining  {len(pre['runs'])} runs, {fmt(pre['flops'])} FLOPs ({pre['reused']} reused); "
+               "the compute-optimal run of each budget:")
+    out += [f"  {fmt(m['budget']):>10}  {m['run']:<20} N {m['N']:>7,}  D {m['D']:>10,}  loss {m['loss']:.4f}"
+            for m in pre["ladder"]]
+    p, ci = f["chinchilla"]["params"], f["chinchilla"]["ci95"] or {}
+    iv = {k: f" [{fmt(ci[k][0])}, {fmt(ci[k][1])}]" if ci.get(k) else "" for k in p}
+    out.append(f"fits         Chinchilla, E held at the entropy floor {fmt(p['E'])}: "
+               + ", ".join(f"{k} {fmt(p[k])}{iv[k]}" for k in ("A", "B", "alpha", "beta")))
+    e, ip, nb = f["chinchilla"]["exponents"], f["isoflop"]["params"], f["next_budget"]
+    out.append(f"             N* ~ C^{fmt(e['a'])}, D* ~ C^{fmt(e['b'])}; IsoFLOP N_opt ~ C^{fmt(ip['a'])}, "
+               f"D_opt ~ C^{fmt(ip['b'])}")
+    out.append(f"             10x the largest budget (6ND = {fmt(nb['C_6ND'])}): " + (nb["error"] if "error" in nb else
+               f"N = {fmt(nb['N'])}, D = {fmt(nb['D'])}, predicted loss {fmt(nb['predicted_loss'])}"))
+    tt = s["testtime"]["mean_accuracy"]
+    top = max(r["n"] for r in tt)
+    out.append(f"test time    accuracy (mean over {len(s['config']['difficulties'])} difficulties) of greedy "
+               f"decoding (cot) and at n = {top}:")
+    for m in pre["ladder"]:
+        acc = [(r["strategy"], r["accuracy"]) for r in tt
+               if r["model"] == m["run"] and r["n"] == (1 if r["strategy"] == "cot" else top)]
+        out.append(f"  {m['run']:<20} " + "  ".join(f"{k} {v:.3f}" for k, v in acc))
+    ex = s["exchange"]
+    if "error" in ex:
+        out.append(f"exchange     not measured: {ex['error']}")
+    else:
+        rates = [f"{k}{' (oracle)' if v['oracle'] else ''} x{show(v['multiplier'])}"
+                 + (f" [{show(v['ci95'][0])}, {show(v['ci95'][1])}]" if v.get("ci95") else "")
+                 for k, v in ex["strategies"].items() if v.get("multiplier") is not None]
+        out.append(f"exchange     10x pretraining FLOPs is worth these test-time FLOPs: {'; '.join(rates) or '-'}")
+        r = ex["replacement"]
+        out.append(f"             the smaller model's best stayed below the next one's greedy accuracy in "
+                   f"{r['not_reached']} of {r['cases']} (difficulty, neighbouring pair) cases")
+        out += [f"             {w['technique']:<21} worth x{fmt(w['multiplier'])} [{fmt(w['ci95'][0])}, "
+                f"{fmt(w['ci95'][1])}] its parent's pretraining FLOPs, for {fmt(100 * w['posttrain_share'])}% of them"
+                for w in ex["posttrain"]]
+    post = s["posttrain"]
+    out.append(f"post-train   {post['base']} (distillation teacher {post['teacher']}), "
+               "greedy accuracy parent -> child:")
+    for name, c in post["children"].items():
+        if "error" in c:
+            out.append(f"  {name:<9} failed: {c['error']}")
+            continue
+        size = (f", weights {c['weights_bytes']:,} bytes (parent {c['parent_weights_bytes']:,})"
+                if "weights_bytes" in c else "")
+        out.append(f"  {c['technique']:<21} {fmt(c['parent_accuracy'])} -> {fmt(c['accuracy'])}, "
+                   f"{fmt(c['posttrain_flops'])} post-training FLOPs{size}")
+    plan = ex.get("plan", {})
+    if "explain" in plan:
+        out += [f"plan         {plan['explain'][0]}"] + [f"           {ln}" for ln in plan["explain"][1:]]
+        out.append(f"             the same from the command line: {plan['command']}")
+    elif "error" in plan:
+        out.append(f"plan         not made: {plan['error']}")
+    out.append("stages       " + "; ".join(f"{k} {v['wall_s']:.0f} s" for k, v in s["stages"].items())
+               + f"; total {s['total_wall_s']:.0f} s wall, {s['total_cpu_s']:.0f} s CPU")
+    return out + [f"wrote {s['paths']['report']}, {s['paths']['fits']}/ and {s['paths']['summary']}"]
+
+
+def bundled_lines(s: dict[str, Any]) -> list[str]:
     ch, iso, nxt = s["fits"]["chinchilla"], s["fits"]["isoflop"], s["next_budget"]
     p, ci = ch["params"], ch["ci95"] or {}
-    print(f"bundled sweep: {ch['n_points']} runs on the embedded testbed ({s['table']})")
-    print("Chinchilla fit L(N, D) = E + A/N^alpha + B/D^beta, 95% bootstrap intervals:")
+    out = [f"bundled sweep: {ch['n_points']} runs on the embedded testbed ({s['table']})",
+           "Chinchilla fit L(N, D) = E + A/N^alpha + B/D^beta, 95% bootstrap intervals:"]
     for k in ("E", "A", "B", "alpha", "beta"):
         lo, hi = ci.get(k, (float("nan"), float("nan")))
         what = "held at the testbed's entropy floor" if k == "E" and s["entropy_floor"] else f"[{lo:.4g}, {hi:.4g}]"
-        print(f"  {k:<6}{p[k]:>10.4g}   {what}")
-    ip = iso["params"]
-    print(f"IsoFLOP fit: N_opt ~ C^{ip['a']:.3f}, D_opt ~ C^{ip['b']:.3f}")
-    print(f"with 10x the largest budget (C = 6ND = {nxt['C']:.3g} FLOPs): train N = {nxt['N']:.3g} parameters on "
-          f"D = {nxt['D']:.3g} tokens ({nxt['tokens_per_param']:.0f} tokens/parameter); predicted loss "
-          f"{nxt['predicted_loss']:.4f} nats/token")
-    for name in ("chinchilla", "isoflop"):
-        print(f"wrote {s['fits'][name]['json']} and {s['fits'][name]['figure']}")
+        out.append(f"  {k:<6}{p[k]:>10.4g}   {what}")
+    out.append(f"IsoFLOP fit: N_opt ~ C^{iso['params']['a']:.3f}, D_opt ~ C^{iso['params']['b']:.3f}")
+    out.append(f"with 10x the largest budget (C = 6ND = {nxt['C']:.3g} FLOPs): train N = {nxt['N']:.3g} parameters on "
+               f"D = {nxt['D']:.3g} tokens ({nxt['tokens_per_param']:.0f} tokens/parameter); predicted loss "
+               f"{nxt['predicted_loss']:.4f} nats/token")
+    return out + [f"wrote {s['fits'][n]['json']} and {s['fits'][n]['figure']}" for n in ("chinchilla", "isoflop")]

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from scalelab.errors import InputError
 from scalelab.laws.base import Law
 
 
@@ -53,11 +54,17 @@ def _nd_plane(plt, ax, law: Law, N, D, y, predict: Callable[[np.ndarray, np.ndar
     Cs = np.logspace(np.log10(C_lo), np.log10(C_hi), 200)
     for C in np.logspace(np.ceil(np.log10(C_lo)), np.floor(np.log10(C_hi)), 12):
         ax.plot(gn, C / (6 * gn), color="0.85", lw=0.5, zorder=1)
-    opt = [law.compute_optimal(C) for C in Cs]
-    ax.plot([o.N for o in opt], [o.D for o in opt], color="crimson", lw=1.6, label="compute-optimal N*(C), D*(C)")
+    try:
+        with np.errstate(all="ignore"):
+            opt = [law.compute_optimal(C) for C in Cs]
+    except InputError:  # alpha or beta <= 0: the fit has no compute-optimal allocation to draw
+        opt = []
+    if opt:
+        ax.plot([o.N for o in opt], [o.D for o in opt], color="crimson", lw=1.6, label="compute-optimal N*(C), D*(C)")
     ax.set(xscale="log", yscale="log", xlim=(gn[0], gn[-1]), ylim=(gd[0], gd[-1]),
            xlabel="parameters N", ylabel="training tokens D")
-    ax.legend(fontsize=7, loc="upper left")
+    if opt:
+        ax.legend(fontsize=7, loc="upper left")
 
 
 def _plot_chinchilla(plt, law: Law, X, y):
