@@ -25,7 +25,11 @@ def demo_cmd(
 ) -> None:
     """Pretrain an IsoFLOP sweep, fit the laws, sample and post-train the compute-optimal models, measure
     the exchange rates, plan a budget and write OUT/report.html, on the embedded testbed."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads (FINDINGS.md)
+    # One thread per process, set before numpy and torch start theirs: the sweep's workers run one each,
+    # every in-process stage is told threads=1, and with the default two BLAS threads on 2 shared cores
+    # the exchange fit took 43 s of CPU instead of 2.2 s (docs/LOG.md, 2026-12-01).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # FINDINGS.md: busy-waiting threads cost 10-16x
     from scalelab.demo import DemoConfig, Display, fit_bundled, run_demo
     from scalelab.errors import InputError
     from scalelab.train import quiet_import_noise
