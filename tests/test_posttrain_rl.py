@@ -166,22 +166,39 @@ def test_reward_model_from_a_feedback_file_scores_like_an_orm(parent, digest, rm
     rec, path = rm
     m = rec.metrics
     assert rec.technique == "reward-model" and "accuracy" not in m  # not a policy: no greedy evaluation
-    assert set(rec.posttrain_ledger) == {"reward_model_train"}
+    assert set(rec.posttrain_ledger) == {"reward_model_forward"}
     assert m["train_pairs"] + m["heldout_pairs"] == 10 and m["train_labels"] + m["heldout_labels"] == 20
     assert 0 <= m["heldout_pairwise_accuracy"] <= 1 and 0 <= m["heldout_label_auc"] <= 1
-    # the child is an outcome reward model the test-time code loads; sigmoid(r) is centred at 1/2
+    # the child is an outcome reward model the test-time code loads
     model = RewardModel.load(path)
-    assert model.kind == "orm" and model.head == "label"
+    assert model.kind == "orm" and model.head == "likelihood"
     p = TestbedSource(**SMALL).problems("train", 1, steps=2)[0]
     scores, flops = model.score(["<bos>" + p.question()] * 2, [p.solution(), "A:0"])
     assert all(0 < s[0] < 1 for s in scores) and all(f > 0 for f in flops)
     assert dir_digest(parent) == digest
 
 
+def test_label_head_reward_model_is_centred_and_learns_the_pairs(parent, runs, feedback_file, tmp_path):
+    from scalelab.testbed import TestbedSource
+    from scalelab.testtime.verifiers import RewardModel
+
+    pairs = tmp_path / "pairs.jsonl"  # pairs only: Bradley-Terry, centred by the stored offset
+    pairs.write_text("".join(l for l in feedback_file.read_text().splitlines(True) if '"chosen"' in l))
+    rec = run("reward-model", {"parent": str(parent), "data": str(pairs), "head": "label", "epochs": 20,
+                               "lr": 1e-3, "batch_size": 4, "heldout": 0.0, "threads": 1}, runs / "post")
+    assert set(rec.posttrain_ledger) == {"reward_model_train"} and rec.metrics["train_pairwise_accuracy"] >= 0.8
+    rm = RewardModel.load(runs / "post" / rec.run_id)
+    assert rm.head == "label" and rm.meta["offset"] != 0
+    probs = TestbedSource(**SMALL).problems("train", 10, steps=2)
+    scores, _ = rm.score(["<bos>" + p.question() for p in probs for _ in (0, 1)],
+                         [t for p in probs for t in (p.solution(), p.solution().replace("A:", "A:1"))])
+    assert np.mean([s[0] for s in scores]) == pytest.approx(0.5, abs=0.15)  # sigmoid of centred rewards
+
+
 def test_reward_model_from_testbed_thumbs(parent, runs):
     rec = run("reward-model", {"parent": str(parent), "feedback": "thumbs", "problems": 12, "samples": 2,
-                               "epochs": 1, "threads": 1}, runs / "post")
-    assert set(rec.posttrain_ledger) == {"policy_generate", "reward_model_train"}
+                               "threads": 1}, runs / "post")
+    assert set(rec.posttrain_ledger) == {"policy_generate", "reward_model_forward"}
     assert rec.metrics["train_labels"] > 0 and rec.metrics["feedback"].startswith("testbed thumbs")
 
 

@@ -150,9 +150,10 @@ def plot_rl_cmd(runs: Path = typer.Argument(..., help="runs directory with rlvr/
     df = rl_table(runs)
     last = df.sort_values("flops").groupby("run_id").tail(1).sort_values(["label", "flops"])
     first = df.sort_values("flops").groupby("run_id").head(1).set_index("run_id")
-    print(f"{'run':<34}{'technique':<24}{'stage FLOPs':>12}{'start':>8}{'end':>8}")
+    w = max(map(len, last.label)) + 2
+    print(f"{'run':<34}{'technique':<{w}}{'stage FLOPs':>12}{'start':>8}{'end':>8}")
     for r in last.itertuples():
-        print(f"{r.run_id[-33:]:<34}{r.label:<24}{r.flops:>12.3g}{first.greedy_accuracy[r.run_id]:>8.3f}"
+        print(f"{r.run_id[-33:]:<34}{r.label:<{w}}{r.flops:>12.3g}{first.greedy_accuracy[r.run_id]:>8.3f}"
               f"{r.greedy_accuracy:>8.3f}")
     print(f"wrote {plot_rl(runs, out)}", file=sys.stderr)
     if overopt is not None:

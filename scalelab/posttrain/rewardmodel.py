@@ -3,25 +3,32 @@
     scalelab posttrain reward-model --from POLICY_RUN --runs-dir DIR                 # testbed pairs
     scalelab posttrain reward-model --from RUN --data feedback.jsonl --runs-dir DIR  # your feedback
 
-The model is a copy of a causal LM (the parent by default, or `--init RUN`, e.g. a larger model
-with the same tokenizer) read by a scalar head at the last token: r = h_last . (w["+"] - w["-"]),
-the logit difference of two rows of its own output layer, the head `testtime.verifiers` calls
-"label" -- so the result is also an outcome reward model for `scalelab testtime` best-of-n.
-Training (the whole model, AdamW):
-  pairs    the Bradley-Terry loss  -log sigmoid(r_chosen - r_rejected)  (InstructGPT, Ouyang et
-           al. 2022; TRL's RewardTrainer uses the same loss)
-  thumbs   binary cross-entropy of sigmoid(r) against the label (unpaired feedback, as KTO's
-           setting; Ethayarajh et al. 2024)
-Both may come from one file. A Bradley-Terry reward is defined up to a constant, so the mean
-reward over the training texts is subtracted (`offset` in reward.json) and sigmoid(r) -- what
-`RewardModel.score` returns -- is centred at 1/2.
+The reward model is a causal LM (the parent by default, or `--init RUN`, e.g. a larger model with
+the same tokenizer) read by one of the two heads of `testtime.verifiers`, so the child is also an
+outcome reward model for `scalelab testtime` best-of-n:
+
+  likelihood (default) r = c0 + w . (min, sum, mean) of log p(token | prefix) over the completion
+             under the model, standardised; only the weights are fitted, the model is unchanged.
+             Why: on the testbed a wrong solution differs from a right one in a digit or two, and
+             how likely the model finds that digit says more than a head trained on top of it
+             (held-out pairwise accuracy in docs/posttrain-rl.md).
+  label      r = h_last . (w["+"] - w["-"]), the logit difference of two rows of the model's own
+             output layer at the last token, the whole model fine-tuned (AdamW): a scalar-head
+             reward model in the manner of InstructGPT.
+Losses: pairs, the Bradley-Terry loss  -log sigmoid(r_chosen - r_rejected)  (InstructGPT, Ouyang
+et al. 2022; TRL's RewardTrainer uses the same loss); thumbs, the binary cross-entropy of
+sigmoid(r) against the label (unpaired feedback, as KTO's setting; Ethayarajh et al. 2024). Both
+may come from one file. A Bradley-Terry reward is defined up to a constant, so pairs alone centre
+the training texts' rewards at 0 and sigmoid(r) -- what `RewardModel.score` returns -- at 1/2.
 
 Held-out evaluation (prompts kept apart from training, `prefs.split_by_prompt`): pairwise accuracy
 (share of held-out pairs with r_chosen > r_rejected), by reason on testbed pairs ("correct",
 "shorter"), and for thumbs the accuracy of sigmoid(r) > 1/2 and the AUC.
 
-FLOPs: sampling the policy for testbed pairs (policy_generate), and training passes over every
-text, a forward through the body plus one row of the head per text, x3 (reward_model_train).
+FLOPs: sampling the policy for testbed pairs (policy_generate); label head: training passes over
+every text, a forward through the body plus one row of the head per text, x3 (reward_model_train);
+likelihood head: one forward per text with the head at every completion position
+(reward_model_forward).
 """
 from __future__ import annotations
 
@@ -57,9 +64,11 @@ class FeedbackConfig(StageConfig):
 
 
 class RewardModelConfig(FeedbackConfig):
+    head: Literal["likelihood", "label"] = Field("likelihood", description="see the module docstring")
     init: str = Field("parent", description="parent, or a run with the same tokenizer (e.g. a larger model)")
-    epochs: int = Field(2, ge=1, le=1000)
-    lr: float = Field(3e-4, gt=0, le=1)
+    epochs: int = Field(2, ge=1, le=1000, description="label head")
+    lr: float = Field(3e-4, gt=0, le=1, description="label head")
+    l2: float = Field(1e-3, ge=0, le=100, description="likelihood head: L2 penalty of the logistic weights")
 
 
 def feedback(ctx: StageContext, cfg: FeedbackConfig) -> Feedback:
@@ -125,6 +134,9 @@ class Scorer:
     def forward_flops(self, seqs: list[list[int]]) -> float:
         return float(sum(self.fm.tokens(len(s), 0, heads=0) + self.row for s in seqs))
 
+    def z(self, prompts: list[str], completions: list[str]) -> np.ndarray:
+        return self.score([self.encode(p, c) for p, c in zip(prompts, completions)])
+
     def score(self, seqs: list[list[int]], batch: int = 256) -> np.ndarray:
         import torch
 
@@ -185,20 +197,87 @@ def train_scorer(sc: Scorer, pairs: list[Pair], thumbs: list[Thumb], ctx: StageC
     return {"train_loss": loss_v, "train_steps": step, "train_wall_s": round(time.perf_counter() - t0, 3)}
 
 
-def evaluate_scorer(sc: Scorer, pairs: list[Pair], thumbs: list[Thumb], prefix: str) -> dict[str, Any]:
+class LikelihoodScorer:
+    """r = c0 + w . standardised (min, sum, mean) of log p(completion token | prefix) under the init
+    model, the weights fitted on the feedback (Bradley-Terry on pairs, logistic on thumbs) and the
+    model left as it is: the likelihood head of `testtime.verifiers`, here fitted to preferences."""
+
+    def __init__(self, model: Any, tokenizer: Any, l2: float):
+        from scalelab.testtime.engine import Engine
+
+        self.engine, self.l2 = Engine(model, tokenizer, max_batch=256), l2
+        self.coef, self.mu, self.sd = None, None, None
+
+    def features(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, float]:
+        from scalelab.testtime.verifiers import likelihood_features, token_logprobs
+
+        if not prompts:
+            return np.zeros((0, 3)), 0.0
+        lps, flops = token_logprobs(self.engine, prompts, completions)
+        rows = [likelihood_features("orm", lp, [len(lp) - 1]) if len(lp) else np.zeros((1, 3)) for lp in lps]
+        return np.concatenate(rows), float(sum(flops))
+
+    def z(self, prompts: list[str], completions: list[str]) -> np.ndarray:
+        f, _ = self.features(prompts, completions)
+        return self.coef[0] + ((f - self.mu) / self.sd) @ self.coef[1:]
+
+    def fit(self, pairs: list[Pair], thumbs: list[Thumb], ctx: StageContext) -> dict[str, Any]:
+        from scipy.optimize import minimize
+
+        fc, f1 = self.features([p.prompt for p in pairs], [p.chosen for p in pairs])
+        fr, f2 = self.features([p.prompt for p in pairs], [p.rejected for p in pairs])
+        ft, f3 = self.features([t.prompt for t in thumbs], [t.completion for t in thumbs])
+        ctx.ledger.add("reward_model_forward", f1 + f2 + f3)
+        allf = np.concatenate([fc, fr, ft])
+        self.mu, self.sd = allf.mean(0), allf.std(0) + 1e-8
+        zc, zr, zt = ((x - self.mu) / self.sd for x in (fc, fr, ft))
+        y = np.array([t.label for t in thumbs])
+
+        def loss(c: np.ndarray) -> tuple[float, np.ndarray]:
+            w, g = c[1:], np.zeros_like(c)
+            f = self.l2 * float(w @ w)
+            g[1:] = 2 * self.l2 * w
+            if len(pairs):
+                m = (zc - zr) @ w
+                f += float(np.mean(np.logaddexp(0.0, -m)))  # -log sigmoid(r_c - r_r)
+                g[1:] += -((1 / (1 + np.exp(m)))[:, None] * (zc - zr)).mean(0)
+            if len(thumbs):
+                z = c[0] + zt @ w
+                p = 1 / (1 + np.exp(-z))
+                f += float(np.mean(np.logaddexp(0.0, z) - y * z))
+                g[0] += float((p - y).mean())
+                g[1:] += ((p - y)[:, None] * zt).mean(0)
+            return f, g
+
+        res = minimize(loss, np.zeros(allf.shape[1] + 1), jac=True, method="L-BFGS-B")
+        if not res.success:
+            raise ConfigError(f"the reward head's fit did not converge: {res.message}")
+        self.coef = res.x
+        if not len(thumbs):  # Bradley-Terry leaves the offset free: centre the training texts at 0
+            self.coef[0] = -float(np.mean(np.concatenate([zc, zr]) @ self.coef[1:]))
+        return {"train_loss": float(res.fun), "train_iterations": int(res.nit)}
+
+    def meta(self) -> dict[str, Any]:
+        from scalelab.testtime.verifiers import FEATURES
+
+        return {"head": "likelihood", "coef": self.coef.tolist(), "mu": self.mu.tolist(), "sd": self.sd.tolist(),
+                "features": list(FEATURES["orm"])}
+
+
+def evaluate_scorer(sc: Any, pairs: list[Pair], thumbs: list[Thumb], prefix: str) -> dict[str, Any]:
     from scalelab.testtime.rewardtrain import auc
 
     out: dict[str, Any] = {}
     if pairs:
-        zc = sc.score([sc.encode(p.prompt, p.chosen) for p in pairs])
-        zr = sc.score([sc.encode(p.prompt, p.rejected) for p in pairs])
+        zc = sc.z([p.prompt for p in pairs], [p.chosen for p in pairs])
+        zr = sc.z([p.prompt for p in pairs], [p.rejected for p in pairs])
         win = zc > zr
         out[f"{prefix}pairwise_accuracy"] = float(win.mean())
         out[f"{prefix}pairs"] = len(pairs)
         out[f"{prefix}pairwise_accuracy_by_reason"] = {
             why: float(win[[p.why == why for p in pairs]].mean()) for why in sorted({p.why for p in pairs})}
     if thumbs:
-        z = sc.score([sc.encode(t.prompt, t.completion) for t in thumbs])
+        z = sc.z([t.prompt for t in thumbs], [t.completion for t in thumbs])
         y = np.array([t.label for t in thumbs])
         out[f"{prefix}label_accuracy"] = float(((z > 0) == (y > 0.5)).mean())
         out[f"{prefix}label_auc"] = auc(z, y > 0.5)
@@ -211,17 +290,23 @@ def transform(ctx: StageContext) -> StageResult:
     fb = feedback(ctx, cfg)
     init = ctx.parent if cfg.init == "parent" else ctx.open_run(cfg.init, role="--init")
     model = init.load_model()
-    sc = Scorer(model, ctx.parent.tokenizer)
     tr_p, ho_p = split_by_prompt(fb.pairs, cfg.heldout, cfg.seed)
     tr_t, ho_t = split_by_prompt(fb.thumbs, cfg.heldout, cfg.seed)
     if not tr_p and not tr_t:
         raise ConfigError(f"{fb.source}: no training feedback left after holding out {cfg.heldout:.0%} of the prompts")
-    stats = train_scorer(sc, tr_p, tr_t, ctx, cfg)
+    if cfg.head == "likelihood":
+        sc: Any = LikelihoodScorer(model, ctx.parent.tokenizer, cfg.l2)
+        stats = sc.fit(tr_p, tr_t, ctx)
+        head = sc.meta()
+    else:
+        sc = Scorer(model, ctx.parent.tokenizer)
+        stats = train_scorer(sc, tr_p, tr_t, ctx, cfg)
+        z = sc.z([p.prompt for p in tr_p for _ in (0, 1)] + [t.prompt for t in tr_t],
+                 [c for p in tr_p for c in (p.chosen, p.rejected)] + [t.completion for t in tr_t])
+        # Bradley-Terry is shift-invariant: centre the training texts at 0; thumbs fix the zero themselves
+        head = {"head": "label", "offset": -float(np.mean(z)) if not tr_t else 0.0}
     metrics = {**stats, **evaluate_scorer(sc, ho_p, ho_t, "heldout_"), **evaluate_scorer(sc, tr_p, tr_t, "train_"),
-               "feedback": fb.source, "init": init.run_id}
-    z = sc.score([sc.encode(p.prompt, c) for p in tr_p for c in (p.chosen, p.rejected)] +
-                 [sc.encode(t.prompt, t.completion) for t in tr_t])
-    offset = -float(np.mean(z)) if tr_p else 0.0  # BT is shift-invariant; thumbs fix the scale's zero
+               "feedback": fb.source, "init": init.run_id, "head": cfg.head}
 
     def save(m: Any, out: Path) -> None:
         from scalelab.ledger import atomic_write_json
@@ -229,7 +314,7 @@ def transform(ctx: StageContext) -> StageResult:
 
         m.save_pretrained(out, safe_serialization=True)
         atomic_write_json(out / REWARD_FILE, {
-            "kind": "orm", "head": "label", "good_token": GOOD, "bad_token": BAD, "offset": offset,
+            "kind": "orm", "good_token": GOOD, "bad_token": BAD, **head,
             "policy": ctx.parent.run_id, "vocab_hash": vocab_hash(ctx.parent.tokenizer), "query": "last token",
             "trained_on": fb.source, "loss": "bradley-terry" if tr_p else "bce"})
 

@@ -47,14 +47,27 @@ def rl_table(runs_dir: str | Path) -> Any:
 
 
 def _label(r: Any) -> str:
+    """What tells runs of one technique apart on the figure (the settings this page varies)."""
     c = r.config
     bits = [r.technique]
-    if c.get("kl_coef") is not None and r.technique in ("rlhf", "rlaif", "rlvr"):
-        bits.append(f"KL {c['kl_coef']:g}")
-    if c.get("reward_level") == "step":
-        bits.append("step rewards")
+    if r.technique in ("rlhf", "rlaif", "rlvr"):
+        bits.append(f"KL {c.get('kl_coef', 0):g}")
+        if c.get("negative_weight", 1.0) != 1.0:
+            bits.append(f"neg {c['negative_weight']:g}")
+        if c.get("reward_level") == "step":
+            bits.append("step rewards")
+        who = c.get("judge") or c.get("reward_model")
+        if who:
+            name = str(who).rstrip("/").rsplit("/", 1)[-1]
+            name = name if len(name) <= 20 else f"{name[:6]}..{name[-8:]}"
+            bits.append(("judge " if c.get("judge") else "RM ") + name)
     if r.technique == "dpo":
         bits.append(f"beta {c.get('beta', 0):g}")
+        if c.get("sft_weight"):
+            bits.append(f"+NLL {c['sft_weight']:g}")
+    lr = c.get("lr") or r.metrics.get("lr")
+    if lr is not None:
+        bits.append(f"lr {lr:g}")
     return ", ".join(bits)
 
 
@@ -115,13 +128,15 @@ def plot_overoptimisation(runs_dir: str | Path, out: str | Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.2))
     kls = sorted(df.kl_coef.unique())
     cmap = plt.get_cmap("viridis")
+    styles = ["-", "--", ":", "-."]
     for i, k in enumerate(kls):
         col = cmap(i / max(1, len(kls) - 1))
-        for _, s in df[df.kl_coef == k].groupby("run_id"):
+        for j, (_, s) in enumerate(df[df.kl_coef == k].groupby("run_id")):
             s = s.sort_values("x")
             x = s.kl.clip(lower=0) ** 0.5
-            axes[0].plot(x, s.greedy_reward, marker="o", ms=3, color=col, label=f"kl_coef {k:g}")
-            axes[1].plot(x, s.greedy_accuracy, marker="o", ms=3, color=col, label=f"kl_coef {k:g}")
+            lab = s.label.iloc[0].replace("rlhf, ", "")
+            for ax, y in ((axes[0], s.greedy_reward), (axes[1], s.greedy_accuracy)):
+                ax.plot(x, y, marker="o", ms=3, color=col, ls=styles[j % len(styles)], label=lab)
     axes[0].set(xlabel="sqrt KL(policy || reference), nats", ylabel="reward model score (proxy)",
                 title="proxy reward")
     axes[1].set(xlabel="sqrt KL(policy || reference), nats", ylabel="verifier accuracy (gold)",
