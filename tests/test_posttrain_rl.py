@@ -337,3 +337,20 @@ def test_bad_input_is_one_line_and_the_parent_is_untouched(parent, digest, runs,
     assert dir_digest(parent) == digest
     with pytest.raises(ConfigError):
         run("rlvr", {"parent": str(parent), "data_steps": [9], **RL}, runs / "post")
+
+
+def test_compare_pairs_models_on_the_same_problems(parent, runs, cli):
+    from scalelab.posttrain.compare import compare
+
+    child = run("rlvr", {"parent": str(parent), **RL}, runs / "post")
+    cmp = compare([str(parent), str(runs / "post" / child.run_id)], split="val", problems=6, difficulties=[1, 2])
+    d, se, n = cmp.delta(child.run_id, [1, 2])
+    base, new = (np.concatenate([cmp.correct[(m, k)] for k in (1, 2)]) for m in cmp.models)
+    assert n == base.size == new.size and d == pytest.approx(new.mean() - base.mean())
+    r = cli("posttrain", "compare", parent, runs / "post" / child.run_id, "--split", "val", "--problems", "6",
+            "--difficulties", "1-2", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["base"] == cmp.models[0] and doc["models"][child.run_id]["delta_pooled"][0] == pytest.approx(d)
+    r = cli("posttrain", "compare", parent, parent)
+    assert r.returncode == 2 and "the same run is given twice" in r.stderr

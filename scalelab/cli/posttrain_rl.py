@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from scalelab.cli.posttrain import DIFFS, FROM, LR, PROBLEMS, RUNS, SET, THREADS, _go, _summary, locals_of, pt
+from scalelab.errors import InputError
 
 DATA_STEPS = typer.Option(None, "--data-steps", help="difficulties of the training questions, e.g. 2-3")
 DATA = typer.Option(None, "--data", help="testbed | FILE.jsonl (prompt/chosen/rejected or prompt/completion/label)")
@@ -158,3 +159,43 @@ def plot_rl_cmd(runs: Path = typer.Argument(..., help="runs directory with rlvr/
     print(f"wrote {plot_rl(runs, out)}", file=sys.stderr)
     if overopt is not None:
         print(f"wrote {plot_overoptimisation(runs, overopt)}", file=sys.stderr)
+
+
+@pt.command("compare")
+def compare_cmd(runs: list[str] = typer.Argument(..., help="the base run, then the runs to compare with it"),
+                split: str = typer.Option("test", "--split", help="val | test | train"),
+                problems: int = typer.Option(1000, "--problems", help="problems per difficulty"),
+                difficulties: Optional[str] = typer.Option(None, "--difficulties", help="e.g. 2-4 (default: all)"),
+                seed: int = typer.Option(0, "--seed"), threads: Optional[int] = THREADS,
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Greedy accuracy of runs on the same problems, and each one's paired change against the first."""
+    import json
+
+    from scalelab.cli.testtime import _ints, _progress, _setup
+    from scalelab.posttrain.compare import compare
+
+    _setup(threads)
+    if split not in ("val", "test", "train"):
+        raise InputError(f"--split {split!r}: expected val, test or train")
+    if problems < 1:
+        raise InputError(f"--problems {problems}: expected >= 1")
+    ds = _ints(difficulties, "--difficulties") if difficulties else None
+    with _progress() as bar:
+        task = bar.add_task("models", total=len(runs))
+        cmp = compare(runs, split=split, problems=problems, difficulties=ds, seed=seed,
+                      progress=lambda s, d, t: bar.update(task, completed=d))
+    if as_json:
+        print(json.dumps(cmp.as_dict()))
+        return
+    ds = cmp.difficulties
+    n = "/".join(str(cmp.correct[(cmp.models[0], d)].size) for d in ds)
+    print(f"greedy accuracy on {split} problems ({n} per difficulty {','.join(map(str, ds))}), change against "
+          f"{cmp.models[0]} with paired standard errors")
+    print(f"{'run':<46}" + "".join(f"{f'{d} steps':>18}" for d in ds) + f"{'pooled':>18}")
+    for m in cmp.models:
+        cells = []
+        for d in ds:
+            acc = cmp.accuracy(m, d)
+            cells.append(f"{acc:.3f}" if m == cmp.models[0] else f"{acc:.3f} {cmp.delta(m, [d])[0]:+.3f}")
+        pooled = "" if m == cmp.models[0] else "{:+.3f} +- {:.3f}".format(*cmp.delta(m, ds)[:2])
+        print(f"{m[-45:]:<46}" + "".join(f"{c:>18}" for c in cells) + f"{pooled:>18}")
