@@ -151,7 +151,7 @@ class RewardModel:
         meta_path = ckpt / REWARD_FILE
         if not meta_path.is_file():
             raise InputError(f"{ckpt}: no {REWARD_FILE}: not a reward model (train one with "
-                             "`scalelab testtime train-verifier`)")
+                             "`scalelab testtime train-verifier` or `scalelab posttrain reward-model`)")
         meta = json.loads(meta_path.read_text())
         if meta.get("kind") not in ("orm", "prm") or meta.get("head", "label") not in HEADS:
             raise InputError(f"{meta_path}: expected kind orm|prm and head {'|'.join(HEADS)}")
