@@ -23,7 +23,8 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-# The whole pipeline on the embedded testbed, ending in demo/report.html (`scalelab demo --help`).
+# The whole pipeline on the embedded testbed, ending in demo/report.html: 10.5 min on 2 shared cores
+# (docs/LOG.md, 2026-12-01); `scalelab demo --quick` is the 75-second smoke test.
 demo: $(STAMP)
 	$(VENV)/bin/scalelab demo --workers 2
 
