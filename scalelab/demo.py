@@ -116,8 +116,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # ---- progress: one line per stage --------------------------------------------------------------
 class Display:
-    """One rich progress line per stage on stderr, with its ETA. Where stderr is not a terminal the
-    bars stay hidden and each finished stage prints one plain line instead."""
+    """One rich progress line per stage on stderr, with its ETA, and one result line per finished
+    stage. Where stderr is not a terminal the bars stay hidden and only the result lines are printed."""
 
     def __init__(self, enabled: bool = True):
         from rich.console import Console
@@ -148,9 +148,10 @@ class Display:
         self.progress.update(self.tasks[stage], **kw, **({} if what is None else {"what": what}))
 
     def end(self, stage: str, line: str) -> None:
-        self.progress.update(self.tasks[stage], completed=self.progress.tasks[self.tasks[stage]].total, what=line)
+        """The bar completes and the stage's result is printed (above the bars on a terminal)."""
+        self.progress.update(self.tasks[stage], completed=self.progress.tasks[self.tasks[stage]].total, what="done")
         self.progress.stop_task(self.tasks[stage])
-        if self.plain:
+        if self.live or self.plain:
             self.console.print(f"{stage:<10} {line}", highlight=False, soft_wrap=True)
 
 
