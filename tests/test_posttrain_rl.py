@@ -284,6 +284,12 @@ def test_dpo_on_feedback_pairs(parent, digest, runs, feedback_file):
               runs / "post")
     _lineage(rec, parent, "dpo", {"policy_train", "reference_forward"})
     assert [c["round"] for c in rec.metrics["curve"]] == [0, 1, 2]  # before training and after each epoch
+    # TRL's DPOTrainer on the same pairs: the same ledger parts, the same passes counted
+    trl = run("dpo", {"parent": str(parent), "data": str(feedback_file), "batch_size": 4, "curve_problems": 2,
+                      "trainer": "trl", **EVAL}, runs / "post")
+    _lineage(trl, parent, "dpo", {"policy_train", "reference_forward"})
+    assert trl.posttrain_ledger == pytest.approx(rec.posttrain_ledger) and trl.metrics["trainer"] == "trl"
+    assert trl.metrics["train_steps"] == rec.metrics["train_steps"] and math.isfinite(trl.metrics["train_loss"])
     assert 0 <= rec.metrics["heldout_pairwise_accuracy"] <= 1 and rec.metrics["pairs"] > 0
     assert dir_digest(parent) == digest
 

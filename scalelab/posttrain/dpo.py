@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -39,6 +39,7 @@ class DPOConfig(FeedbackConfig):
     epochs: int = Field(2, ge=1, le=1000)
     lr: float | None = Field(None, gt=0, le=1.0, description="default: 0.01 x the parent's pretraining lr")
     curve_problems: int = Field(32, ge=1, le=100_000, description="held-out validation questions per difficulty")
+    trainer: Literal["own", "trl"] = Field("own", description="own loop, or TRL's DPOTrainer on the same pairs")
 
 
 def _examples(tok: Any, pairs: list[Any]) -> list[Any]:
@@ -98,7 +99,10 @@ def transform(ctx: StageContext) -> StageResult:
     curve = _Curve(ctx, cfg)
     curve.point(0, policy)
     policy.train()
-    for epoch in range(cfg.epochs):
+    if cfg.trainer == "trl":
+        loss_v, acc_v, step, tokens = _fit_trl(policy, reference, train, ex_tr, ctx, cfg, lr, count)
+        curve.point(cfg.epochs, policy)
+    for epoch in range(cfg.epochs if cfg.trainer == "own" else 0):
         order = rng.permutation(len(train))
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
@@ -127,7 +131,7 @@ def transform(ctx: StageContext) -> StageResult:
         curve.point(epoch + 1, policy)
         policy.train()
     policy.eval()
-    metrics = {"curve": curve.points, "train_loss": loss_v, "train_reward_accuracy": acc_v, "train_steps": step, "train_tokens": tokens,
+    metrics = {"curve": curve.points, "trainer": cfg.trainer, "train_loss": loss_v, "train_reward_accuracy": acc_v, "train_steps": step, "train_tokens": tokens,
                "pairs": len(train), "feedback": fb.source, "beta": cfg.beta, "lr": lr,
                "train_wall_s": round(time.perf_counter() - t0, 3)}
     if ex_ho:
@@ -138,6 +142,51 @@ def transform(ctx: StageContext) -> StageResult:
         ctx.ledger.eval_flops += count.forward([len(e) - 1 for e in ex_ho])
     return StageResult(model=policy, variant="dpo", metrics=metrics, tokens=tokens,
                        extra={"reference_id": ref_run.run_id})
+
+
+def _fit_trl(policy: Any, reference: Any, pairs: list[Any], examples: list[Any], ctx: StageContext, cfg: DPOConfig,
+             lr: float, count: Any) -> tuple[float, float, int, int]:
+    """The same pairs through TRL's DPOTrainer (sigmoid loss, constant lr, reference log-probabilities
+    precomputed once as the own loop does; `use_cpu=True, bf16=False`, FINDINGS.md). The ledger
+    counts the same passes as the own loop: a training pass over both texts of every pair per epoch
+    (the reference forwards are already in it)."""
+    import shutil
+
+    from datasets import Dataset
+    from datasets.utils import logging as ds_logging
+    from transformers import PrinterCallback
+    from trl import DPOConfig as TRLConfig, DPOTrainer
+
+    if cfg.sft_weight > 0:
+        raise ConfigError("sft_weight (RPO) is implemented by the own trainer only; use trainer=own")
+    out_dir = ctx.run_dir / ".trl"
+    args = TRLConfig(output_dir=str(out_dir), per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
+                     learning_rate=lr, lr_scheduler_type="constant", beta=cfg.beta, loss_type=["sigmoid"],
+                     max_grad_norm=cfg.grad_clip or 1e9, weight_decay=cfg.weight_decay, adam_beta1=0.9,
+                     adam_beta2=0.95, seed=cfg.seed, data_seed=cfg.seed, use_cpu=True, bf16=False,
+                     activation_checkpointing=False, report_to="none", save_strategy="no",
+                     logging_steps=max(1, cfg.epochs * math.ceil(len(pairs) / cfg.batch_size) // 50),
+                     precompute_ref_log_probs=True, max_length=None, disable_tqdm=True, dataloader_num_workers=0)
+    ds = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
+    bars = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=ds,
+                             processing_class=ctx.parent.tokenizer)
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    finally:
+        if bars:
+            ds_logging.enable_progress_bar()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    for h in logs:
+        ctx.log({"step": h.get("step"), "loss": h["loss"], "reward_accuracy": h.get("rewards/accuracies"), "lr": lr})
+    L = [len(e) - 1 for e in examples] * cfg.epochs
+    ctx.ledger.add("policy_train", count.train(L), 6.0 * count.n * sum(L), sum(L))
+    last = logs[-1] if logs else {}
+    return (float(last.get("loss", math.nan)), float(last.get("rewards/accuracies", math.nan)),
+            int(trainer.state.global_step), sum(L))
 
 
 class _Curve:
