@@ -3,8 +3,8 @@
     plot_rl(runs_dir, "rl.png")            # held-out greedy accuracy against this stage's FLOPs,
                                            # one line per run of rlvr / rlhf / rlaif / rft / dpo
     plot_overoptimisation(runs_dir, "overopt.png")   # rlhf: the reward model's score and the exact
-                                           # verifier's accuracy of the same greedy answers, against
-                                           # KL(policy || reference), one line per kl_coef
+                                           # verifier's accuracy of the same greedy answers, and
+                                           # KL(policy || reference), against FLOPs, per kl_coef
 
 Every curve point was measured during the run on the same held-out validation questions
 (`curve_problems` per difficulty; greedy answers), so the lines of one parent compare at equal
@@ -118,31 +118,33 @@ def plot_rl(runs_dir: str | Path, out: str | Path) -> Path:
 
 
 def plot_overoptimisation(runs_dir: str | Path, out: str | Path) -> Path:
-    """rlhf runs: proxy reward (the reward model's mean score of the greedy answers) and the
-    verifier's accuracy of the same answers against the KL estimate, one colour per kl_coef."""
+    """rlhf runs against the stage's FLOPs: the proxy reward (the reward model's mean score of the
+    greedy answers), the verifier's accuracy of the same answers, and the KL estimate of the step's
+    samples; one colour per kl_coef. (Against KL itself, as Gao et al. plot it, a per-batch estimate
+    of a few tenths of a nat zig-zags; FLOPs order the points.)"""
     plt = _setup()
     df = rl_table(runs_dir)
     df = df[df.technique == "rlhf"].dropna(subset=["kl"])
     if df.empty:
         raise InputError(f"{runs_dir}: no rlhf records with a curve (make them with `scalelab posttrain rlhf`)")
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.2))
     kls = sorted(df.kl_coef.unique())
     cmap = plt.get_cmap("viridis")
     styles = ["-", "--", ":", "-."]
     for i, k in enumerate(kls):
-        col = cmap(i / max(1, len(kls) - 1))
+        col = cmap(0.85 * i / max(1, len(kls) - 1))
         for j, (_, s) in enumerate(df[df.kl_coef == k].groupby("run_id")):
-            s = s.sort_values("x")
-            x = s.kl.clip(lower=0) ** 0.5
+            s = s.sort_values("flops")
             lab = s.label.iloc[0].replace("rlhf, ", "")
-            for ax, y in ((axes[0], s.greedy_reward), (axes[1], s.greedy_accuracy)):
-                ax.plot(x, y, marker="o", ms=3, color=col, ls=styles[j % len(styles)], label=lab)
-    axes[0].set(xlabel="sqrt KL(policy || reference), nats", ylabel="reward model score (proxy)",
-                title="proxy reward")
-    axes[1].set(xlabel="sqrt KL(policy || reference), nats", ylabel="verifier accuracy (gold)",
-                title="what the verifier says of the same answers")
-    for ax in axes:
+            for ax, y in ((axes[0], s.greedy_reward), (axes[1], s.greedy_accuracy), (axes[2], s.kl)):
+                ax.plot(s.flops, y, marker="o", ms=3, color=col, ls=styles[j % len(styles)], label=lab)
+    titles = (("reward model score (proxy)", "proxy reward of the greedy answers"),
+              ("verifier accuracy (gold)", "what the verifier says of the same answers"),
+              ("KL(policy || reference), nats", "distance from the reference"))
+    for ax, (ylab, title) in zip(axes, titles):
+        ax.set(xlabel="post-training FLOPs of the stage", ylabel=ylab, title=title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[2].set_yscale("symlog", linthresh=0.1)
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, out)
