@@ -380,6 +380,20 @@ def test_allocation_report_and_records(policy, orm, runs):
     assert got[0] == 1.0 and 1 <= used[0] <= 8
     assert _uniform_flops_at(np.array([0.1, 0.3, 0.5]), np.array([1.0, 10.0, 100.0]), 0.4) == pytest.approx(10 ** 1.5)
     assert _uniform_flops_at(np.array([0.1, 0.3]), np.array([1.0, 10.0]), 0.4) is None
+    # the pool is drawn once and cached: binning by the probe's best ORM score and marginal-gain
+    # stopping read it again without sampling
+    assert len(list((runs / "alloc").glob("*/allocation/pool-*.npz"))) == 1
+    best = AllocateConfig.build(**{**cfg.model_dump(), "select": "best", "predictor": "orm", "gain_bins": 4})
+    again = "\n".join(run_allocation(best, runs / "alloc"))
+    assert "bins of best ORM score" in again and "marginal-gain stopping" in again
+    assert len(list((runs / "alloc").glob("*/allocation/pool-*.npz"))) == 1
+    gain = [r for r in load_runs(runs / "alloc").records if r.metrics["stop"].startswith("gain-k")]
+    assert gain, again
+    assert all(r.technique == "adaptive_best_of_n" and 1 <= r.metrics["n"] <= cfg.n_max for r in gain)
+    assert all(r.metrics["flops_per_question"] == pytest.approx((r.flops["inference"] + r.flops["verifier"]) / 8)
+               for r in gain)
+    with pytest.raises(ConfigError, match="predictor=orm needs --orm"):
+        run_allocation(AllocateConfig.build(**{**cfg.model_dump(), "orm": None, "predictor": "orm"}), runs / "alloc")
     # allocation records mix difficulties: the accuracy-vs-FLOPs figure leaves them out
     from scalelab.testtime.plots import plot_accuracy_vs_flops
 

@@ -191,25 +191,34 @@ def predict_cmd(
     runs: Path = typer.Argument(..., help="runs directory written by `scalelab testtime` (the small budgets)"),
     against: Optional[Path] = typer.Option(None, "--against", help="records of the large budget, sampled separately "
                                            "(default: RUNS itself)"),
-    law: str = typer.Option("testtime", "--law", help="testtime | coverage"),
+    law: str = typer.Option("testtime", "--law", help="testtime | coverage | selection (best-of-n = rho x coverage)"),
     x: str = typer.Option("n", "--x", help="testtime law: n | flops"),
     fit_max_n: int = typer.Option(8, "--fit-max-n", help="fit on budgets n <= this"),
     at: int = typer.Option(64, "--at", help="predict accuracy at this n and compare with the record"),
     strategies: Optional[str] = typer.Option(None, "--strategies", help="only these (default: every curve)"),
     difficulties: Optional[str] = typer.Option(None, "--difficulties", help="only these steps, e.g. 3-6"),
     pooled: bool = typer.Option(False, "--pooled", help="one curve per strategy: the mean over the difficulties"),
+    shared_alpha: bool = typer.Option(False, "--shared-alpha", help="coverage / selection: one beta-binomial alpha "
+                                      "for all the difficulties, a beta per difficulty"),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="standard error of each error over this many resamples of "
+                                  "the problems"),
 ) -> None:
     """Fit each curve on small budgets and predict a large one: predicted, observed, error."""
-    from scalelab.testtime.predict import predict_curves
+    from scalelab.testtime.predict import predict_curves, summary
 
     rows = predict_curves(runs, against=against, law=law, x=x, fit_max_n=fit_max_n, at=at,
                           strategies=strategies.split(",") if strategies else None, pooled=pooled,
-                          difficulties=_ints(difficulties, "--difficulties") if difficulties else None)
-    print(f"{'strategy':<24}{'steps':>6}{'points':>7}{'predicted':>11}{'observed':>10}{'error':>8}  fit")
+                          difficulties=_ints(difficulties, "--difficulties") if difficulties else None,
+                          shared_alpha=shared_alpha, bootstrap=bootstrap)
+    se_head = f"{'± se':>6}" if bootstrap else ""
+    print(f"{'strategy':<24}{'steps':>6}{'points':>7}{'predicted':>11}{'observed':>10}{'error':>8}{se_head}  fit")
     for r in rows:
         err = f"{100 * r['error']:+.1f}pt" if r["error"] is not None else "-"
+        se = (f"{100 * r['error_se']:>6.1f}" if r.get("error_se") is not None else f"{'-':>6}") if bootstrap else ""
         obs = f"{r['observed']:.3f}" if r["observed"] is not None else "-"
-        print(f"{r['strategy']:<24}{r['steps']:>6}{r['points']:>7}{r['predicted']:>11.3f}{obs:>10}{err:>8}  {r['fit']}")
+        print(f"{r['strategy']:<24}{r['steps']:>6}{r['points']:>7}{r['predicted']:>11.3f}{obs:>10}{err:>8}{se}"
+              f"  {r['fit']}")
+    print(summary(rows), file=sys.stderr)
 
 
 @tt.command("plot")
@@ -238,8 +247,9 @@ def allocate_cmd(
     sets: list[str] = _SET,
     out_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where the adaptive records go"),
 ) -> None:
-    """Difficulty predicted from answer agreement, compute-optimal strategy per bin, and the
-    adaptive allocator against uniform best-of-n at equal accuracy."""
+    """Difficulty predicted from the probe (answer agreement or best ORM score), compute-optimal
+    strategy per bin, and adaptive allocators (stop rules, per-bin caps, marginal-gain stopping)
+    against uniform best-of-n at equal accuracy."""
     _setup(threads)
     from scalelab.testtime.allocate import AllocateConfig, run_allocation
 

@@ -182,3 +182,46 @@ def _fit_exp(k: np.ndarray, cov: np.ndarray) -> OptimizeResult:
     b = float(res.x) if res.fun <= sse[i] else float(B_GRID[i])
     a, f = solve(b)
     return OptimizeResult(x=np.array([a, b]), fun=f, success=bool(res.success), message=str(res.message))
+
+
+class SharedTailCoverage:
+    """Beta-binomial coverage of several groups of problems (e.g. the difficulties of one policy)
+    with one alpha and a beta per group, fitted by maximum likelihood from per-problem counts.
+
+    Why one alpha: pass@k at large k is set by the density of success rates near p = 0, which a
+    Beta(alpha, beta) makes ~ p^(alpha - 1) (Schaeffer et al. 2025), and 8 samples of 100 problems
+    say little about it: per-group fits over- and under-shoot pass@56 by 5-8 points on
+    development questions (docs/LOG.md, 2026-12-01). Sharing the exponent across groups pools
+    every problem's counts for the tail while each group keeps its own mean success rate.
+
+        SharedTailCoverage().fit([c_1, c_2, ...], N).predict([64], group=0)
+    """
+
+    def __init__(self, *, max_iter: int = 500):
+        self.max_iter = max_iter
+
+    def fit(self, counts: list[Any], N: int) -> "SharedTailCoverage":
+        cs = [np.asarray(c, float) for c in counts]
+        if not cs or any(c.ndim != 1 or c.size < 2 or (c < 0).any() or (c > N).any() for c in cs):
+            raise InputError(f"counts: expected, per group, correct counts in [0, {N}] for at least 2 problems")
+
+        def nll(t: np.ndarray) -> float:
+            a = np.exp(t[0])
+            return float(-sum((betaln(c + a, N - c + np.exp(tb)) - betaln(a, np.exp(tb))).sum()
+                              for c, tb in zip(cs, t[1:])))
+
+        starts = []
+        for a0 in (0.1, 0.3, 1.0):  # each group's beta from its mean success rate at this alpha
+            m = [min(max(c.mean() / N, 1e-3), 1 - 1e-3) for c in cs]
+            starts.append(np.r_[np.log(a0), [np.log(a0 * (1 - mi) / mi) for mi in m]])
+        bounds = [(-9.0, 9.0)] + [(-9.0, 12.0)] * len(cs)
+        res = min((minimize(nll, s, method="L-BFGS-B", bounds=bounds, options={"maxiter": self.max_iter})
+                   for s in starts), key=lambda r: r.fun)
+        self.alpha_ = float(np.exp(res.x[0]))
+        self.betas_ = [float(b) for b in np.exp(res.x[1:])]
+        self.result_ = OptimizeResult(x=res.x, fun=float(res.fun), success=bool(res.success), message=str(res.message))
+        self.converged_ = bool(res.success)
+        return self
+
+    def predict(self, X: Any, group: int) -> np.ndarray:
+        return beta_coverage(np.asarray(X, float).reshape(-1), self.alpha_, self.betas_[group])
