@@ -36,9 +36,7 @@ def test_replay_tracks_the_top_scored_sample():
     rep = stopping.replay(pools, orders=30, rng=np.random.default_rng(0))
     m = 1 + np.arange(4)
     assert np.all(rep.spent[0] == m) and np.all(rep.policy[0] == m)
-    for o in range(30):
-        order = np.argsort(-rep.best[0, o])  # not needed for the check below, only its running max
-        assert order.size == 4
+    assert np.all(np.diff(rep.best[0], axis=1) >= 0)  # a running maximum
     # with all four seen, the top score 0.95 is the wrong sample: right is 0 whatever the order
     assert np.all(rep.right[0, :, -1] == 0)
     # where the 0.9 sample is the best seen so far, the answer is right
