@@ -13,13 +13,22 @@ child run with lineage (`parent_id`, `teacher_id`) and its own FLOPs ledger.
     prune.py     unstructured (magnitude, Wanda) and structured (Minitron width / depth) pruning
     quantize.py  torchao int8 weight-only / dynamic (int4 where the platform has kernels)
     curves.py    accuracy against post-training and pretraining FLOPs, from the records
+  feedback and RL (docs/posttrain-rl.md):
+    prefs.py        preference pairs and thumbs: user JSONL, or ranked testbed samples
+    rewardmodel.py  reward models from pairs (Bradley-Terry) or thumbs; likelihood or label head
+    rewards.py      RL reward sources: exact verifier, reward model, AI judge; fault isolation
+    rl.py           rlvr / rlhf / rlaif: one GRPO/RLOO loop with a KL penalty to a reference
+    dpo.py          direct preference optimisation (own loop or TRL's DPOTrainer)
+    rft.py          rejection-sampling fine-tuning, best-of-n distillation, strategies as samplers
+    rlcurves.py     accuracy against RL FLOPs; reward over-optimisation
+    compare.py      paired greedy accuracy of runs on the same problems
 
     from scalelab.posttrain import run
     record = run("sft", {"parent": "runs/d4-3M-b3d17d80", "lora_rank": 8}, "runs/post")
 
 Command line: `scalelab posttrain TECHNIQUE --from RUN ... --runs-dir DIR`; guide: docs/posttrain.md.
-A new technique (reward models, RL, rejection sampling) adds one module with a config class and a
-`transform(ctx) -> StageResult`, and one line in `_MODULES`.
+A new technique adds one module with a config class and a `transform(ctx) -> StageResult`, and one
+line in `_MODULES` (a module may hold several, as rl.py's `TECHNIQUES`).
 """
 from __future__ import annotations
 
