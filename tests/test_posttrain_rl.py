@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -207,6 +208,8 @@ def test_reward_model_from_testbed_thumbs(parent, runs):
     ({"prompt": "q", "chosen": "", "rejected": "b"}, 'line 2: field "chosen" must be a non-empty string'),
     ({"prompt": "q", "completion": "a"}, 'line 2: missing field "label"'),
     ({"prompt": "q", "completion": "a", "label": "maybe"}, "line 2: label 'maybe' is not a thumbs-up"),
+    ({"prompt": "q", "completion": "a", "label": [1]}, "line 2: label [1] is not a thumbs-up"),
+    ({"prompt": "q", "completion": "a", "label": 0.5}, "line 2: label 0.5 is not a thumbs-up"),
     ({"prompt": "q", "chosen": "a", "rejected": "a"}, "line 2: \"chosen\" and \"rejected\" are the same text"),
 ])
 def test_bad_feedback_lines_name_their_line(tmp_path, line, msg):
@@ -214,7 +217,7 @@ def test_bad_feedback_lines_name_their_line(tmp_path, line, msg):
 
     f = tmp_path / "fb.jsonl"
     f.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps(line) + "\n")
-    with pytest.raises(InputError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(InputError, match=re.escape(msg)):
         read_feedback(f)
 
 

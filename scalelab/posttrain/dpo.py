@@ -195,10 +195,11 @@ class _Curve:
     def __init__(self, ctx: StageContext, cfg: DPOConfig):
         from scalelab.posttrain.evaluate import curve_problems
 
-        src = ctx.parent.testbed() if ctx.parent.pretrain_source()["source"] == "testbed" else None
-        self.ctx, self.seed, self.points = ctx, cfg.seed, []
-        steps = cfg.data_steps or list(range(1, src.config.max_steps + 1)) if src is not None else []
-        self.probs = curve_problems(src, steps, cfg.curve_problems, cfg.seed) if src is not None else []
+        self.ctx, self.seed, self.points, self.probs = ctx, cfg.seed, [], []
+        if ctx.parent.pretrain_source()["source"] == "testbed":  # a text-corpus parent has no problems
+            src = ctx.parent.testbed()
+            steps = cfg.data_steps or list(range(1, src.config.max_steps + 1))
+            self.probs = curve_problems(src, steps, cfg.curve_problems, cfg.seed)
 
     def point(self, epoch: int, model: Any) -> None:
         from scalelab.posttrain.evaluate import greedy_accuracy

@@ -62,12 +62,11 @@ class Feedback:
 
 def _label(v: Any) -> float | None:
     key = v.strip().lower() if isinstance(v, str) else v
-    if isinstance(key, (bool, int, float)) and not isinstance(key, bool) and key not in (0, 1):
-        return None
-    if key in UP:
-        return 1.0
-    if key in DOWN:
-        return 0.0
+    if isinstance(key, (str, bool, int, float)):  # a list or an object is no label (and unhashable)
+        if key in UP:
+            return 1.0
+        if key in DOWN:
+            return 0.0
     return None
 
 

@@ -120,14 +120,11 @@ class Scorer:
     def __call__(self, seqs: list[list[int]]) -> Any:
         import torch
 
-        L = max(map(len, seqs))
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        ids = torch.full((len(seqs), L), pad, dtype=torch.long)
-        att = torch.zeros((len(seqs), L), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)], att[i, :len(s)] = torch.tensor(s), 1
-        h = self.model.base_model(input_ids=ids, attention_mask=att).last_hidden_state  # [B, L, d]
-        last = h[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]  # [B, d]
+        from scalelab.posttrain.data import Example, collate
+
+        b = collate([Example(tuple(s), len(s)) for s in seqs], self.tok)
+        h = self.model.base_model(input_ids=b.ids, attention_mask=b.attn).last_hidden_state  # [B, L, d]
+        last = h[torch.arange(len(seqs)), torch.tensor([n - 1 for n in b.lengths])]  # [B, d]
         w = self.model.get_output_embeddings().weight
         return last @ (w[self.good] - w[self.bad])  # [B]
 

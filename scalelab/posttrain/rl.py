@@ -187,6 +187,7 @@ def policy_loss(lp: Any, old_lp: Any, ref_lp: Any, A: Any, mask: Any, use: Any,
 def transform(ctx: StageContext) -> StageResult:
     import torch
 
+    from scalelab.posttrain.evaluate import curve_problems
     from scalelab.posttrain.loop import Counter, default_lr, lr_at, make_optimizer
     from scalelab.testtime.engine import SamplingParams
     from scalelab.testtime.verifiers import TestbedTask
@@ -209,7 +210,7 @@ def transform(ctx: StageContext) -> StageResult:
     lr = cfg.lr or 0.3 * default_lr(ctx.parent)
     torch.manual_seed(cfg.seed)
     opt = make_optimizer(policy, lr, cfg.weight_decay)
-    curve_probs = [p for k in steps for p in src.problems("val", cfg.curve_problems, steps=k, seed=cfg.seed)]
+    curve_probs = curve_problems(src, steps, cfg.curve_problems, cfg.seed)
     loop = _Loop(ctx, cfg, policy, reference, engine, reward, task, count, rcount)
     warmup = math.ceil(cfg.warmup_frac * cfg.steps)
     curve = [loop.curve_point(0, curve_probs, None)]
@@ -230,7 +231,7 @@ def transform(ctx: StageContext) -> StageResult:
     policy.eval()
     last = curve[-1]
     metrics = {"curve": curve, "reward_source": reward.name, "reward_failures": loop.failed,
-               "reward_errors": loop.errors[:5], "samples": loop.samples, "final_reward": last.get("greedy_reward"),
+               "reward_errors": loop.errors, "samples": loop.samples, "final_reward": last.get("greedy_reward"),
                "final_greedy_accuracy_val": last["greedy_accuracy"], "lr": lr, "rl_steps": cfg.steps,
                "train_tokens": loop.tokens, "train_wall_s": round(time.perf_counter() - t0, 3),
                "train_cpu_s": round(time.process_time() - c0, 3),
@@ -289,7 +290,7 @@ class _Loop:
         if rb.flops:
             ctx.ledger.add(self.reward.part, rb.flops, 0.0, sum(gen.prompt_tokens) * G + gen.generated_tokens)
         self.failed += rb.failed
-        self.errors += [e for e in rb.errors if e not in self.errors][:5]
+        self.errors += [e for e in rb.errors if e not in self.errors][:max(0, 5 - len(self.errors))]
         correct = np.array([self.task.verify(p, t).correct for p, t in zip(rep, texts)], float)
         r, ok = rb.values.reshape(-1, G), rb.ok.reshape(-1, G)
         b, lengths = self._batch(probs, gen)
@@ -301,12 +302,10 @@ class _Loop:
         if cfg.negative_weight < 1:
             A = torch.where(A < 0, cfg.negative_weight * A, A)
         use = torch.tensor(rb.ok, dtype=torch.float32)[:, None]
-        mask = None
-        ref_lp = None
-        kl_val = None
+        ref_lp, kl_val = None, None
         if cfg.kl_coef > 0 or monitor_kl:
             with torch.no_grad():
-                ref_lp, mask = completion_logprobs(self.reference, b)
+                ref_lp, _ = completion_logprobs(self.reference, b)
             f = self.rcount.forward(lengths)
             if cfg.kl_coef > 0:
                 ctx.ledger.add("reference_forward", f, 2.0 * self.rcount.n * sum(lengths), sum(lengths))
