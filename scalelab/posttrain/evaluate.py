@@ -89,12 +89,9 @@ def greedy_accuracy(ctx: Any, model: Any, probs: list[Any], seed: int) -> float:
     """Exact accuracy of greedy solutions to `probs` (evaluation FLOPs, outside the ledger)."""
     from scalelab.testtime.strategies import Context, Options, run_strategy
 
-    grads = [p.requires_grad for p in model.parameters()]  # the engine freezes what it samples from
     training = model.training
     eng = ctx.engine(model)
     outs = run_strategy("cot", probs, 1, Context(engine=eng, options=Options(seed=seed)))
     ctx.ledger.eval_flops += sum(eng.meter.totals.values())
-    for p, g in zip(model.parameters(), grads):
-        p.requires_grad_(g)
     model.train(training)
     return float(np.mean([o.correct for o in outs]))

@@ -127,7 +127,7 @@ def transform(ctx: StageContext) -> StageResult:
         data, info = _round_data(ctx, cfg, model, probs, orm, prm, rnd)
         if data:  # a round that kept nothing trains nothing (counted in rounds_without_data)
             ctx.progress(f"round {rnd}: training", 0, 1)
-            model.train().requires_grad_(True)
+            model.train()
             model, stats = finetune(ctx, cfg, model, data)
             tokens += stats["train_tokens"]
         curve.append({"round": rnd, "posttrain_flops": ctx.ledger.total, **info,

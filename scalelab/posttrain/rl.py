@@ -203,7 +203,6 @@ def transform(ctx: StageContext) -> StageResult:
     reference = ref_run.load_model(train=False).requires_grad_(False)
     task = TestbedTask()
     engine = ctx.engine(policy)
-    policy.requires_grad_(True)  # the engine freezes what it samples from; the optimizer needs the weights
     count, rcount = Counter(policy), Counter(reference)
     # RL moves a trained policy less than SFT does: 0.3 x the fine-tuning default, the rate at
     # which rlvr raised greedy accuracy on the testbed (docs/posttrain-rl.md); 1e-3 degraded it
@@ -283,7 +282,7 @@ class _Loop:
         cfg, ctx, G = self.cfg, self.ctx, self.cfg.group_size
         prompts = [self.task.prompt(p) for p in probs]
         gen = ctx.generate(self.engine, prompts, G, params, part="policy_generate")
-        self.policy.train().requires_grad_(True)  # the engine froze it for sampling
+        self.policy.train()  # the engine put it in eval mode for sampling
         texts = [c.text for row in gen.completions for c in row]
         rep = [p for p in probs for _ in range(G)]
         rb = self.reward(rep, [q for q in prompts for _ in range(G)], texts)

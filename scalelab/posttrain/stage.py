@@ -284,14 +284,14 @@ def _run(technique: Technique, cfg: StageConfig, parent: RunRef, run_dir: Path, 
         result = technique.transform(ctx)
         ev: dict[str, Any] = {}
         parent_ev: dict[str, Any] = {}
-        if result.evaluate:
+        if result.evaluate:  # a reward model is not a policy: its technique reports its own metrics
             src = parent.testbed()
             progress("evaluating", 0, 1)
             ev = evaluate_model(result.model, parent.tokenizer, src, cfg, backend=result.eval_backend)
             ctx.ledger.eval_flops += ev.pop("flops")
-        if result.evaluate and cfg.eval_parent:
-            parent_ev = evaluate_model(parent.load_model(train=False), parent.tokenizer, src, cfg)
-            ctx.ledger.eval_flops += parent_ev.pop("flops")
+            if cfg.eval_parent:
+                parent_ev = evaluate_model(parent.load_model(train=False), parent.tokenizer, src, cfg)
+                ctx.ledger.eval_flops += parent_ev.pop("flops")
         _save(result, parent, run_dir)
     except BaseException as err:
         record.fail(err)

@@ -98,7 +98,9 @@ class Engine:
 
         if max_batch < 1:
             raise ConfigError(f"max_batch={max_batch}: must be >= 1")
-        self.model = model.eval().requires_grad_(False)  # sampling never needs gradients
+        # Every forward runs in torch.inference_mode (Session), so the weights' grad flags are left
+        # as they are: an RL policy is sampled and trained in turn without re-enabling them.
+        self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.backend_kind = backend
