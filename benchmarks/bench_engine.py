@@ -29,14 +29,14 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from scalelab.train import quiet_import_noise  # noqa: E402
+from scalelab.pretrain.train import quiet_import_noise  # noqa: E402
 
 quiet_import_noise()
 import torch  # noqa: E402
 
 from scalelab import model as M  # noqa: E402
-from scalelab.testbed import TestbedSource  # noqa: E402
-from scalelab.testtime.engine import Engine, SamplingParams  # noqa: E402
+from scalelab.tasks.testbed import TestbedSource  # noqa: E402
+from scalelab.inference.engine import Engine, SamplingParams  # noqa: E402
 
 
 def load(args):

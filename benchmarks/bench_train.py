@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from scalelab import model as M  # noqa: E402
-from scalelab.train import TrainConfig, quiet_import_noise, train  # noqa: E402
+from scalelab.pretrain.train import TrainConfig, quiet_import_noise, train  # noqa: E402
 
 quiet_import_noise()
 import torch  # noqa: E402
@@ -96,7 +96,7 @@ def scalelab_loop(name: str, steps: int, compiled: bool) -> tuple[float, float]:
                             warmup_frac=0.0, compile=compiled, threads=torch.get_num_threads())
     with tempfile.TemporaryDirectory() as d:
         rec = train(cfg, d, source=FixedBatches())
-        from scalelab.ledger import read_metrics
+        from scalelab.records import read_metrics
 
         rows = {r["step"]: r for r in read_metrics(os.path.join(d, rec.run_id))}
     total = rec.hparams["steps"]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from scalelab import model as M
 from scalelab.laws import ChinchillaLaw, fit_table
-from scalelab.ledger import load_runs
-from scalelab.train import TrainConfig, resolve_source, source_options, train
+from scalelab.records import load_runs
+from scalelab.pretrain.train import TrainConfig, resolve_source, source_options, train
 
 
 def main() -> None:

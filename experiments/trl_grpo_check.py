@@ -18,7 +18,7 @@ import numpy as np
 
 
 def greedy(model, tok, problems, task):
-    from scalelab.testtime.engine import Engine, SamplingParams
+    from scalelab.inference.engine import Engine, SamplingParams
 
     eng = Engine(model, tok)
     g = eng.generate([task.prompt(p) for p in problems], 1, SamplingParams(temperature=0, max_tokens=60))
@@ -43,7 +43,7 @@ def main() -> None:
 
     from scalelab.posttrain.data import testbed_problems
     from scalelab.posttrain.stage import open_run
-    from scalelab.testtime.verifiers import TestbedTask
+    from scalelab.rewards.models import TestbedTask
 
     torch.set_num_threads(1)
     parent = open_run(args.parent)

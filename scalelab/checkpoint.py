@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from scalelab.errors import ScalelabError
-from scalelab.ledger import CHECKPOINT_DIR, atomic_write_json
+from scalelab.records import CHECKPOINT_DIR, atomic_write_json
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from scalelab.cli import main
-from scalelab.ledger import RunRecord, write_record
+from scalelab.records import RunRecord, write_record
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 FIT_KEYS = {"law", "params", "ci95", "n_points", "objective", "converged", "optimal"}

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scalelab import corpus as corpus_mod
-from scalelab.corpus import CorpusSource
-from scalelab.sources import TokenSource, make_source
-from scalelab.tokenizer import encode_plain
+from scalelab.data import corpus as corpus_mod
+from scalelab.data.corpus import CorpusSource
+from scalelab.data.sources import TokenSource, make_source
+from scalelab.data.tokenizer import encode_plain
 
 N_FILES = 24
 

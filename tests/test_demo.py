@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-from scalelab.demo import bundled_table
+from scalelab.pipeline.demo import bundled_table
 from tests.test_cli_fit import run
 
 
@@ -50,7 +50,7 @@ def test_demo_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_demo_presets_are_valid_and_a_bad_technique_field_fails_before_any_training():
-    from scalelab.demo import PRESETS, DemoConfig
+    from scalelab.pipeline.demo import PRESETS, DemoConfig
     from scalelab.errors import ConfigError
 
     for name in PRESETS:

@@ -8,8 +8,8 @@ import re
 import time
 from collections import Counter
 
-from scalelab.demo import STAGES, DemoConfig
-from scalelab.ledger import load_runs
+from scalelab.pipeline.demo import STAGES, DemoConfig
+from scalelab.records import load_runs
 from tests.conftest import run_cli
 
 

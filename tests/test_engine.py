@@ -11,9 +11,9 @@ import torch
 
 from scalelab import model as M
 from scalelab.errors import ConfigError, InputError, ScalelabError
-from scalelab.testbed import TestbedSource
-from scalelab.testtime.engine import Engine, SamplingParams
-from scalelab.testtime.flops import FlopMeter
+from scalelab.tasks.testbed import TestbedSource
+from scalelab.inference.engine import Engine, SamplingParams
+from scalelab.inference.flops import FlopMeter
 
 SRC = TestbedSource()
 TOK = SRC.tokenizer
@@ -75,7 +75,7 @@ def test_greedy_matches_generate_on_a_trained_checkpoint(tiny_run):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A Llama trained for a few seconds on a small testbed: it writes well-formed solutions."""
-    from scalelab.train import TrainConfig, train
+    from scalelab.pretrain.train import TrainConfig, train
 
     cfg = TrainConfig.build(model="d2", source="testbed", seq_len=64, batch_size=16, tokens=60_000, lr=0.01,
                             threads=1, eval_every=10**6, source_options={"max_steps": 2, "max_modulus": 7,

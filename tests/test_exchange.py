@@ -12,7 +12,7 @@ from scipy.special import expit
 
 from scalelab.errors import InputError
 from scalelab.laws.exchange import ExchangeLaw, LadderCurve
-from scalelab.ledger import RunRecord, write_record
+from scalelab.records import RunRecord, write_record
 from tests.test_cli_fit import assert_one_line_error, run
 
 B, C = 1.2, 0.9          # true slopes: 10x pretraining = 10^(B/C) = 21.5x test-time FLOPs
@@ -179,7 +179,7 @@ def test_exchange_verb_bad_input(tmp_path, capsys):
 
 
 def test_report_shows_exchange_rates_and_the_plan(tmp_path):
-    from scalelab.report import build_report
+    from scalelab.pipeline.report import build_report
 
     root = tmp_path / "runs"
     write_runs(root)

@@ -5,7 +5,7 @@ import multiprocessing as mp
 import pandas as pd
 import pytest
 
-from scalelab import ledger
+from scalelab import records as ledger
 from scalelab.errors import InputError
 
 

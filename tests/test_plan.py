@@ -11,7 +11,7 @@ import pytest
 from scipy.special import expit
 
 from scalelab.laws.chinchilla import ChinchillaLaw
-from scalelab.plan import PlanConfig, explain, load_fits, make_plan
+from scalelab.pipeline.plan import PlanConfig, explain, load_fits, make_plan
 from tests.test_cli_fit import assert_one_line_error, run
 
 CHIN = {"E": 0.3, "A": 40.0, "B": 200.0, "alpha": 0.34, "beta": 0.4}

@@ -26,7 +26,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def parent(runs):
     """A d3 Llama (3 layers, 3 heads, width 48) trained for a few seconds on a small testbed."""
-    from scalelab.train import TrainConfig, train
+    from scalelab.pretrain.train import TrainConfig, train
 
     cfg = TrainConfig.build(model="d3", source="testbed", seq_len=64, batch_size=16, tokens=30_000, lr=0.01,
                             threads=1, eval_every=10**6, source_options=SMALL)
@@ -43,13 +43,13 @@ def digest(parent):
 def _arch(path):
     from transformers import AutoConfig
 
-    from scalelab.testtime.flops import arch_from_config
+    from scalelab.inference.flops import arch_from_config
 
     return arch_from_config(AutoConfig.from_pretrained(path / "checkpoint"))
 
 
 def _lineage(rec, parent, technique):
-    from scalelab.ledger import read_record
+    from scalelab.records import read_record
 
     p = read_record(parent)
     assert rec.status == "complete" and rec.phase == "posttrain" and rec.technique == technique
@@ -98,7 +98,7 @@ def test_sft_full_and_lora_ledger_and_merge(parent, digest, runs):
 
 
 def test_sft_on_a_user_jsonl(parent, runs, tmp_path):
-    from scalelab.testbed import TestbedSource
+    from scalelab.tasks.testbed import TestbedSource
 
     src = TestbedSource(**SMALL)
     probs = src.problems("train", 6, steps=2)
@@ -139,8 +139,8 @@ def test_generated_examples_keep_only_verified_finished_solutions():
 
     from scalelab.posttrain.data import generated_examples
     from scalelab.posttrain.stage import Ledger
-    from scalelab.testbed import TestbedSource
-    from scalelab.testtime.engine import Completion, Generation
+    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.inference.engine import Completion, Generation
 
     src = TestbedSource(**SMALL)
     p = src.problems("train", 1, steps=2)[0]
@@ -193,7 +193,7 @@ def test_structured_slices_keep_the_function_when_nothing_is_removed(parent):
     import torch
 
     from scalelab.posttrain.prune import prune_structured
-    from scalelab.testtime.loading import load_causal_lm
+    from scalelab.inference.loading import load_causal_lm
 
     model, _, _ = load_causal_lm(parent)
     a = _arch(parent)
@@ -264,7 +264,7 @@ def test_quantize_int8_is_smaller_reloads_and_int4_says_why(parent, digest, runs
     import torch
     from transformers import AutoModelForCausalLM
 
-    from scalelab.testtime.loading import load_causal_lm
+    from scalelab.inference.loading import load_causal_lm
 
     rec = run("quantize", {"parent": str(parent), "repeats": 1, "latency_prompts": 2, "latency_tokens": 4, **EVAL},
               runs / "post")
@@ -287,8 +287,8 @@ def test_quantize_int8_is_smaller_reloads_and_int4_says_why(parent, digest, runs
 
 # ---- curves -------------------------------------------------------------------------------------------
 def test_curves_table_and_figure(tmp_path):
-    from scalelab.ledger import RunRecord, write_record
-    from scalelab.posttrain.curves import plot_posttrain, posttrain_table
+    from scalelab.records import RunRecord, write_record
+    from scalelab.posttrain.plots import plot_posttrain, posttrain_table
 
     for i, (tech, flops, acc) in enumerate([("sft", 1e9, 0.5), ("sft", 4e9, 0.6), ("quantize-int8-weight", 0.0, 0.38),
                                             ("prune-width", 2e9, 0.3)]):
@@ -329,11 +329,11 @@ def test_standard_errors_use_the_problems_actually_scored(parent):
     how many were scored, and the acceptance standard errors use that count, not the request."""
     from types import SimpleNamespace
 
-    from scalelab.ledger import read_record
+    from scalelab.records import read_record
     from scalelab.posttrain.acceptance import _n, _se
-    from scalelab.posttrain.evaluate import evaluate_model
+    from scalelab.posttrain.accuracy import evaluate_model
     from scalelab.posttrain.stage import open_run
-    from scalelab.testtime.loading import testbed_for
+    from scalelab.inference.loading import testbed_for
 
     ref = open_run(parent)
     src = testbed_for(read_record(parent))
@@ -356,7 +356,7 @@ def _cli(capsys, *args):
 
 
 def test_bad_input_is_one_line_exit_2_and_leaves_the_parent_alone(capsys, parent, digest, runs, tmp_path):
-    from scalelab.tokenizer import char_tokenizer
+    from scalelab.data.tokenizer import char_tokenizer
 
     no_ckpt = tmp_path / "no_ckpt"
     no_ckpt.mkdir()

@@ -27,7 +27,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def parent(runs):
-    from scalelab.train import TrainConfig, train
+    from scalelab.pretrain.train import TrainConfig, train
 
     cfg = TrainConfig.build(model="d3", source="testbed", seq_len=64, batch_size=16, tokens=30_000, lr=0.01,
                             threads=1, eval_every=10**6, source_options=SMALL)
@@ -44,7 +44,7 @@ def digest(parent):
 def feedback_file(runs):
     """Pairs (right > corrupted) and thumbs for 10 questions: the tiny parent is rarely right, so
     its own samples would give no pairs."""
-    from scalelab.testbed import TestbedSource
+    from scalelab.tasks.testbed import TestbedSource
 
     lines = []
     for p in TestbedSource(**SMALL).problems("train", 10, steps=2):
@@ -64,7 +64,7 @@ def rm(parent, runs, feedback_file):
 
 
 def _lineage(rec, parent, technique, parts):
-    from scalelab.ledger import read_record
+    from scalelab.records import read_record
 
     p = read_record(parent)
     assert rec.status == "complete" and rec.technique == technique and rec.parent_id == p.run_id
@@ -123,8 +123,8 @@ def test_policy_loss_raises_good_samples_and_lowers_bad_ones():
 
 # ---- rewards ----------------------------------------------------------------------------------------
 def test_reward_sources_isolate_failures():
-    from scalelab.posttrain.rewards import FunctionReward, VerifierReward
-    from scalelab.testbed import TestbedSource
+    from scalelab.rewards.sources import FunctionReward, VerifierReward
+    from scalelab.tasks.testbed import TestbedSource
 
     p = TestbedSource(**SMALL).problems("train", 1, steps=2)[0]
 
@@ -143,7 +143,7 @@ def test_reward_sources_isolate_failures():
 # ---- reward models ----------------------------------------------------------------------------------
 def test_testbed_pairs_rank_right_over_wrong_and_short_over_long():
     from scalelab.posttrain.prefs import split_by_prompt, testbed_pairs
-    from scalelab.testbed import TestbedSource
+    from scalelab.tasks.testbed import TestbedSource
 
     probs = TestbedSource(**SMALL).problems("train", 3, steps=2)
     right = [p.solution() for p in probs]
@@ -153,7 +153,7 @@ def test_testbed_pairs_rank_right_over_wrong_and_short_over_long():
     assert len(pairs) == 3 and all(p.why == "correct" and p.chosen == r for p, r in zip(pairs, right))
     tr, ho = split_by_prompt(pairs, 0.34, seed=0)
     assert len(ho) == 1 and not {p.prompt for p in tr} & {p.prompt for p in ho}
-    from scalelab.testtime.verifiers import TestbedTask
+    from scalelab.rewards.models import TestbedTask
 
     if TestbedTask().verify(probs[0], longer[0]).correct:  # a longer, still-correct solution
         short = testbed_pairs(probs[:1], [[right[0], longer[0]]], max_pairs=10)
@@ -161,8 +161,8 @@ def test_testbed_pairs_rank_right_over_wrong_and_short_over_long():
 
 
 def test_reward_model_from_a_feedback_file_scores_like_an_orm(parent, digest, rm):
-    from scalelab.testbed import TestbedSource
-    from scalelab.testtime.verifiers import RewardModel
+    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.rewards.models import RewardModel
 
     rec, path = rm
     m = rec.metrics
@@ -180,8 +180,8 @@ def test_reward_model_from_a_feedback_file_scores_like_an_orm(parent, digest, rm
 
 
 def test_label_head_reward_model_is_centred_and_learns_the_pairs(parent, runs, feedback_file, tmp_path):
-    from scalelab.testbed import TestbedSource
-    from scalelab.testtime.verifiers import RewardModel
+    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.rewards.models import RewardModel
 
     pairs = tmp_path / "pairs.jsonl"  # pairs only: Bradley-Terry, centred by the stored offset
     pairs.write_text("".join(l for l in feedback_file.read_text().splitlines(True) if '"chosen"' in l))
@@ -320,7 +320,7 @@ def test_rft_rounds_verified_and_reward_best(parent, runs, rm):
 
 # ---- bad input ------------------------------------------------------------------------------------
 def test_bad_input_is_one_line_and_the_parent_is_untouched(parent, digest, runs, tmp_path, cli):
-    from scalelab.tokenizer import char_tokenizer
+    from scalelab.data.tokenizer import char_tokenizer
 
     other = tmp_path / "other"
     import shutil
@@ -349,7 +349,7 @@ def test_bad_input_is_one_line_and_the_parent_is_untouched(parent, digest, runs,
 
 
 def test_compare_pairs_models_on_the_same_problems(parent, runs, cli):
-    from scalelab.posttrain.compare import compare
+    from scalelab.posttrain.compare_runs import compare
 
     child = run("rlvr", {"parent": str(parent), **RL}, runs / "post")
     cmp = compare([str(parent), str(runs / "post" / child.run_id)], split="val", problems=6, difficulties=[1, 2])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from scalelab.errors import InputError
-from scalelab.ledger import RunRecord, append_metrics, write_record
+from scalelab.records import RunRecord, append_metrics, write_record
 
 FLOOR = 0.3  # the synthetic source's entropy floor, stated by every pretraining record
 TRUE = {"A": 40.0, "B": 200.0, "alpha": 0.34, "beta": 0.4}
@@ -56,7 +56,7 @@ def write_runs(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from scalelab.report import build_report
+    from scalelab.pipeline.report import build_report
 
     root = tmp_path_factory.mktemp("runs")
     write_runs(root)
@@ -67,8 +67,8 @@ def report(tmp_path_factory):
 def test_the_report_holds_the_fitted_numbers_and_embeds_every_figure(report):
     from scalelab.laws import make_law
     from scalelab.laws.table import prepare
-    from scalelab.ledger import load_runs, records_to_frame
-    from scalelab.report import fmt
+    from scalelab.records import load_runs, records_to_frame
+    from scalelab.pipeline.report import fmt
 
     root, out, page = report
     # the point estimates do not depend on the bootstrap: refit without it and look for the numbers
@@ -95,7 +95,7 @@ def test_the_report_holds_the_fitted_numbers_and_embeds_every_figure(report):
 
 
 def test_a_missing_section_names_the_command_that_makes_it(tmp_path):
-    from scalelab.report import build_report
+    from scalelab.pipeline.report import build_report
 
     write_runs(tmp_path / "all")
     page = build_report(tmp_path / "all" / "tt", tmp_path / "tt.html").read_text()
@@ -105,7 +105,7 @@ def test_a_missing_section_names_the_command_that_makes_it(tmp_path):
 
 
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path, cli):
-    from scalelab.report import build_report
+    from scalelab.pipeline.report import build_report
 
     with pytest.raises(InputError, match="no such runs directory"):
         build_report(tmp_path / "nope", tmp_path / "r.html")

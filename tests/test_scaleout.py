@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from scalelab import sweep as S
-from scalelab.ledger import read_metrics, read_record
-from scalelab.train import TrainConfig, run_id_for
+from scalelab.pretrain import sweep as S
+from scalelab.records import read_metrics, read_record
+from scalelab.pretrain.train import TrainConfig, run_id_for
 
 from tests.conftest import REPO
 from tests.test_train_source import MarkovSource
@@ -178,8 +178,8 @@ def _assert_same_curve(ref: list[dict], got: list[dict]) -> None:
 
 
 def test_torchrun_two_processes_match_one_and_their_checkpoint_resumes_in_one(tmp_path, monkeypatch):
-    from scalelab.distributed import LaunchError, launch
-    from scalelab.train import train
+    from scalelab.pretrain.launch import LaunchError, launch
+    from scalelab.pretrain.train import train
 
     monkeypatch.delenv(FAULT_ENV, raising=False)
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])  # the ranks import tests.test_scaleout
@@ -292,7 +292,7 @@ def test_member_out_of_memory_is_failed_with_the_reason_the_sweep_goes_on_a_reru
 def test_ray_out_of_memory_kill_is_named_in_the_reason():
     """Ray's memory monitor kills a task with OutOfMemoryError; the member's reason says so."""
     ray = pytest.importorskip("ray")
-    from scalelab.ray_executor import describe_failure
+    from scalelab.pretrain.ray_sweep import describe_failure
 
     err = ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.\nMemory on the node")
     assert describe_failure(err) == ("out of memory (Ray's memory monitor killed the worker): "
@@ -305,7 +305,7 @@ def test_ray_member_out_of_memory_or_killed_is_failed_with_the_reason_and_a_reru
     every attempt (the kernel's OOM killer); both fail with their reason, the third completes, and a
     re-run (faults gone) resumes both from their step-50 checkpoints."""
     pytest.importorskip("ray")
-    from scalelab.ray_executor import RayExecutor
+    from scalelab.pretrain.ray_sweep import RayExecutor
 
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])  # Ray's workers inherit it and import tests.*
     # A cluster recorded but gone (RAY_ADDRESS, or a stale /tmp/ray/ray_current_cluster after `ray start`
@@ -477,9 +477,9 @@ def test_testtime_sampling_sharded_on_ray_writes_the_records_of_the_local_evalua
     ids, budgets); greedy chain of thought is deterministic, so its accuracy and FLOPs are equal;
     sampled strategies draw other streams per shard (ShardedEngine), so only their shape is."""
     pytest.importorskip("ray")
-    from scalelab.ray_executor import evaluate_on_ray
+    from scalelab.pretrain.ray_sweep import evaluate_on_ray
     from scalelab.testtime.evaluate import TesttimeConfig, evaluate
-    from scalelab.train import train
+    from scalelab.pretrain.train import train
 
     policy = train(TrainConfig.build(model="d1", tokens=65_536, seq_len=256, batch_size=4, threads=1), tmp_path)
     cfg = TesttimeConfig.build(model=str(tmp_path / policy.run_id), strategies=["cot", "majority"], n=[1, 4],

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from scalelab.ledger import read_record
-from scalelab.train import TrainConfig
+from scalelab.records import read_record
+from scalelab.pretrain.train import TrainConfig
 
 from tests.test_scaleout import _cli, _env, _free_port
 
@@ -96,7 +96,7 @@ def test_testtime_cli_on_ray_writes_the_records_of_the_local_cli(tmp_path):
     This tiny policy scores 0 at difficulty 1, so the FLOPs, which count every sample's tokens,
     are what shows the samples equal."""
     pytest.importorskip("ray")
-    from scalelab.train import train
+    from scalelab.pretrain.train import train
 
     policy = train(TrainConfig.build(model="d1", tokens=65_536, seq_len=256, batch_size=4, threads=1), tmp_path)
     model = tmp_path / policy.run_id
@@ -134,9 +134,9 @@ def test_a_shard_that_dies_twice_is_one_error_line_not_a_traceback(tmp_path, mon
     actor dies too, `ShardedEngine.generate` raises a ScalelabError (the CLI's one line, exit 2)."""
     ray = pytest.importorskip("ray")
     from scalelab.errors import ScalelabError
-    from scalelab.ray_executor import ShardedEngine, connect
-    from scalelab.testtime.engine import Engine, SamplingParams
-    from scalelab.train import train
+    from scalelab.pretrain.ray_sweep import ShardedEngine, connect
+    from scalelab.inference.engine import Engine, SamplingParams
+    from scalelab.pretrain.train import train
 
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])  # Ray's workers import tests.* from here
     policy = train(TrainConfig.build(model="d1", tokens=8_192, seq_len=256, batch_size=4, threads=1), tmp_path)

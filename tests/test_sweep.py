@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from scalelab import model as M
-from scalelab import sweep as S
+from scalelab.pretrain import sweep as S
 from scalelab.errors import ConfigError, InputError
-from scalelab.ledger import load_table, read_record
-from scalelab.train import TrainConfig, run_id_for, train
+from scalelab.records import load_table, read_record
+from scalelab.pretrain.train import TrainConfig, run_id_for, train
 
 from tests.conftest import REPO, run_cli
 
@@ -160,7 +160,7 @@ def test_quick_preset_on_the_testbed_feeds_the_fitters(tmp_path):
 
 
 def test_text_presets_change_vocabulary_data_and_budgets_only():
-    from scalelab.sweep import SWEEP_PRESETS, sweep_preset
+    from scalelab.pretrain.sweep import SWEEP_PRESETS, sweep_preset
 
     tb, text = sweep_preset("default"), sweep_preset("default", "stdlib")
     assert tb == SWEEP_PRESETS["default"] and "source_options" not in tb["base"]
@@ -173,8 +173,8 @@ def test_text_presets_change_vocabulary_data_and_budgets_only():
 
 
 def test_frontier_recovers_a_power_law_and_the_figure_is_written(tmp_path):
-    from scalelab.curves import frontier, plot_curves
-    from scalelab.ledger import RunRecord, append_metrics, write_record
+    from scalelab.pretrain.curves import frontier, plot_curves
+    from scalelab.records import RunRecord, append_metrics, write_record
 
     floor, k, g = 0.3, 50.0, 0.2
     for c in (1e11, 1e12, 1e13):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scalelab.errors import ConfigError
-from scalelab.testbed import (ALPHABET, Problem, TestbedConfig, TestbedSource, Generator, chance,
+from scalelab.tasks.testbed import (ALPHABET, Problem, TestbedConfig, TestbedSource, Generator, chance,
                               split_of, verify)
 
 P = Problem(23, 9, (("*", 6), ("*", 19), ("*", 4)))

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from scalelab.errors import ConfigError, InputError
-from scalelab.testbed import TestbedSource, verify
-from scalelab.testtime import estimators as est
-from scalelab.testtime.engine import Completion, Generation
+from scalelab.tasks.testbed import TestbedSource, verify
+from scalelab.testtime import passk as est
+from scalelab.inference.engine import Completion, Generation
 from scalelab.testtime.strategies import STRATEGIES, Context, Options, Outcome, run_strategy
-from scalelab.testtime.verifiers import TestbedTask, aggregate, split_lines
+from scalelab.rewards.models import TestbedTask, aggregate, split_lines
 
 SMALL = {"max_steps": 2, "max_modulus": 7, "eval_docs": 20}
 
@@ -30,7 +30,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def policy(runs):
     """A d2 Llama trained for a few seconds: it writes well-formed (mostly wrong) solutions."""
-    from scalelab.train import TrainConfig, train
+    from scalelab.pretrain.train import TrainConfig, train
 
     cfg = TrainConfig.build(model="d2", source="testbed", seq_len=64, batch_size=16, tokens=60_000, lr=0.01,
                             threads=1, eval_every=10**6, source_options=SMALL)
@@ -40,7 +40,7 @@ def policy(runs):
 
 
 def _train_rm(policy, runs, kind, head="likelihood"):
-    from scalelab.testtime.rewardtrain import VerifierConfig, train_verifier
+    from scalelab.rewards.train import VerifierConfig, train_verifier
 
     cfg = VerifierConfig.build(policy=str(policy), kind=kind, head=head, problems=12, samples=3, rollouts=2,
                                epochs=2, batch_size=8, val_problems=4, max_steps=2, threads=1)
@@ -59,8 +59,8 @@ def prm(policy, runs):
 
 @pytest.fixture(scope="module")
 def ctx(policy, orm, prm, runs):
-    from scalelab.testtime.engine import Engine
-    from scalelab.testtime.verifiers import RewardModel
+    from scalelab.inference.engine import Engine
+    from scalelab.rewards.models import RewardModel
 
     eng = Engine.load(policy)
     rms = {k: RewardModel.load(runs / "rm" / r.run_id, meter=eng.meter) for k, r in (("orm", orm), ("prm", prm))}
@@ -247,8 +247,8 @@ def test_tree_search_selection_rules():
 
 # ---- reward-model runs ----------------------------------------------------------------------------
 def test_reward_model_runs_carry_lineage_and_ledger(policy, orm, prm, runs):
-    from scalelab.ledger import read_record
-    from scalelab.testtime.verifiers import RewardModel
+    from scalelab.records import read_record
+    from scalelab.rewards.models import RewardModel
 
     parent = read_record(policy)
     for rec, kind in ((orm, "orm"), (prm, "prm")):
@@ -277,8 +277,8 @@ def test_reward_model_runs_carry_lineage_and_ledger(policy, orm, prm, runs):
 def test_reward_model_with_another_tokenizer_is_refused(policy, orm, runs, ctx, tmp_path):
     import shutil
 
-    from scalelab.tokenizer import char_tokenizer
-    from scalelab.testtime.verifiers import RewardModel
+    from scalelab.data.tokenizer import char_tokenizer
+    from scalelab.rewards.models import RewardModel
 
     other = tmp_path / "other"
     shutil.copytree(runs / "rm" / orm.run_id / "checkpoint", other)
@@ -293,7 +293,7 @@ def test_reward_model_with_another_tokenizer_is_refused(policy, orm, runs, ctx, 
 @pytest.mark.parametrize("head", ["likelihood", "label"])
 def test_line_by_line_scores_equal_whole_solution_scores(policy, runs, head):
     """The search path (a reward session fed one line at a time) and the batch path agree."""
-    from scalelab.testtime.verifiers import RewardModel
+    from scalelab.rewards.models import RewardModel
 
     rec = _train_rm(policy, runs, "prm", head)
     assert rec.metrics["head"] == head
@@ -311,7 +311,7 @@ def test_line_by_line_scores_equal_whole_solution_scores(policy, runs, head):
 
 
 def test_likelihood_features():
-    from scalelab.testtime.verifiers import likelihood_features
+    from scalelab.rewards.models import likelihood_features
 
     lp = [-0.1, -2.0, -0.5, -0.3, -1.0]
     f = likelihood_features("prm", lp, [1, 4])  # lines: tokens 0-1 and 2-4
@@ -322,7 +322,7 @@ def test_likelihood_features():
 # ---- evaluation records, laws and the command line ------------------------------------------------
 def test_evaluation_writes_one_record_per_point_and_resumes(policy, orm, runs):
     from scalelab.laws import fit_table
-    from scalelab.ledger import load_runs, read_record
+    from scalelab.records import load_runs, read_record
     from scalelab.testtime.evaluate import TesttimeConfig, evaluate
 
     cfg = TesttimeConfig.build(model=str(policy), strategies=["cot", "coverage", "majority", "best_of_n"],
@@ -353,7 +353,7 @@ def test_evaluation_writes_one_record_per_point_and_resumes(policy, orm, runs):
 
 
 def test_allocation_report_and_records(policy, orm, runs):
-    from scalelab.ledger import load_runs
+    from scalelab.records import load_runs
     from scalelab.testtime.allocate import AllocateConfig, _uniform_flops_at, run_allocation
 
     cfg = AllocateConfig.build(model=str(policy), orm=str(runs / "rm" / orm.run_id), difficulties=[1, 2], problems=4,
@@ -422,7 +422,7 @@ def _cli(capsys, *args):
 def test_cli_bad_input_is_one_line_exit_2(capsys, policy, orm, runs, tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from scalelab.tokenizer import char_tokenizer
+    from scalelab.data.tokenizer import char_tokenizer
 
     other = tmp_path / "not_testbed"  # a causal LM whose tokenizer knows three letters only
     tok = char_tokenizer("abc")

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from scalelab.errors import ConfigError
-from scalelab.testbed import TestbedSource
-from scalelab.testtime.verifiers import TestbedTask
+from scalelab.tasks.testbed import TestbedSource
+from scalelab.rewards.models import TestbedTask
 
 SMALL = {"max_steps": 2, "max_modulus": 7, "eval_docs": 20}
 
@@ -21,7 +21,7 @@ def runs(tmp_path_factory):
 
 
 def _train(runs, model, tokens):
-    from scalelab.train import TrainConfig, train
+    from scalelab.pretrain.train import TrainConfig, train
 
     cfg = TrainConfig.build(model=model, source="testbed", seq_len=64, batch_size=16, tokens=tokens, lr=0.01,
                             threads=1, eval_every=10**6, source_options=SMALL)
@@ -41,7 +41,7 @@ def judge(runs):
 
 
 def _rm(policy, runs, kind="orm", judge=None, head="likelihood"):
-    from scalelab.testtime.rewardtrain import VerifierConfig, train_verifier
+    from scalelab.rewards.train import VerifierConfig, train_verifier
 
     cfg = VerifierConfig.build(policy=str(policy), judge=str(judge) if judge else None, kind=kind, head=head,
                                problems=12, samples=3, rollouts=2, epochs=1, batch_size=8, val_problems=4,
@@ -52,9 +52,9 @@ def _rm(policy, runs, kind="orm", judge=None, head="likelihood"):
 def test_judge_reward_model_reads_the_judge(policy, judge, runs):
     from safetensors.torch import load_file
 
-    from scalelab.ledger import read_record
-    from scalelab.testtime.engine import Engine
-    from scalelab.testtime.verifiers import RewardModel, likelihood_features, token_logprobs
+    from scalelab.records import read_record
+    from scalelab.inference.engine import Engine
+    from scalelab.rewards.models import RewardModel, likelihood_features, token_logprobs
 
     rec = _rm(policy, runs, judge=judge)
     own = _rm(policy, runs)
@@ -81,8 +81,8 @@ def test_judge_reward_model_reads_the_judge(policy, judge, runs):
 
 
 def test_judge_label_head_starts_from_the_judge(policy, judge, runs):
-    from scalelab.ledger import read_record
-    from scalelab.testtime.verifiers import RewardModel
+    from scalelab.records import read_record
+    from scalelab.rewards.models import RewardModel
 
     rec = _rm(policy, runs, kind="prm", judge=judge, head="label")
     rm = RewardModel.load(runs / "rm" / rec.run_id)
@@ -95,7 +95,7 @@ def test_judge_with_another_tokenizer_is_refused(policy, judge, runs, tmp_path, 
     import shutil
 
     from scalelab.cli import main
-    from scalelab.tokenizer import char_tokenizer
+    from scalelab.data.tokenizer import char_tokenizer
 
     other = tmp_path / "other"
     shutil.copytree(judge / "checkpoint", other)
@@ -112,8 +112,8 @@ def test_judge_with_another_tokenizer_is_refused(policy, judge, runs, tmp_path, 
 
 def test_prm_labels_of_an_empty_sample(policy):
     """A sample that ends at once (<eos>) has no line: no label, no truth (the two stay aligned)."""
-    from scalelab.testtime.engine import Engine
-    from scalelab.testtime.rewardtrain import VerifierConfig, _label_prm
+    from scalelab.inference.engine import Engine
+    from scalelab.rewards.train import VerifierConfig, _label_prm
 
     p = TestbedSource(**SMALL).problems("train", 1, steps=2, seed=1)[0]
     cfg = VerifierConfig.build(policy=str(policy), kind="prm", rollouts=2)
@@ -123,7 +123,7 @@ def test_prm_labels_of_an_empty_sample(policy):
 
 
 def test_sample_seed_draws_another_pool_on_the_same_problems(policy, tmp_path):
-    from scalelab.ledger import load_runs
+    from scalelab.records import load_runs
     from scalelab.testtime.evaluate import TesttimeConfig, _options, evaluate
 
     recs = {}
@@ -137,7 +137,7 @@ def test_sample_seed_draws_another_pool_on_the_same_problems(policy, tmp_path):
 
 
 def _point(root, technique, n, flops, per_problem, seed=0, kind="parallel", steps=3):
-    from scalelab.ledger import RunRecord, write_record
+    from scalelab.records import RunRecord, write_record
 
     rec = RunRecord(run_id=f"{technique}-d{steps}-n{n}-s{seed}", parent_id="pol", phase="testtime", technique=technique,
                     task="testbed",
@@ -150,7 +150,7 @@ def _point(root, technique, n, flops, per_problem, seed=0, kind="parallel", step
 def test_compare_at_budget_pairs_problems(tmp_path, capsys):
     from scalelab.cli import main
     from scalelab.errors import InputError
-    from scalelab.testtime.compare import compare_at_budget
+    from scalelab.testtime.compare_strategies import compare_at_budget
 
     _point(tmp_path, "cot", 1, 10.0, [1, 0, 0, 1], kind="single")
     _point(tmp_path, "majority", 16, 100.0, [1, 0, 0, 0])
@@ -257,13 +257,12 @@ def test_bin_caps_spend_nothing_past_the_probe_on_hopeless_questions(tmp_path):
 
 
 def est_best(pool, k):
-    from scalelab.testtime import estimators as est
-
+    from scalelab.testtime import passk as est
     return est.best_of_k(pool.orm, pool.correct, k)
 
 
 def test_predict_pooled_fits_the_mean_curve(tmp_path):
-    from scalelab.testtime.predict import predict_curves
+    from scalelab.testtime.extrapolate import predict_curves
 
     law = {3: lambda n: 0.6 - 0.4 * n ** -0.5, 4: lambda n: 0.4 - 0.3 * n ** -0.5}  # exact test-time laws
     for d, f in law.items():

@@ -8,12 +8,12 @@ import pytest
 
 from scalelab.errors import InputError
 from scalelab.laws.coverage import CoverageLaw, SharedTailCoverage, _pass_mean
-from scalelab.testtime import estimators as est
-from scalelab.testtime.predict import predict_curves, summary
+from scalelab.testtime import passk as est
+from scalelab.testtime.extrapolate import predict_curves, summary
 
 
 def _record(root, technique, n, per_problem, *, steps=3, pool_correct=None, pool_n=None):
-    from scalelab.ledger import RunRecord, write_record
+    from scalelab.records import RunRecord, write_record
 
     rec = RunRecord(run_id=f"{technique}-d{steps}-n{n}", parent_id="pol", phase="testtime", technique=technique,
                     task="testbed", config={"seed": 0, "problems": len(per_problem), "split": "test"})

@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from scalelab.errors import ConfigError, InputError
-from scalelab.tokenizer import (
+from scalelab.data.tokenizer import (
     char_tokenizer,
     encode_plain,
     token_byte_lengths,
@@ -120,7 +120,7 @@ def test_bpe_training_is_deterministic_across_processes(bpe):
     # (with a different thread count) as well as within this one.
     assert tokenizer_hash(train_bpe(TEXTS, 300)) == tokenizer_hash(bpe)
     code = (
-        "import sys, json; from scalelab.tokenizer import train_bpe, tokenizer_hash;"
+        "import sys, json; from scalelab.data.tokenizer import train_bpe, tokenizer_hash;"
         "print(tokenizer_hash(train_bpe(json.loads(sys.argv[1]), 300)))"
     )
     import json

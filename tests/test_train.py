@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from scalelab import checkpoint as ckpt
-from scalelab import train as T
+from scalelab.pretrain import train as T
 from scalelab.errors import ConfigError
-from scalelab.ledger import load_table, read_metrics, read_record
+from scalelab.records import load_table, read_metrics, read_record
 
 SOURCE = "tests.test_train_source:MarkovSource"
 GOLDEN = Path(__file__).parent / "golden" / "train_d1_markov.json"

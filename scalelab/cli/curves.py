@@ -14,7 +14,7 @@ def curves_cmd(
     out: Path = typer.Option(Path("curves.png"), "--out", help="figure to write (PNG)"),
 ) -> None:
     """Plot every member's loss against training FLOPs and fit a power law to the best loss per budget."""
-    from scalelab.curves import plot_curves
+    from scalelab.pretrain.curves import plot_curves
 
     path, front = plot_curves(runs, out)
     print("\n".join(front.lines()))

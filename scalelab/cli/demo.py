@@ -1,5 +1,5 @@
 """`scalelab demo`: what a new user runs first (`make demo`). Parsing and printing only; the
-pipeline is `scalelab.demo.run_demo`, the bundled-table fit `scalelab.demo.fit_bundled`."""
+pipeline is `scalelab.pipeline.demo.run_demo`, the bundled-table fit `scalelab.pipeline.demo.fit_bundled`."""
 from __future__ import annotations
 
 import json
@@ -30,9 +30,9 @@ def demo_cmd(
     # the exchange fit took 43 s of CPU instead of 2.2 s (docs/LOG.md, 2026-12-01).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # FINDINGS.md: busy-waiting threads cost 10-16x
-    from scalelab.demo import DemoConfig, Display, fit_bundled, run_demo
+    from scalelab.pipeline.demo import DemoConfig, Display, fit_bundled, run_demo
     from scalelab.errors import InputError
-    from scalelab.train import quiet_import_noise
+    from scalelab.pretrain.train import quiet_import_noise
 
     if bootstrap is not None and bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")

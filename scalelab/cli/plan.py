@@ -1,6 +1,6 @@
 """`scalelab exchange RUNS` (exchange rates between the laws) and `scalelab plan` (the budget
 planner). Parsing and printing only; the work is in `scalelab.laws.exchange_tables` and
-`scalelab.plan`. `plan` exits with code 1 when the budget cannot reach the target (2: bad input)."""
+`scalelab.pipeline.plan`. `plan` exits with code 1 when the budget cannot reach the target (2: bad input)."""
 from __future__ import annotations
 
 import json
@@ -27,7 +27,7 @@ def exchange_cmd(
     """Test-time FLOPs worth 10x pretraining, where test time cannot replace it, and what post-training is worth."""
     from scalelab.errors import InputError
     from scalelab.laws.exchange_tables import measure_exchange, summary_lines, testtime_table
-    from scalelab.ledger import atomic_write_json
+    from scalelab.records import atomic_write_json
 
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
@@ -59,7 +59,7 @@ def plan_cmd(
 ) -> None:
     """Recommend model size, tokens, post-training, test-time strategy and n for a budget and a target."""
     from scalelab.errors import InputError
-    from scalelab.plan import PlanConfig, explain, load_fits, make_plan
+    from scalelab.pipeline.plan import PlanConfig, explain, load_fits, make_plan
 
     if (target_accuracy is None) == (target_loss is None):
         raise InputError("give exactly one of --target-accuracy and --target-loss")

@@ -172,7 +172,7 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="the base run, then t
     import json
 
     from scalelab.cli.testtime import _ints, _progress, _setup
-    from scalelab.posttrain.compare import compare
+    from scalelab.posttrain.compare_runs import compare
 
     _setup(threads)
     if split not in ("val", "test", "train"):

@@ -16,7 +16,7 @@ def report_cmd(
 ) -> None:
     """Fits, figures and tables of every pretraining, post-training and test-time record in one HTML file."""
     from scalelab.errors import InputError
-    from scalelab.report import build_report
+    from scalelab.pipeline.report import build_report
 
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")

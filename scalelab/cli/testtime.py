@@ -37,7 +37,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 def _setup(threads: Optional[int]) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
-    from scalelab.train import quiet_import_noise
+    from scalelab.pretrain.train import quiet_import_noise
 
     quiet_import_noise()
     if threads:
@@ -68,7 +68,7 @@ def _evaluator(kind: str, address: Optional[str], shards: Optional[int]):
         raise ConfigError(f"--executor {kind!r}: expected local or ray")
     from functools import partial
 
-    from scalelab.ray_executor import evaluate_on_ray, require_ray
+    from scalelab.pretrain.ray_sweep import evaluate_on_ray, require_ray
 
     require_ray()  # the install hint, before anything is loaded
     k = 2 if shards is None else shards
@@ -164,7 +164,7 @@ def train_verifier_cmd(
 ) -> None:
     """Train an outcome or process reward model on the policy's own samples; writes a run."""
     _setup(threads)
-    from scalelab.testtime.rewardtrain import VerifierConfig, train_verifier
+    from scalelab.rewards.train import VerifierConfig, train_verifier
 
     if kind not in ("orm", "prm"):
         raise InputError(f"--kind {kind!r}: choose orm or prm")
@@ -204,7 +204,7 @@ def predict_cmd(
                                   "the problems"),
 ) -> None:
     """Fit each curve on small budgets and predict a large one: predicted, observed, error."""
-    from scalelab.testtime.predict import predict_curves, summary
+    from scalelab.testtime.extrapolate import predict_curves, summary
 
     rows = predict_curves(runs, against=against, law=law, x=x, fit_max_n=fit_max_n, at=at,
                           strategies=strategies.split(",") if strategies else None, pooled=pooled,
@@ -273,7 +273,7 @@ def compare_cmd(
     strategies: Optional[str] = typer.Option(None, "--strategies", help="only these (default: every one)"),
 ) -> None:
     """Each strategy at its largest n within a FLOPs budget against a baseline, with paired errors."""
-    from scalelab.testtime.compare import compare_at_budget
+    from scalelab.testtime.compare_strategies import compare_at_budget
 
     name, _, k = budget.partition(":")
     if not name or not k.isdigit():

@@ -20,7 +20,7 @@ def _err(msg: str) -> None:
 
 def _base(config: Path | None, corpus: str | None, sets: list[str], first: list[str]):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
-    from scalelab.train import TrainConfig, quiet_import_noise, resolve_source, source_options
+    from scalelab.pretrain.train import TrainConfig, quiet_import_noise, resolve_source, source_options
 
     quiet_import_noise()
 
@@ -42,7 +42,7 @@ def train_cmd(
     rdzv_timeout: float = typer.Option(60.0, "--rdzv-timeout", help="seconds to wait for the other nodes"),
 ) -> None:
     """Train one model and write its run record."""
-    from scalelab.train import plan_run, run_id_for, train
+    from scalelab.pretrain.train import plan_run, run_id_for, train
 
     cfg, source = _base(config, corpus, sets, [f"model={preset}"] if preset else [])
     p = plan_run(cfg, source.vocab_size)
@@ -50,8 +50,8 @@ def train_cmd(
          f"batch {p['batch_size']}x{cfg.seq_len}, {p['steps']} steps, lr {p['lr']:.3g} ({cfg.schedule}), "
          f"{p['flops_per_token'] * cfg.tokens:.3g} FLOPs on {source.name}")
     if nproc > 1 or nnodes > 1:
-        from scalelab.distributed import choose_mode, launch
-        from scalelab.ledger import read_record
+        from scalelab.pretrain.launch import choose_mode, launch
+        from scalelab.records import read_record
 
         mode = choose_mode(parallel, cfg, source.vocab_size)
         _err(f"  torchrun: {nnodes} node(s) x {nproc} process(es), {mode}: {p['batch_size']} sequences per step "
@@ -89,8 +89,8 @@ def sweep_cmd(
     """Run a grid or IsoFLOP sweep; re-running it skips finished members and resumes the rest."""
     import json
 
-    from scalelab.ledger import load_runs
-    from scalelab.sweep import plan_grid, plan_isoflop, read_budgets, run_sweep, sweep_preset
+    from scalelab.records import load_runs
+    from scalelab.pretrain.sweep import plan_grid, plan_isoflop, read_budgets, run_sweep, sweep_preset
 
     pre = sweep_preset(preset, corpus or "testbed") if preset is not None else {}
     runner = _executor(executor, address, cpus, gpus)
@@ -140,6 +140,6 @@ def _executor(kind: str, address: str | None, cpus: float, gpus: float):
         return None
     if kind != "ray":
         raise ConfigError(f"--executor {kind!r}: expected local or ray")
-    from scalelab.ray_executor import RayExecutor
+    from scalelab.pretrain.ray_sweep import RayExecutor
 
     return RayExecutor(address, num_cpus=cpus, num_gpus=gpus)

@@ -29,7 +29,7 @@ from scipy.special import betaln, gammaln
 
 from scalelab.errors import InputError
 from scalelab.laws.base import Law, Timer, percentile_ci
-from scalelab.laws.testtime import check_xy, select_curve
+from scalelab.laws.sampling import check_xy, select_curve
 
 B_GRID = -np.logspace(-3, np.log10(3.0), 100)  # exponent b of the exp form
 

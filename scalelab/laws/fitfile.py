@@ -15,7 +15,7 @@ from typing import Any
 
 from scalelab import __version__
 from scalelab.errors import InputError
-from scalelab.ledger import atomic_write_json
+from scalelab.records import atomic_write_json
 from scalelab.laws.base import Law
 
 

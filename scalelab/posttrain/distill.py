@@ -52,7 +52,7 @@ class DistillConfig(TrainStageConfig):
 
 
 def scratch_copy(model: Any, seed: int) -> Any:
-    """The same architecture with fresh weights (the initialisation `scalelab.train` uses)."""
+    """The same architecture with fresh weights (the initialisation `scalelab.pretrain.train` uses)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -76,8 +76,8 @@ def transform(ctx: StageContext) -> StageResult:
     extra: dict[str, Any] = {"mode": cfg.mode, "init": cfg.init, "data": cfg.data}
     lr = cfg.lr or default_lr(ctx.parent, scratch=cfg.init == "scratch")
     if cfg.mode == "offline":
-        from scalelab.testtime.engine import SamplingParams
-        from scalelab.testtime.verifiers import TestbedTask
+        from scalelab.inference.engine import SamplingParams
+        from scalelab.rewards.models import TestbedTask
 
         probs = testbed_problems(src, cfg.examples, steps=steps, seed=cfg.seed)
         params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed,

@@ -193,7 +193,7 @@ class _Curve:
     """Held-out greedy accuracy after each epoch, against the stage's FLOPs so far."""
 
     def __init__(self, ctx: StageContext, cfg: DPOConfig):
-        from scalelab.posttrain.evaluate import curve_problems
+        from scalelab.posttrain.accuracy import curve_problems
 
         self.ctx, self.seed, self.points, self.probs = ctx, cfg.seed, [], []
         if ctx.parent.pretrain_source()["source"] == "testbed":  # a text-corpus parent has no problems
@@ -202,7 +202,7 @@ class _Curve:
             self.probs = curve_problems(src, steps, cfg.curve_problems, cfg.seed)
 
     def point(self, epoch: int, model: Any) -> None:
-        from scalelab.posttrain.evaluate import greedy_accuracy
+        from scalelab.posttrain.accuracy import greedy_accuracy
 
         if self.probs:
             acc = greedy_accuracy(self.ctx, model, self.probs, self.seed)

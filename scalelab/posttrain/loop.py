@@ -57,7 +57,7 @@ def default_lr(parent: Any, *, lora: bool = False, scratch: bool = False) -> flo
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int, min_frac: float) -> float:
-    """Linear warmup, then cosine to min_frac x peak (as `scalelab.train`)."""
+    """Linear warmup, then cosine to min_frac x peak (as `scalelab.pretrain.train`)."""
     if step < warmup:
         return peak * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, steps - warmup))
@@ -89,7 +89,7 @@ class Counter:
     """Exact and 6N FLOPs of training and teacher passes over sequences of given lengths."""
 
     def __init__(self, model: Any):
-        from scalelab.testtime.flops import flop_model
+        from scalelab.inference.flops import flop_model
 
         self.fm = flop_model(model)
         self.frozen = frozen_matmul_weights(model)

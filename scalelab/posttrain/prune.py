@@ -183,7 +183,7 @@ def wanda_mask(weight: Any, in_sq: Any, sparsity: float) -> Any:
 
 # ---- structured -----------------------------------------------------------------------------------------
 def _arch(model: Any) -> Any:
-    from scalelab.testtime.flops import arch_from_config
+    from scalelab.inference.flops import arch_from_config
 
     cfg = model.config
     arch = arch_from_config(cfg)

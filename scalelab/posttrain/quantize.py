@@ -90,7 +90,7 @@ def load_quantized(ckpt: Path, conf: Any) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, TorchAoConfig
 
-    from scalelab.testtime.loading import quiet_transformers
+    from scalelab.inference.loading import quiet_transformers
 
     with quiet_transformers():
         try:
@@ -110,8 +110,8 @@ def latency(model: Any, tokenizer: Any, cfg: QuantizeConfig, src: Any) -> dict[s
     """Median wall time per generated token (greedy, a batch of prompts) and of one full forward."""
     import torch
 
-    from scalelab.testtime.engine import Engine, SamplingParams
-    from scalelab.testtime.verifiers import TestbedTask
+    from scalelab.inference.engine import Engine, SamplingParams
+    from scalelab.rewards.models import TestbedTask
 
     task = TestbedTask()
     steps = src.config.max_steps
@@ -140,7 +140,7 @@ def transform(ctx: StageContext) -> StageResult:
     model = load_quantized(parent.checkpoint, conf)
     staged = ctx.run_dir / ".quantized.tmp"
     shutil.rmtree(staged, ignore_errors=True)
-    from scalelab.testtime.loading import quiet_transformers
+    from scalelab.inference.loading import quiet_transformers
 
     with quiet_transformers():
         model.save_pretrained(staged, safe_serialization=True)

@@ -76,8 +76,8 @@ def feedback(ctx: StageContext, cfg: FeedbackConfig) -> Feedback:
     if cfg.data != "testbed":
         return read_feedback(cfg.data)
     from scalelab.posttrain.data import testbed_problems
-    from scalelab.testtime.engine import SamplingParams
-    from scalelab.testtime.verifiers import TestbedTask
+    from scalelab.inference.engine import SamplingParams
+    from scalelab.rewards.models import TestbedTask
 
     src, task = ctx.parent.testbed(), TestbedTask()
     steps = cfg.data_steps or list(range(1, src.config.max_steps + 1))
@@ -104,8 +104,8 @@ class Scorer:
     """r(prompt + completion) of a causal LM read at the last token; FLOPs per text."""
 
     def __init__(self, model: Any, tokenizer: Any):
-        from scalelab.testtime.flops import flop_model
-        from scalelab.testtime.verifiers import BAD, GOOD
+        from scalelab.inference.flops import flop_model
+        from scalelab.rewards.models import BAD, GOOD
 
         self.model, self.tok = model, tokenizer
         self.good, self.bad = tokenizer.convert_tokens_to_ids(GOOD), tokenizer.convert_tokens_to_ids(BAD)
@@ -200,13 +200,13 @@ class LikelihoodScorer:
     model left as it is: the likelihood head of `testtime.verifiers`, here fitted to preferences."""
 
     def __init__(self, model: Any, tokenizer: Any, l2: float):
-        from scalelab.testtime.engine import Engine
+        from scalelab.inference.engine import Engine
 
         self.engine, self.l2 = Engine(model, tokenizer, max_batch=256), l2
         self.coef, self.mu, self.sd = None, None, None
 
     def features(self, prompts: list[str], completions: list[str]) -> tuple[np.ndarray, float]:
-        from scalelab.testtime.verifiers import likelihood_features, token_logprobs
+        from scalelab.rewards.models import likelihood_features, token_logprobs
 
         if not prompts:
             return np.zeros((0, 3)), 0.0
@@ -255,14 +255,14 @@ class LikelihoodScorer:
         return {"train_loss": float(res.fun), "train_iterations": int(res.nit)}
 
     def meta(self) -> dict[str, Any]:
-        from scalelab.testtime.verifiers import FEATURES
+        from scalelab.rewards.models import FEATURES
 
         return {"head": "likelihood", "coef": self.coef.tolist(), "mu": self.mu.tolist(), "sd": self.sd.tolist(),
                 "features": list(FEATURES["orm"])}
 
 
 def evaluate_scorer(sc: Any, pairs: list[Pair], thumbs: list[Thumb], prefix: str) -> dict[str, Any]:
-    from scalelab.testtime.rewardtrain import auc
+    from scalelab.rewards.train import auc
 
     out: dict[str, Any] = {}
     if pairs:
@@ -306,8 +306,8 @@ def transform(ctx: StageContext) -> StageResult:
                "feedback": fb.source, "init": init.run_id, "head": cfg.head}
 
     def save(m: Any, out: Path) -> None:
-        from scalelab.ledger import atomic_write_json
-        from scalelab.testtime.verifiers import BAD, GOOD, REWARD_FILE, vocab_hash
+        from scalelab.records import atomic_write_json
+        from scalelab.rewards.models import BAD, GOOD, REWARD_FILE, vocab_hash
 
         m.save_pretrained(out, safe_serialization=True)
         atomic_write_json(out / REWARD_FILE, {

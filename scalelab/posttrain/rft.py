@@ -67,9 +67,9 @@ def _sampler_check(cfg: RFTConfig) -> None:
 def _round_data(ctx: StageContext, cfg: RFTConfig, model: Any, probs: list[Any], orm: Any, prm: Any,
                 rnd: int) -> tuple[list[Any], dict[str, Any]]:
     from scalelab.posttrain.data import generated_examples, make_example
-    from scalelab.testtime.engine import SamplingParams
+    from scalelab.inference.engine import SamplingParams
     from scalelab.testtime.strategies import Context, Options, run_strategy
-    from scalelab.testtime.verifiers import TestbedTask
+    from scalelab.rewards.models import TestbedTask
 
     task = TestbedTask()
     engine = ctx.engine(model)
@@ -102,8 +102,8 @@ def _round_data(ctx: StageContext, cfg: RFTConfig, model: Any, probs: list[Any],
 
 def transform(ctx: StageContext) -> StageResult:
     from scalelab.posttrain.data import testbed_problems
-    from scalelab.posttrain.evaluate import greedy_accuracy, curve_problems
-    from scalelab.testtime.verifiers import RewardModel
+    from scalelab.posttrain.accuracy import greedy_accuracy, curve_problems
+    from scalelab.rewards.models import RewardModel
 
     cfg: RFTConfig = ctx.cfg
     _sampler_check(cfg)

@@ -93,8 +93,7 @@ class RLAIFConfig(RLConfig):
 
 
 def reward_source(cfg: RLConfig) -> Any:
-    from scalelab.posttrain import rewards as R
-
+    from scalelab.rewards import sources as R
     if isinstance(cfg, RLHFConfig):
         return R.ModelReward(cfg.reward_model, part="reward_model", name="reward-model", prm_agg=cfg.prm_agg,
                              max_batch=cfg.max_batch)
@@ -123,8 +122,8 @@ def line_rewards(problem: Any, text: str) -> list[float]:
     """Exact process rewards: 1 for each line of `text` that is right against the problem's true
     values (a step line: its inputs, operation and result; a '!' correction: the step it redoes;
     the answer line: the answer), 0 otherwise. Only well-formed testbed lines can score."""
-    from scalelab.testtime.verifiers import split_lines
-    from scalelab.testbed import LABELS, verify
+    from scalelab.rewards.models import split_lines
+    from scalelab.tasks.testbed import LABELS, verify
 
     out = []
     for ln in split_lines(text):
@@ -187,10 +186,10 @@ def policy_loss(lp: Any, old_lp: Any, ref_lp: Any, A: Any, mask: Any, use: Any,
 def transform(ctx: StageContext) -> StageResult:
     import torch
 
-    from scalelab.posttrain.evaluate import curve_problems
+    from scalelab.posttrain.accuracy import curve_problems
     from scalelab.posttrain.loop import Counter, default_lr, lr_at, make_optimizer
-    from scalelab.testtime.engine import SamplingParams
-    from scalelab.testtime.verifiers import TestbedTask
+    from scalelab.inference.engine import SamplingParams
+    from scalelab.rewards.models import TestbedTask
 
     cfg: RLConfig = ctx.cfg
     src = ctx.parent.testbed()

@@ -13,7 +13,7 @@ does everything around `transform`, so a technique only says what it does to the
         return StageResult(model=model, variant="sft-lora", metrics={...})
 
 `run_stage` then evaluates the returned model and the parent on the same testbed problems
-(greedy worked solutions through the test-time engine, `scalelab.posttrain.evaluate`), saves the
+(greedy worked solutions through the test-time engine, `scalelab.posttrain.accuracy`), saves the
 model as a Hugging Face checkpoint next to `record.json`, and writes the record:
 
     run_id       <parent id>-<variant>-<config hash>     (the same config finds the same run)
@@ -40,7 +40,7 @@ from pydantic import Field
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError, InputError
-from scalelab.ledger import CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, config_hash, \
+from scalelab.records import CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, config_hash, \
     read_record, write_record
 
 EXECUTION_FIELDS = {"threads", "max_batch"}  # change how fast, never what: left out of the run id
@@ -81,13 +81,13 @@ class RunRef:
 
     def load_model(self, *, train: bool = True, **kw: Any) -> Any:
         """A fresh fp32 copy of the weights (safetensors only), in train mode unless told."""
-        from scalelab.testtime.loading import load_causal_lm
+        from scalelab.inference.loading import load_causal_lm
 
         model, _, _ = load_causal_lm(self.checkpoint, **kw)
         return model.train(train)
 
     def testbed(self) -> Any:
-        from scalelab.testtime.loading import testbed_for
+        from scalelab.inference.loading import testbed_for
 
         return testbed_for(self.record)
 
@@ -117,7 +117,7 @@ class RunRef:
         spec = self.pretrain_source()
         if spec["source"] == "testbed":
             return self.testbed()
-        from scalelab.train import resolve_source
+        from scalelab.pretrain.train import resolve_source
 
         return resolve_source(spec["source"], dict(spec["source_options"]))
 
@@ -127,7 +127,7 @@ class RunRef:
 
 def open_run(path: str | Path, *, role: str = "--from") -> RunRef:
     """Check that `path` is a finished run with a causal-LM checkpoint and a tokenizer; one-line errors."""
-    from scalelab.testtime.loading import (check_causal_lm, check_tokenizer, parent_record, quiet_transformers,
+    from scalelab.inference.loading import (check_causal_lm, check_tokenizer, parent_record, quiet_transformers,
                                            resolve_checkpoint, run_name)
 
     p = Path(path)
@@ -153,7 +153,7 @@ def open_run(path: str | Path, *, role: str = "--from") -> RunRef:
 
 
 def same_tokenizer(a: RunRef, b: RunRef, *, role: str = "--teacher") -> None:
-    from scalelab.testtime.verifiers import vocab_hash
+    from scalelab.rewards.models import vocab_hash
 
     if vocab_hash(a.tokenizer) != vocab_hash(b.tokenizer):
         raise InputError(f"{role} {b.run_id} uses another tokenizer than {a.run_id} (vocabularies of "
@@ -218,7 +218,7 @@ class StageContext:
                                       "wall_s": round(time.perf_counter() - self.t0, 3)})
 
     def engine(self, model: Any, *, backend: str = "auto") -> Any:
-        from scalelab.testtime.engine import Engine
+        from scalelab.inference.engine import Engine
 
         return Engine(model, self.parent.tokenizer, max_batch=self.cfg.max_batch, backend=backend)
 
@@ -270,7 +270,7 @@ def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
 
 def _run(technique: Technique, cfg: StageConfig, parent: RunRef, run_dir: Path, progress: Any) -> RunRecord:
     from scalelab.model import count_module_params
-    from scalelab.posttrain.evaluate import evaluate_model
+    from scalelab.posttrain.accuracy import evaluate_model
 
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # left by a failed or killed attempt
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -325,7 +325,7 @@ def _run(technique: Technique, cfg: StageConfig, parent: RunRef, run_dir: Path, 
 
 def _save(result: StageResult, parent: RunRef, run_dir: Path) -> None:
     """The child checkpoint, written whole to a temporary directory and renamed into place."""
-    from scalelab.testtime.loading import quiet_transformers
+    from scalelab.inference.loading import quiet_transformers
 
     tmp = run_dir / ".checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -42,8 +42,8 @@ def targets(cfg: SynthConfig, max_steps: int) -> list[int]:
 
 
 def transform(ctx: StageContext) -> StageResult:
-    from scalelab.testtime.engine import SamplingParams
-    from scalelab.testtime.verifiers import TestbedTask
+    from scalelab.inference.engine import SamplingParams
+    from scalelab.rewards.models import TestbedTask
 
     cfg: SynthConfig = ctx.cfg
     src = ctx.parent.testbed()

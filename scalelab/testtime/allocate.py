@@ -50,10 +50,8 @@ from pydantic import Field
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError
-from scalelab.ledger import RunRecord, atomic_write_json, config_hash, write_record
-from scalelab.testtime import estimators as est
-
-
+from scalelab.records import RunRecord, atomic_write_json, config_hash, write_record
+from scalelab.testtime import passk as est
 class AllocateConfig(Config):
     model: str
     orm: str | None = None

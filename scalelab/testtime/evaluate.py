@@ -23,10 +23,10 @@ from pydantic import Field, field_validator
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError
-from scalelab.ledger import RunRecord, atomic_write_json, config_hash, read_record, write_record
-from scalelab.testtime import estimators as est
+from scalelab.records import RunRecord, atomic_write_json, config_hash, read_record, write_record
+from scalelab.testtime import passk as est
 from scalelab.testtime.strategies import STRATEGIES, Context, Options, get_strategy, run_strategy
-from scalelab.testtime.verifiers import PRM_AGGREGATES, TestbedTask
+from scalelab.rewards.models import PRM_AGGREGATES, TestbedTask
 
 EXECUTION = {"max_batch", "threads", "strategies", "n", "difficulties"}
 
@@ -104,9 +104,9 @@ def _options(cfg: TesttimeConfig) -> Options:
 
 def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context, Any, str, Any]:
     """(strategy context, parent record, parent id, testbed source), reward models checked."""
-    from scalelab.testtime.engine import Engine
-    from scalelab.testtime.loading import parent_record, run_name, testbed_for
-    from scalelab.testtime.verifiers import RewardModel
+    from scalelab.inference.engine import Engine
+    from scalelab.inference.loading import parent_record, run_name, testbed_for
+    from scalelab.rewards.models import RewardModel
 
     eng = Engine.load(cfg.model, max_batch=cfg.max_batch)
     parent = parent_record(cfg.model)
@@ -135,7 +135,7 @@ def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context,
 
 def check_testbed_tokenizer(eng: Any, name: str) -> None:
     """Strategies write testbed text; a tokenizer that cannot encode it cannot take part."""
-    from scalelab.testbed import ALPHABET
+    from scalelab.tasks.testbed import ALPHABET
 
     try:
         eng.encode(ALPHABET + "<bos>")

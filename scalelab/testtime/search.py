@@ -49,9 +49,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from scalelab.testbed import LABELS, Problem
+from scalelab.tasks.testbed import LABELS, Problem
 from scalelab.testtime.strategies import Context, Outcome
-from scalelab.testtime.verifiers import aggregate
+from scalelab.rewards.models import aggregate
 
 LINE_TOKENS = 24  # longest testbed line: "!h:999*999=999\n" is 15 characters
 

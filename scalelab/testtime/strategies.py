@@ -27,9 +27,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from scalelab.errors import ConfigError, InputError
-from scalelab.testbed import Problem
-from scalelab.testtime import estimators as est
-from scalelab.testtime.verifiers import PRM_AGGREGATES, TestbedTask, aggregate
+from scalelab.tasks.testbed import Problem
+from scalelab.testtime import passk as est
+from scalelab.rewards.models import PRM_AGGREGATES, TestbedTask, aggregate
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Context:
     pool_size: int = 0  # draw at least this many samples per problem (the largest budget of a sweep)
 
     def sampling(self, max_tokens: int, **kw: Any) -> Any:
-        from scalelab.testtime.engine import SamplingParams
+        from scalelab.inference.engine import SamplingParams
 
         o = self.options
         base = dict(temperature=o.temperature, top_p=o.top_p, top_k=o.top_k, seed=o.seed, max_tokens=max_tokens)

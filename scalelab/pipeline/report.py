@@ -15,7 +15,7 @@ phase that has the records it needs:
 - exchange rates (test-time records of 2+ pretrained models, `scalelab.laws.exchange`): test-time
   FLOPs worth 10x pretraining with intervals, where test time cannot replace pretraining, what
   post-training is worth in pretraining FLOPs, the iso-accuracy figure; and the planner's answer
-  (`scalelab.plan`) to a default question, when a Chinchilla fit of pretraining records allows one.
+  (`scalelab.pipeline.plan`) to a default question, when a Chinchilla fit of pretraining records allows one.
 
 Every number on the page is read from a record or a fit made here; a section that is missing says
 which command makes its records. Figures are the library's own (`laws.plot_fit`,
@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from scalelab import __version__
 from scalelab.errors import InputError
-from scalelab.ledger import RunRecord, atomic_write_text, load_runs, records_to_frame
+from scalelab.records import RunRecord, atomic_write_text, load_runs, records_to_frame
 
 # What makes each section's records when a runs dir lacks them (shown on the page).
 MAKE = {
@@ -193,7 +193,7 @@ def _isoflop(recs: list[RunRecord], figs: _Figures, *, bootstrap: int) -> str:
 
 
 def _learning_curves(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
-    from scalelab.curves import plot_curves
+    from scalelab.pretrain.curves import plot_curves
 
     out = ["<h3>Learning curves and the compute frontier</h3>"]
     holder: dict[str, Any] = {}
@@ -208,7 +208,7 @@ def _learning_curves(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
 
 
 def _posttrain(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
-    from scalelab.posttrain.curves import plot_posttrain
+    from scalelab.posttrain.plots import plot_posttrain
 
     out = [figs.img_or_note(lambda p: plot_posttrain(root, p), "post-training accuracy against FLOPs")]
     rows = [[r.run_id, r.technique, r.parent_id or "-", fmt(r.metrics["accuracy"]),
@@ -293,10 +293,10 @@ def _exchange(root: Path, figs: _Figures, *, bootstrap: int) -> tuple[str, dict[
 
 
 def _plan(recs: list[RunRecord], doc: dict[str, Any], *, n_jobs: int | None) -> str:
-    """The planner's answer (scalelab.plan) for the default question of `plan.default_config`."""
+    """The planner's answer (scalelab.pipeline.plan) for the default question of `plan.default_config`."""
     from scalelab.laws import make_law
     from scalelab.laws.table import prepare
-    from scalelab.plan import Fits, default_config, explain, make_plan
+    from scalelab.pipeline.plan import Fits, default_config, explain, make_plan
 
     if not recs:
         return _note("The planner needs a Chinchilla fit of pretraining records; make them with "

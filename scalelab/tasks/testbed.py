@@ -339,7 +339,7 @@ class TestbedSource:
     # tokenizer: one id per character, plus <pad>, <bos>, <eos>
     @cached_property
     def tokenizer(self) -> Any:
-        from scalelab.tokenizer import char_tokenizer
+        from scalelab.data.tokenizer import char_tokenizer
 
         return char_tokenizer(ALPHABET)
 

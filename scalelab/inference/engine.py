@@ -1,6 +1,6 @@
 """The sampling engine: batched generation over a preallocated KV cache, with a FLOP meter.
 
-    from scalelab.testtime.engine import Engine, SamplingParams
+    from scalelab.inference.engine import Engine, SamplingParams
     eng = Engine.load("runs/d4-3M-b3d17d80")                  # a run dir or any HF checkpoint dir
     gen = eng.generate(["<bos>Q7:3 a+4\\n"], n=16, params=SamplingParams(temperature=0.8, seed=1))
     gen.completions[0][3].text, gen.flops_prefill, gen.flops_decode
@@ -20,7 +20,7 @@ How it works (nanochat's engine is the model: STYLE.md item 8):
 
 Sessions (`Engine.session`) keep rows alive between calls for step-by-step search: generate a
 line, score it, keep or duplicate rows (`Session.select`), generate the next line; the cache is
-never recomputed. FLOPs are counted with `scalelab.testtime.flops` (model.py's exact convention).
+never recomputed. FLOPs are counted with `scalelab.inference.flops` (model.py's exact convention).
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from scalelab.errors import ConfigError
-from scalelab.testtime.flops import FlopMeter, FlopModel, flop_model
-from scalelab.testtime.loading import load_causal_lm
-from scalelab.testtime.session import Session, choose_tokens
+from scalelab.inference.flops import FlopMeter, FlopModel, flop_model
+from scalelab.inference.loading import load_causal_lm
+from scalelab.inference.session import Session, choose_tokens
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Engine:
                  name: str = ""):
         import torch
 
-        from scalelab.testtime.backends import make_backend
+        from scalelab.inference.backends import make_backend
 
         if max_batch < 1:
             raise ConfigError(f"max_batch={max_batch}: must be >= 1")

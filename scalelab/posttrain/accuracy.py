@@ -30,9 +30,9 @@ def difficulties(cfg: Any, src: Any) -> list[int]:
 
 def evaluate_model(model: Any, tokenizer: Any, src: Any, cfg: Any, *, backend: str = "auto") -> dict[str, Any]:
     """accuracy (mean over difficulties), accuracy_by_difficulty, its standard errors, chance, eval_loss, flops."""
-    from scalelab.testtime.engine import Engine
+    from scalelab.inference.engine import Engine
     from scalelab.testtime.strategies import Context, Options, run_strategy
-    from scalelab.testtime.verifiers import TestbedTask
+    from scalelab.rewards.models import TestbedTask
 
     was_training = model.training
     eng = Engine(model, tokenizer, max_batch=cfg.max_batch, backend=backend)
@@ -61,7 +61,7 @@ def completion_loss(model: Any, tokenizer: Any, src: Any, cfg: Any) -> tuple[flo
     import torch
 
     from scalelab.posttrain.data import collate, testbed_examples
-    from scalelab.testtime.flops import flop_model
+    from scalelab.inference.flops import flop_model
 
     ex = testbed_examples(src, tokenizer, EVAL_LOSS_PROBLEMS * src.config.max_steps, split="val",
                           steps=list(range(1, src.config.max_steps + 1)), seed=cfg.seed)

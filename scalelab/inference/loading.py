@@ -98,7 +98,7 @@ def load_causal_lm(path: str | Path, *, device: str = "cpu", model_class: Any = 
 
 def parent_record(path: str | Path) -> Any:
     """The run record of a run directory (None for a bare checkpoint directory)."""
-    from scalelab.ledger import read_record
+    from scalelab.records import read_record
 
     p = Path(path)
     if (p / "record.json").is_file():
@@ -117,7 +117,7 @@ def run_name(path: str | Path, record: Any) -> str:
 
 def testbed_for(record: Any) -> Any:
     """The testbed the policy was trained on (its moduli, steps and splits), else the default."""
-    from scalelab.testbed import TestbedConfig, TestbedSource
+    from scalelab.tasks.testbed import TestbedConfig, TestbedSource
 
     src = getattr(record, "source", None) if record is not None else None
     if isinstance(src, dict) and src.get("name") == "testbed" and isinstance(src.get("config"), dict):

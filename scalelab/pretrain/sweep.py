@@ -10,7 +10,7 @@ member's last checkpoint.
 Executors share one interface (`Executor.run(configs, runs_dir, on_event)`) and one worker entry
 point (`run_member`), so a Ray executor (issue 8) only has to call `run_member` remotely.
 
-    from scalelab.sweep import plan_isoflop, run_sweep
+    from scalelab.pretrain.sweep import plan_isoflop, run_sweep
     configs = plan_isoflop(base, budgets=[1e12, 1e13], points=5, vocab_size=64)
     outcomes = run_sweep(configs, "runs/iso", workers=2)
 
@@ -31,8 +31,8 @@ from typing import Any, Callable, Protocol
 from scalelab import checkpoint as ckpt
 from scalelab import model as M
 from scalelab.errors import ConfigError, InputError
-from scalelab.ledger import atomic_write_json, config_hash, load_runs, read_record
-from scalelab.train import RunBusy, TrainConfig, plan_run, quiet_import_noise, run_id_for, train
+from scalelab.records import atomic_write_json, config_hash, load_runs, read_record
+from scalelab.pretrain.train import RunBusy, TrainConfig, plan_run, quiet_import_noise, run_id_for, train
 
 # Hoffmann et al. 2022 (table 3): compute-optimal training uses ~20 tokens per parameter; the
 # IsoFLOP plan centres each budget's sizes on it. Only the centre depends on it: the fit finds

@@ -56,9 +56,9 @@ class TokenSource(Protocol):
 def make_source(spec: str, **options: Any) -> TokenSource:
     """Build a token source from "testbed", "stdlib" or a path / glob / JSONL file."""
     if spec == "testbed":
-        from scalelab.testbed import TestbedSource
+        from scalelab.tasks.testbed import TestbedSource
 
         return TestbedSource(**options)
-    from scalelab.corpus import CorpusSource
+    from scalelab.data.corpus import CorpusSource
 
     return CorpusSource(spec, **options)

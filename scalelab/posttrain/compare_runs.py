@@ -48,8 +48,8 @@ class Comparison:
 def compare(paths: Sequence[str], *, split: str = "test", problems: int = 1000, difficulties: Sequence[int] | None = None,
             seed: int = 0, max_batch: int = 512, progress: Any = None) -> Comparison:
     from scalelab.posttrain.stage import open_run, same_tokenizer
-    from scalelab.testtime.engine import Engine, SamplingParams
-    from scalelab.testtime.verifiers import TestbedTask
+    from scalelab.inference.engine import Engine, SamplingParams
+    from scalelab.rewards.models import TestbedTask
 
     if len(paths) < 2:
         raise InputError("compare needs a base run and at least one other run")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scalelab.errors import InputError
-from scalelab.ledger import load_runs
+from scalelab.records import load_runs
 
 
 def posttrain_table(runs_dir: str | Path) -> Any:

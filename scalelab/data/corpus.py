@@ -16,7 +16,7 @@ What happens, once per distinct corpus and options (then read back from a cache)
    no file is in both splits and eval measures generalisation to unseen files, not recall of
    seen ones. One JSONL file is split by record; one plain file by its tail (contiguous, as
    enwik8 is conventionally cut into its first 90 MB for training and last 5+5 MB for eval).
-4. Train a byte-level BPE (`scalelab.tokenizer.train_bpe`) on the training split only.
+4. Train a byte-level BPE (`scalelab.data.tokenizer.train_bpe`) on the training split only.
 5. Tokenise each split once into a flat stream `<eos> doc <eos> doc ... <eos>` (GPT-2's single
    separator between documents) and save it as `.npy` next to the tokenizer, in a cache directory
    named by a content hash of the input and the options, published by an atomic rename under a
@@ -49,8 +49,8 @@ import tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from scalelab.errors import ConfigError, InputError
-from scalelab.ledger import atomic_write_json
-from scalelab.tokenizer import encode_plain, token_byte_lengths, tokenizer_hash, train_bpe
+from scalelab.records import atomic_write_json
+from scalelab.data.tokenizer import encode_plain, token_byte_lengths, tokenizer_hash, train_bpe
 
 CACHE_FORMAT = 1  # bump when the cache layout or the stream construction changes
 # Not part of a Python library's own source: installed packages, bytecode, and files generated
@@ -77,7 +77,7 @@ class _Unit:
 
 
 class CorpusSource:
-    """A `TokenSource` (see `scalelab.sources`) over real text; see the module docstring.
+    """A `TokenSource` (see `scalelab.data.sources`) over real text; see the module docstring.
 
     spec: "stdlib", a file, a directory (read recursively; hidden names and __pycache__ skipped),
         a glob ("**" allowed), or a `.jsonl` file (one document per line, in `text_field`).

@@ -6,7 +6,7 @@ locally. The runs directory must be a path that every node sees (a shared file s
 id is a hash of the config, so a retried task resumes its member from the last checkpoint and
 two tasks can never both train one run (the OS lock in `scalelab.checkpoint`).
 
-    from scalelab.ray_executor import RayExecutor
+    from scalelab.pretrain.ray_sweep import RayExecutor
     run_sweep(configs, "/shared/runs/iso", executor=RayExecutor("head-node:6379", num_cpus=1))
 
 Command line: `scalelab sweep ... --executor ray [--address HOST:PORT]`; with no address a local
@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from scalelab.errors import ConfigError, ScalelabError
-from scalelab.sweep import Outcome, run_member
-from scalelab.train import TrainConfig, run_id_for
+from scalelab.pretrain.sweep import Outcome, run_member
+from scalelab.pretrain.train import TrainConfig, run_id_for
 
 INSTALL_HINT = "Ray is not installed; install the extra with: pip install -e '.[ray]' (or pip install 'ray[default]>=2.40')"
 # A retried task may find its run still locked for a moment by the process Ray is killing (a worker
@@ -164,7 +164,7 @@ def _first_line(e: BaseException) -> str:
 def _member_task(config: dict[str, Any], runs_dir: str, events: Any, busy_wait_s: float) -> Outcome:
     """Runs in a Ray worker: one member through the same entry point as the local executors."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # FINDINGS.md: busy-waiting threads slowed training 10-16x
-    from scalelab.train import quiet_import_noise
+    from scalelab.pretrain.train import quiet_import_noise
 
     quiet_import_noise()
 
@@ -203,7 +203,7 @@ def mark_failed(run_dir: Path, reason: str) -> None:
     """Write `failed` + reason into a member's record when the driver can see it and nobody holds
     the run (a worker killed by SIGKILL could not write it itself)."""
     from scalelab.checkpoint import RunBusy, run_lock
-    from scalelab.ledger import read_record, write_record
+    from scalelab.records import read_record, write_record
 
     if not (run_dir / "record.json").is_file():
         return
@@ -300,7 +300,7 @@ class _EngineActor:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
 
-        from scalelab.testtime.engine import Engine
+        from scalelab.inference.engine import Engine
 
         torch.set_num_threads(threads)
         self.engine = Engine.load(model, max_batch=max_batch)
@@ -327,7 +327,7 @@ class ShardedEngine:
     def generate(self, prompts: Any, n: int = 1, params: Any = None, *, progress: Any = None) -> Any:
         import dataclasses
 
-        from scalelab.testtime.engine import Generation, SamplingParams
+        from scalelab.inference.engine import Generation, SamplingParams
 
         ray = require_ray()
         params = params or SamplingParams()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.ledger import iter_run_dirs, load_runs, read_metrics
+from scalelab.records import iter_run_dirs, load_runs, read_metrics
 
 
 @dataclass

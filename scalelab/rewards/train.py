@@ -42,10 +42,10 @@ from pydantic import Field
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError
-from scalelab.ledger import (CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, config_hash,
+from scalelab.records import (CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, config_hash,
                              read_record, write_record)
-from scalelab.testtime import estimators as est
-from scalelab.testtime.verifiers import (BAD, FEATURES, GOOD, REWARD_FILE, TestbedTask, likelihood_features,
+from scalelab.testtime import passk as est
+from scalelab.rewards.models import (BAD, FEATURES, GOOD, REWARD_FILE, TestbedTask, likelihood_features,
                                          query_positions, split_lines, token_logprobs, vocab_hash)
 
 
@@ -93,7 +93,7 @@ def _problems(src: Any, split: str, n: int, cfg: VerifierConfig, seed: int) -> l
 def _label_prm(eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[str]], cfg: VerifierConfig,
                progress: Any) -> tuple[list[list[list[float]]], list[list[list[bool]]]]:
     """MC labels [problem][sample][line] and the true prefix correctness for the same lines."""
-    from scalelab.testtime.engine import SamplingParams
+    from scalelab.inference.engine import SamplingParams
 
     prefixes: dict[tuple[int, str], None] = {}
     for i, row in enumerate(texts):
@@ -126,7 +126,7 @@ def _label_prm(eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[s
 
 def _prefix_ok(task: TestbedTask, p: Any, prefix: str) -> bool:
     """Every step written so far is right (after corrections) and the lines are well formed."""
-    from scalelab.testbed import LABELS
+    from scalelab.tasks.testbed import LABELS
 
     v = task.verify(p, prefix)
     seen = {ln[0] if ln[0] != "!" else ln[1] for ln in prefix.split("\n") if len(ln) > 1 and ln[0] != "A"}
@@ -148,7 +148,7 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 def train_verifier(cfg: VerifierConfig, runs_dir: str | Path, *, progress: Any = None) -> RunRecord:
     """See the module docstring. Returns the finished record (an existing complete run is reused)."""
     from scalelab.checkpoint import torch_threads
-    from scalelab.testtime.loading import parent_record, run_name
+    from scalelab.inference.loading import parent_record, run_name
 
     if cfg.min_steps > cfg.max_steps:
         raise ConfigError(f"min_steps={cfg.min_steps} > max_steps={cfg.max_steps}")
@@ -165,8 +165,8 @@ def train_verifier(cfg: VerifierConfig, runs_dir: str | Path, *, progress: Any =
 
 
 def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: Any) -> RunRecord:
-    from scalelab.testtime.engine import Engine, SamplingParams
-    from scalelab.testtime.loading import resolve_checkpoint, testbed_for
+    from scalelab.inference.engine import Engine, SamplingParams
+    from scalelab.inference.loading import resolve_checkpoint, testbed_for
 
     t0 = time.perf_counter()
     eng = Engine.load(cfg.policy, max_batch=cfg.max_batch)
@@ -214,14 +214,14 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
     write_record(run_dir, record)
     rm_dir = run_dir / CHECKPOINT_DIR
     try:
-        from scalelab.testtime.loading import quiet_transformers
+        from scalelab.inference.loading import quiet_transformers
 
         if cfg.head == "likelihood":
             model = base.model
             coef, mu, sd, train_flops, last_loss, n_tok = _fit_likelihood(base, task, train_p, tr_texts, labels, cfg)
             rm_meta.update(coef=coef, mu=mu, sd=sd, features=list(FEATURES[cfg.kind]))
         else:
-            from scalelab.testtime.flops import flop_model
+            from scalelab.inference.flops import flop_model
 
             model = _init_model(cfg, base, resolve_checkpoint(cfg.judge or cfg.policy))
             examples = _examples(eng, task, train_p, tr_texts, labels, cfg.kind)
@@ -255,9 +255,9 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
 def _load_judge(cfg: VerifierConfig, policy: Any, pid: str) -> tuple[Any, Any, str]:
     """(engine over the judge, its run record or None, its name); refused unless it reads the
     policy's tokens as the policy does (the same vocabulary) and can encode the testbed."""
-    from scalelab.testtime.engine import Engine
+    from scalelab.inference.engine import Engine
     from scalelab.testtime.evaluate import check_testbed_tokenizer
-    from scalelab.testtime.loading import parent_record, run_name
+    from scalelab.inference.loading import parent_record, run_name
 
     jrec = parent_record(cfg.judge)
     jid = run_name(cfg.judge, jrec)
@@ -312,7 +312,7 @@ def _init_model(cfg: VerifierConfig, eng: Any, policy_ckpt: Path) -> Any:
     from transformers import AutoModelForCausalLM
 
     from scalelab import model as M
-    from scalelab.testtime.loading import quiet_transformers
+    from scalelab.inference.loading import quiet_transformers
 
     if cfg.init == "policy":
         with quiet_transformers():
@@ -398,7 +398,7 @@ def _fit(model: Any, examples: list[Any], cfg: VerifierConfig, good: int, bad: i
 def _validate(rm_dir: Path, eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[str]],
               correct: list[list[bool]]) -> dict[str, Any]:
     """AUC against correctness and best-of-samples accuracy on validation problems."""
-    from scalelab.testtime.verifiers import RewardModel, aggregate
+    from scalelab.rewards.models import RewardModel, aggregate
 
     rm = RewardModel.load(rm_dir)
     prompts = [task.prompt(p) for p, row in zip(probs, texts) for _ in row]

@@ -4,7 +4,7 @@ this module holds all the parallelism (the model file and the loop stay as they 
 
     scalelab train --preset d6 --set tokens=2e7 --nproc 2             # torchrun --standalone here
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HEAD:29500 \\
-        -m scalelab.distributed config.json --runs-dir /shared/runs    # each node of a cluster
+        -m scalelab.pretrain.launch config.json --runs-dir /shared/runs    # each node of a cluster
 
 What a K-process run does (PyTorch's DDP notes; FSDP2 `fully_shard` docs):
 - Every rank draws the same global batch of B sequences from the source (the data of step s is a
@@ -259,7 +259,7 @@ def choose_mode(mode: str, config: Any, vocab_size: int) -> str:
     import torch
 
     from scalelab import model as M
-    from scalelab.train import plan_run
+    from scalelab.pretrain.train import plan_run
 
     if config.device == "cpu" or not torch.cuda.is_available():
         return "ddp"
@@ -274,7 +274,7 @@ def init_from_env(mode: str, device: str) -> Parallel:
     import torch.distributed as dist
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ConfigError("scalelab.distributed runs under torchrun (RANK and WORLD_SIZE are not set)")
+        raise ConfigError("scalelab.pretrain.launch runs under torchrun (RANK and WORLD_SIZE are not set)")
     cuda = device in ("cuda", "auto") and torch.cuda.is_available()
     backend = "nccl" if cuda else "gloo"
     if cuda:
@@ -284,7 +284,7 @@ def init_from_env(mode: str, device: str) -> Parallel:
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m scalelab.distributed",
+    ap = argparse.ArgumentParser(prog="python -m scalelab.pretrain.launch",
                                  description="one rank of a scalelab training run (start it with torchrun)")
     ap.add_argument("config", help="a TrainConfig JSON file")
     ap.add_argument("--runs-dir", default="runs")
@@ -293,7 +293,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     if sys.platform.startswith("linux"):
         _end_with_parent()  # a rank whose torchrun was killed stops too
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from scalelab.train import TrainConfig, quiet_import_noise, train
+    from scalelab.pretrain.train import TrainConfig, quiet_import_noise, train
 
     quiet_import_noise()
     par = None
@@ -335,7 +335,7 @@ def launch(config: Any, runs_dir: str | Path, nproc: int, *, mode: str = "ddp", 
     """Run `config` under torchrun with `nproc` processes on this node; return the run directory.
     One node: `--standalone` (a free local port). Several: c10d rendezvous at `rdzv_endpoint`,
     giving up after `rdzv_timeout_s` if the other nodes do not join."""
-    from scalelab.train import run_id_for
+    from scalelab.pretrain.train import run_id_for
 
     if nproc < 1 or nnodes < 1:
         raise ConfigError("--nproc and --nnodes must be >= 1")
@@ -358,7 +358,7 @@ def launch(config: Any, runs_dir: str | Path, nproc: int, *, mode: str = "ddp", 
         cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
                 f"--rdzv-id={rdzv_id or run_dir.name}", f"--rdzv-conf=join_timeout={t},read_timeout={t}",
                 "--max-restarts=0"]
-    cmd += ["-m", "scalelab.distributed", str(cfg_file), "--runs-dir", str(runs_dir), "--parallel", mode]
+    cmd += ["-m", "scalelab.pretrain.launch", str(cfg_file), "--runs-dir", str(runs_dir), "--parallel", mode]
     log = run_dir / "torchrun.log"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
     try:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.ledger import load_runs
+from scalelab.records import load_runs
 
 VOTES = ("majority",)  # plain votes: ties broken at random (estimators.vote_at_k)
 
@@ -110,7 +110,7 @@ def _fit(law: str, x: str, tech: str, c: _Curve, x_at: float, at: int, cov: dict
          idx: np.ndarray | None) -> tuple[float, str, bool]:
     """(prediction, description, converged) on the problems `idx` (None: all, as recorded)."""
     from scalelab.laws.coverage import CoverageLaw
-    from scalelab.laws.testtime import TesttimeLaw
+    from scalelab.laws.sampling import TesttimeLaw
 
     acc = c.acc if idx is None else c.per[:, idx].mean(1)
     if law == "testtime":

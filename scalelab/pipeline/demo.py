@@ -1,6 +1,6 @@
 """`scalelab demo`: the three scaling laws measured end to end on the embedded testbed, in FLOPs.
 
-    from scalelab.demo import DemoConfig, run_demo
+    from scalelab.pipeline.demo import DemoConfig, run_demo
     summary = run_demo(DemoConfig.preset("quick"), "demo")     # or: scalelab demo --quick --out demo
 
 Six stages; each reuses what an earlier run finished (run ids are config hashes, so the same config
@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 
 from scalelab.config import Config
 from scalelab.errors import ScalelabError
-from scalelab.ledger import atomic_write_json, config_hash, load_runs, read_record
+from scalelab.records import atomic_write_json, config_hash, load_runs, read_record
 
 STAGES = ("pretrain", "fits", "testtime", "posttrain", "exchange", "report")
 TECHNIQUES = ("sft", "rlvr", "distill", "prune", "quantize")
@@ -217,8 +217,8 @@ class _Pipeline:
 
     # ---- 1. the IsoFLOP sweep ------------------------------------------------------------------
     def pretrain(self) -> str:
-        from scalelab.sweep import InProcessExecutor, plan_isoflop, run_sweep
-        from scalelab.train import TrainConfig, plan_run, resolve_source, run_id_for, source_options
+        from scalelab.pretrain.sweep import InProcessExecutor, plan_isoflop, run_sweep
+        from scalelab.pretrain.train import TrainConfig, plan_run, resolve_source, run_id_for, source_options
 
         cfg, runs = self.cfg, self.runs / "pretrain"
         base = TrainConfig.build({**cfg.train, "model": "d2"})
@@ -364,7 +364,7 @@ class _Pipeline:
     def exchange(self) -> str:
         from scalelab.laws.exchange_plot import plot_frontier
         from scalelab.laws.exchange_tables import measure_exchange, show, testtime_table
-        from scalelab.plan import default_config, explain, load_fits, make_plan
+        from scalelab.pipeline.plan import default_config, explain, load_fits, make_plan
 
         self.disp.begin("exchange", 2, "exchange rates")
         inputs = {"runs": self._ids(), "queries": self.cfg.queries, "fits": self.s["cache"]["fits"]}
@@ -404,7 +404,7 @@ class _Pipeline:
 
     # ---- 6. the report ---------------------------------------------------------------------------
     def report(self) -> str:
-        from scalelab.report import build_report
+        from scalelab.pipeline.report import build_report
 
         path = self.out / "report.html"
         self.disp.begin("report", 1, "fits and figures")

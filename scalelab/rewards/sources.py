@@ -97,7 +97,7 @@ class VerifierReward(RewardSource):
     name, part = "verifier", "verifier"
 
     def _score(self, problems, prompts, completions):
-        from scalelab.testtime.verifiers import TestbedTask
+        from scalelab.rewards.models import TestbedTask
 
         task = TestbedTask()
         return [float(task.verify(p, c).correct) for p, c in zip(problems, completions)], 0.0
@@ -119,13 +119,13 @@ class ModelReward(RewardSource):
     """A reward-model directory (reward.json): ORM score, or a PRM's aggregated step scores."""
 
     def __init__(self, path: str, *, part: str, name: str, prm_agg: str = "last", max_batch: int = 256):
-        from scalelab.testtime.verifiers import RewardModel
+        from scalelab.rewards.models import RewardModel
 
         self.rm = RewardModel.load(path, max_batch=max_batch)
         self.path, self.part, self.name, self.prm_agg = path, part, name, prm_agg
 
     def _score(self, problems, prompts, completions):
-        from scalelab.testtime.verifiers import aggregate
+        from scalelab.rewards.models import aggregate
 
         scores, flops = self.rm.score(list(prompts), list(completions))
         vals = [s[0] if self.rm.kind == "orm" else aggregate(s, self.prm_agg) for s in scores]
@@ -141,7 +141,7 @@ class LikelihoodJudge(RewardSource):
     part = "judge_forward"
 
     def __init__(self, path: str, *, mode: str = "min", max_batch: int = 256):
-        from scalelab.testtime.engine import Engine
+        from scalelab.inference.engine import Engine
 
         if mode not in JUDGE_MODES:
             raise InputError(f"judge mode {mode!r}: choose one of {', '.join(JUDGE_MODES)}")
@@ -149,7 +149,7 @@ class LikelihoodJudge(RewardSource):
         self.mode, self.name = mode, f"judge-{mode}"
 
     def _score(self, problems, prompts, completions):
-        from scalelab.testtime.verifiers import token_logprobs
+        from scalelab.rewards.models import token_logprobs
 
         lps, flops = token_logprobs(self.engine, list(prompts), list(completions))
         vals = [math.exp(float(lp.min() if self.mode == "min" else lp.mean())) if lp.size else 0.0 for lp in lps]
@@ -158,8 +158,8 @@ class LikelihoodJudge(RewardSource):
 
 def judge_source(path: str, *, mode: str = "min", prm_agg: str = "last", max_batch: int = 256) -> RewardSource:
     """An AI judge from a path: a reward-model directory, or any causal-LM run (likelihood judge)."""
-    from scalelab.testtime.loading import resolve_checkpoint
-    from scalelab.testtime.verifiers import REWARD_FILE
+    from scalelab.inference.loading import resolve_checkpoint
+    from scalelab.rewards.models import REWARD_FILE
 
     if (resolve_checkpoint(path) / REWARD_FILE).is_file():
         return ModelReward(path, part="judge_forward", name="judge-rm", prm_agg=prm_agg, max_batch=max_batch)

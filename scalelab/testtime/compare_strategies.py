@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.ledger import load_runs
-from scalelab.testtime import estimators as est
-
+from scalelab.records import load_runs
+from scalelab.testtime import passk as est
 SAME_PROBLEMS = ("seed", "problems", "split", "modulus")  # config fields that fix the problem set
 
 

@@ -1,6 +1,6 @@
 """Verifiers: the testbed's exact checker, and learned reward models that score solutions.
 
-Exact verifier: `scalelab.testbed.verify` (strict patterns, nothing evaluated). Here it is wrapped
+Exact verifier: `scalelab.tasks.testbed.verify` (strict patterns, nothing evaluated). Here it is wrapped
 as `TestbedTask`, which also knows the prompt format and how a solution splits into steps.
 
 Reward models. An outcome reward model (ORM) gives one score per solution, a process reward
@@ -49,7 +49,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.testbed import Problem, Verdict, chance, verify
+from scalelab.tasks.testbed import Problem, Verdict, chance, verify
 
 REWARD_FILE = "reward.json"
 HEADS = ("likelihood", "label")
@@ -144,8 +144,8 @@ class RewardModel:
 
     @classmethod
     def load(cls, path: str | Path, *, meter: Any = None, max_batch: int = 256) -> "RewardModel":
-        from scalelab.testtime.engine import Engine
-        from scalelab.testtime.loading import resolve_checkpoint
+        from scalelab.inference.engine import Engine
+        from scalelab.inference.loading import resolve_checkpoint
 
         ckpt = resolve_checkpoint(path)
         meta_path = ckpt / REWARD_FILE

@@ -1,13 +1,13 @@
 """Pretraining: `train(config, runs_dir) -> RunRecord`.
 
-One run trains one ladder model (`scalelab.model`) on one token source (`scalelab.sources`) with
+One run trains one ladder model (`scalelab.model`) on one token source (`scalelab.data.sources`) with
 AdamW and a warmup + cosine or WSD schedule, evaluates on the held-out split at intervals, logs
 every row against tokens and FLOPs, checkpoints crash-safely (`scalelab.checkpoint`) and writes
 a `RunRecord`. Calling it again with the same config returns the finished record, or resumes
 from the last checkpoint, and reproduces the uninterrupted run (the data of step s is a pure
 function of (seed, s) and the optimizer state is restored exactly).
 
-    from scalelab.train import TrainConfig, train
+    from scalelab.pretrain.train import TrainConfig, train
     record = train(TrainConfig.build(model="d4", tokens=2_000_000), "runs")
 
 Command line: `scalelab train --preset d4 --set tokens=2e6 --runs-dir runs`.
@@ -30,7 +30,7 @@ from scalelab.checkpoint import RunBusy, run_lock, torch_threads  # noqa: F401 (
 from scalelab import model as M
 from scalelab.config import Config
 from scalelab.errors import ConfigError, InputError
-from scalelab.ledger import (
+from scalelab.records import (
     CONFIG_FILE, METRICS_FILE, RunRecord, SIXN_CONVENTION, append_metrics, atomic_write_json,
     atomic_write_text, config_hash, read_metrics, read_record, write_record,
 )
@@ -147,7 +147,7 @@ def resolve_source(spec: str, options: dict[str, Any]) -> Any:
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"source={spec!r}: cannot import ({e})") from None
         return factory(**options)
-    from scalelab.sources import make_source
+    from scalelab.data.sources import make_source
 
     return make_source(spec, **options)
 
@@ -214,8 +214,8 @@ def _existing(run_dir: Path) -> RunRecord | None:
 def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = None,
           progress: Callable[[dict[str, Any]], None] | None = None, parallel: Any = None) -> RunRecord:
     """Train (or finish, or just return) the run that `config` names; see the module docstring.
-    `parallel`: this process's rank of a torchrun job (`scalelab.distributed`); None: one process."""
-    from scalelab.distributed import SINGLE
+    `parallel`: this process's rank of a torchrun job (`scalelab.pretrain.launch`); None: one process."""
+    from scalelab.pretrain.launch import SINGLE
 
     par = parallel or SINGLE
     run_dir = Path(runs_dir) / run_id_for(config)
