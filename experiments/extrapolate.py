@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scalelab import model as M
 from scalelab.laws import ChinchillaLaw, fit_table
-from scalelab.records import load_runs
+from scalelab.tables import load_runs
 from scalelab.pretrain.train import TrainConfig, resolve_source, source_options, train
 
 

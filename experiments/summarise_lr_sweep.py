@@ -4,7 +4,7 @@
 """
 import sys
 
-from scalelab.records import load_runs
+from scalelab.tables import load_runs
 
 
 def main(runs_dir: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from scalelab.laws.coverage import CoverageLaw, SharedTailCoverage
 from scalelab.laws.sampling import TesttimeLaw
-from scalelab.testtime import passk as est
+from scalelab import passk as est
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("pool")

@@ -43,7 +43,7 @@ def main() -> None:
 
     from scalelab.posttrain.data import testbed_problems
     from scalelab.posttrain.stage import open_run
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     torch.set_num_threads(1)
     parent = open_run(args.parent)

@@ -16,47 +16,23 @@ Crash safety: a new checkpoint is written in full to a temporary sibling directo
 disk, and then renamed into place. The previous good checkpoint is renamed to `checkpoint.old`
 just before and removed just after; `latest()` falls back to it, so a kill or a full disk at any
 moment leaves at least one complete checkpoint.
-
-`run_lock` keeps two processes from training one run: an OS lock on `RUN_DIR/.lock` that the
-kernel releases when its holder dies, even by kill -9, so a stale lock never blocks a resume.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from scalelab.errors import ScalelabError
-from scalelab.records import CHECKPOINT_DIR, atomic_write_json
+from scalelab.records import CHECKPOINT_DIR, atomic_write_json, fsync_dir
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 OLD_SUFFIX = ".old"
 TMP_PREFIX = ".checkpoint.tmp-"
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """An exclusive lock on a run; the kernel drops it when its process dies, even by kill -9."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunBusy(f"{run_dir}: another process is training this run") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-class RunBusy(ScalelabError):
-    """The run is being trained by another live process."""
 
 
 def is_complete(path: Path) -> bool:
@@ -103,7 +79,7 @@ def save(run_dir: str | Path, model: Any, tokenizer: Any, optimizer: Any, state:
         elif final.exists():
             shutil.rmtree(final)  # incomplete (tampered with); `old`, if any, stays the fallback
         os.rename(tmp, final)
-        _fsync_dir(run_dir)
+        fsync_dir(run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -196,29 +172,4 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with `n` torch threads (None: as they are), then restore the previous count,
-    so that a run inside a longer-lived process (tests, sweeps in process) leaves it as it found it."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        fsync_dir(Path(dirpath))

@@ -10,24 +10,19 @@ Every stage (pretraining, post-training, test-time evaluation) writes one run di
 Writes go to a temporary file in the same directory and are renamed into place, so a run that
 is killed never leaves half a record and parallel workers never corrupt each other's files.
 
-Fitters never parse logs: `load_table` reads a runs directory or a user's CSV into one pandas
-table with the standard columns N, D, C and loss (see `STANDARD_COLUMNS`), so scalelab's own
-sweeps and a spreadsheet of somebody else's runs go through the same code.
+Tables of many records (and of users' CSVs) are read by `scalelab.tables`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scalelab import __version__
@@ -148,10 +143,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(d: Path) -> None:
+def fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
     except OSError:
@@ -226,123 +221,3 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # a line torn by a kill; every complete line before it is kept
     return rows
-
-
-@dataclass
-class Problem:
-    """A record that could not be read; loaders report these, never drop them silently."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
-@dataclass
-class RunSet:
-    records: list[RunRecord] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-
-
-def iter_run_dirs(runs_dir: str | Path) -> Iterable[Path]:
-    root = Path(runs_dir)
-    for rec in sorted(root.rglob(RECORD_FILE)):
-        yield rec.parent
-
-
-def load_runs(runs_dir: str | Path, *, status: Status | None = "complete") -> RunSet:
-    """Every record under `runs_dir` (recursively). Corrupt or partial ones land in `problems`."""
-    root = Path(runs_dir)
-    if not root.exists():
-        raise InputError(f"{root}: no such runs directory")
-    if not root.is_dir():
-        raise InputError(f"{root}: not a directory")
-    out = RunSet()
-    for d in iter_run_dirs(root):
-        try:
-            rec = read_record(d)
-        except InputError as e:
-            out.problems.append(Problem(str(d), str(e).split(": ", 1)[-1]))
-            continue
-        if status is not None and rec.status != status:
-            if rec.status == "failed":
-                out.problems.append(Problem(str(d), f"run failed: {rec.error}"))
-            continue
-        out.records.append(rec)
-    return out
-
-
-def records_to_frame(records: list[RunRecord]) -> pd.DataFrame:
-    """One row per record: the standard columns, then every nested field flattened with dots."""
-    rows = []
-    for r in records:
-        d = r.model_dump()
-        row: dict[str, Any] = {}
-        for k, v in d.items():
-            if k in ("config", "env"):
-                continue
-            if isinstance(v, dict):
-                for kk, vv in _flatten(v, k).items():
-                    row[kk] = vv
-            else:
-                row[k] = v
-        n_active = r.n_params_active if r.n_params_active is not None else r.n_params_nonembedding
-        row["N"] = n_active
-        row["N_total"] = r.n_params
-        row["D"] = r.tokens
-        row["C"] = r.flops.get("pretrain")
-        row["C_6N"] = r.flops_6n.get("pretrain")
-        row["loss"] = r.metrics.get("loss")
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    for col in STANDARD_COLUMNS:
-        if col not in df.columns:
-            df[col] = math.nan
-    return df
-
-
-def _flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        elif isinstance(v, (list, tuple)):
-            continue  # curves and per-item lists stay in the record; tables hold scalars
-        else:
-            out[key] = v
-    return out
-
-
-@dataclass
-class Table:
-    """A table of runs from a runs directory or a CSV, with the problems met while reading."""
-
-    frame: pd.DataFrame
-    source: str
-    problems: list[Problem] = field(default_factory=list)
-
-
-def load_table(path: str | Path, *, status: Status | None = "complete") -> Table:
-    """Read a runs directory or a CSV file into one table (see module docstring)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file or directory")
-    if p.is_dir():
-        runs = load_runs(p, status=status)
-        frame = records_to_frame(runs.records)
-        if frame.empty and not runs.problems:
-            raise InputError(f"{p}: no run records found (expected */{RECORD_FILE})")
-        return Table(frame, str(p), runs.problems)
-    try:
-        frame = pd.read_csv(p)
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not a text CSV file") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{p}: empty file") from None
-    except pd.errors.ParserError as e:
-        raise InputError(f"{p}: not a valid CSV ({str(e).splitlines()[0]})") from None
-    if frame.empty:
-        raise InputError(f"{p}: the table has a header but no rows")
-    return Table(frame, str(p), [])

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 from scalelab.pipeline.demo import STAGES, DemoConfig
-from scalelab.records import load_runs
+from scalelab.tables import load_runs
 from tests.conftest import run_cli
 
 

@@ -11,7 +11,7 @@ import torch
 
 from scalelab import model as M
 from scalelab.errors import ConfigError, InputError, ScalelabError
-from scalelab.tasks.testbed import TestbedSource
+from scalelab.data.testbed import TestbedSource
 from scalelab.inference.engine import Engine, SamplingParams
 from scalelab.inference.flops import FlopMeter
 

@@ -98,7 +98,7 @@ def test_sft_full_and_lora_ledger_and_merge(parent, digest, runs):
 
 
 def test_sft_on_a_user_jsonl(parent, runs, tmp_path):
-    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.data.testbed import TestbedSource
 
     src = TestbedSource(**SMALL)
     probs = src.problems("train", 6, steps=2)
@@ -139,7 +139,7 @@ def test_generated_examples_keep_only_verified_finished_solutions():
 
     from scalelab.posttrain.data import generated_examples
     from scalelab.posttrain.stage import Ledger
-    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.data.testbed import TestbedSource
     from scalelab.inference.engine import Completion, Generation
 
     src = TestbedSource(**SMALL)
@@ -288,7 +288,8 @@ def test_quantize_int8_is_smaller_reloads_and_int4_says_why(parent, digest, runs
 # ---- curves -------------------------------------------------------------------------------------------
 def test_curves_table_and_figure(tmp_path):
     from scalelab.records import RunRecord, write_record
-    from scalelab.posttrain.plots import plot_posttrain, posttrain_table
+    from scalelab.posttrain.plots import plot_posttrain
+    from scalelab.tables import posttrain_table
 
     for i, (tech, flops, acc) in enumerate([("sft", 1e9, 0.5), ("sft", 4e9, 0.6), ("quantize-int8-weight", 0.0, 0.38),
                                             ("prune-width", 2e9, 0.3)]):

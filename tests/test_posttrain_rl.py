@@ -44,7 +44,7 @@ def digest(parent):
 def feedback_file(runs):
     """Pairs (right > corrupted) and thumbs for 10 questions: the tiny parent is rarely right, so
     its own samples would give no pairs."""
-    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.data.testbed import TestbedSource
 
     lines = []
     for p in TestbedSource(**SMALL).problems("train", 10, steps=2):
@@ -124,7 +124,7 @@ def test_policy_loss_raises_good_samples_and_lowers_bad_ones():
 # ---- rewards ----------------------------------------------------------------------------------------
 def test_reward_sources_isolate_failures():
     from scalelab.rewards.sources import FunctionReward, VerifierReward
-    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.data.testbed import TestbedSource
 
     p = TestbedSource(**SMALL).problems("train", 1, steps=2)[0]
 
@@ -143,7 +143,7 @@ def test_reward_sources_isolate_failures():
 # ---- reward models ----------------------------------------------------------------------------------
 def test_testbed_pairs_rank_right_over_wrong_and_short_over_long():
     from scalelab.posttrain.prefs import split_by_prompt, testbed_pairs
-    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.data.testbed import TestbedSource
 
     probs = TestbedSource(**SMALL).problems("train", 3, steps=2)
     right = [p.solution() for p in probs]
@@ -153,7 +153,7 @@ def test_testbed_pairs_rank_right_over_wrong_and_short_over_long():
     assert len(pairs) == 3 and all(p.why == "correct" and p.chosen == r for p, r in zip(pairs, right))
     tr, ho = split_by_prompt(pairs, 0.34, seed=0)
     assert len(ho) == 1 and not {p.prompt for p in tr} & {p.prompt for p in ho}
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     if TestbedTask().verify(probs[0], longer[0]).correct:  # a longer, still-correct solution
         short = testbed_pairs(probs[:1], [[right[0], longer[0]]], max_pairs=10)
@@ -161,7 +161,7 @@ def test_testbed_pairs_rank_right_over_wrong_and_short_over_long():
 
 
 def test_reward_model_from_a_feedback_file_scores_like_an_orm(parent, digest, rm):
-    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.data.testbed import TestbedSource
     from scalelab.rewards.models import RewardModel
 
     rec, path = rm
@@ -180,7 +180,7 @@ def test_reward_model_from_a_feedback_file_scores_like_an_orm(parent, digest, rm
 
 
 def test_label_head_reward_model_is_centred_and_learns_the_pairs(parent, runs, feedback_file, tmp_path):
-    from scalelab.tasks.testbed import TestbedSource
+    from scalelab.data.testbed import TestbedSource
     from scalelab.rewards.models import RewardModel
 
     pairs = tmp_path / "pairs.jsonl"  # pairs only: Bradley-Terry, centred by the stored offset

@@ -67,7 +67,7 @@ def report(tmp_path_factory):
 def test_the_report_holds_the_fitted_numbers_and_embeds_every_figure(report):
     from scalelab.laws import make_law
     from scalelab.laws.table import prepare
-    from scalelab.records import load_runs, records_to_frame
+    from scalelab.tables import load_runs, records_to_frame
     from scalelab.pipeline.report import fmt
 
     root, out, page = report

@@ -292,7 +292,7 @@ def test_member_out_of_memory_is_failed_with_the_reason_the_sweep_goes_on_a_reru
 def test_ray_out_of_memory_kill_is_named_in_the_reason():
     """Ray's memory monitor kills a task with OutOfMemoryError; the member's reason says so."""
     ray = pytest.importorskip("ray")
-    from scalelab.pretrain.ray_sweep import describe_failure
+    from scalelab.cluster import describe_failure
 
     err = ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.\nMemory on the node")
     assert describe_failure(err) == ("out of memory (Ray's memory monitor killed the worker): "
@@ -477,7 +477,7 @@ def test_testtime_sampling_sharded_on_ray_writes_the_records_of_the_local_evalua
     ids, budgets); greedy chain of thought is deterministic, so its accuracy and FLOPs are equal;
     sampled strategies draw other streams per shard (ShardedEngine), so only their shape is."""
     pytest.importorskip("ray")
-    from scalelab.pretrain.ray_sweep import evaluate_on_ray
+    from scalelab.testtime.sharded import evaluate_on_ray
     from scalelab.testtime.evaluate import TesttimeConfig, evaluate
     from scalelab.pretrain.train import train
 

@@ -134,7 +134,8 @@ def test_a_shard_that_dies_twice_is_one_error_line_not_a_traceback(tmp_path, mon
     actor dies too, `ShardedEngine.generate` raises a ScalelabError (the CLI's one line, exit 2)."""
     ray = pytest.importorskip("ray")
     from scalelab.errors import ScalelabError
-    from scalelab.pretrain.ray_sweep import ShardedEngine, connect
+    from scalelab.cluster import connect
+    from scalelab.inference.sharded import ShardedEngine
     from scalelab.inference.engine import Engine, SamplingParams
     from scalelab.pretrain.train import train
 

@@ -15,7 +15,8 @@ import pytest
 from scalelab import model as M
 from scalelab.pretrain import sweep as S
 from scalelab.errors import ConfigError, InputError
-from scalelab.records import load_table, read_record
+from scalelab.records import read_record
+from scalelab.tables import load_table
 from scalelab.pretrain.train import TrainConfig, run_id_for, train
 
 from tests.conftest import REPO, run_cli
@@ -80,7 +81,7 @@ def test_parallel_sweep_is_idempotent_and_fit_ready(tmp_path):
 
 
 def test_a_member_held_by_another_process_is_reported_busy_not_trained_twice(tmp_path):
-    from scalelab.checkpoint import run_lock
+    from scalelab.runs import run_lock
 
     configs = S.plan_grid(base(), ["d1"], [1600, 3200])
     with run_lock(tmp_path / run_id_for(configs[0])):  # as a concurrent sweep would hold it

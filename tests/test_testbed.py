@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from scalelab.errors import ConfigError
-from scalelab.tasks.testbed import (ALPHABET, Problem, TestbedConfig, TestbedSource, Generator, chance,
-                              split_of, verify)
+from scalelab.tasks.testbed import ALPHABET, Problem, TestbedConfig, Generator, chance, split_of, verify
+from scalelab.data.testbed import TestbedSource
 
 P = Problem(23, 9, (("*", 6), ("*", 19), ("*", 4)))
 

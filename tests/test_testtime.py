@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 
 from scalelab.errors import ConfigError, InputError
-from scalelab.tasks.testbed import TestbedSource, verify
-from scalelab.testtime import passk as est
+from scalelab.tasks.testbed import verify
+from scalelab.data.testbed import TestbedSource
+from scalelab import passk as est
 from scalelab.inference.engine import Completion, Generation
 from scalelab.testtime.strategies import STRATEGIES, Context, Options, Outcome, run_strategy
-from scalelab.rewards.models import TestbedTask, aggregate, split_lines
+from scalelab.rewards.models import aggregate
+from scalelab.tasks.base import split_lines
+from scalelab.tasks.testbed import TestbedTask
 
 SMALL = {"max_steps": 2, "max_modulus": 7, "eval_docs": 20}
 
@@ -322,7 +325,8 @@ def test_likelihood_features():
 # ---- evaluation records, laws and the command line ------------------------------------------------
 def test_evaluation_writes_one_record_per_point_and_resumes(policy, orm, runs):
     from scalelab.laws import fit_table
-    from scalelab.records import load_runs, read_record
+    from scalelab.records import read_record
+    from scalelab.tables import load_runs
     from scalelab.testtime.evaluate import TesttimeConfig, evaluate
 
     cfg = TesttimeConfig.build(model=str(policy), strategies=["cot", "coverage", "majority", "best_of_n"],
@@ -353,7 +357,7 @@ def test_evaluation_writes_one_record_per_point_and_resumes(policy, orm, runs):
 
 
 def test_allocation_report_and_records(policy, orm, runs):
-    from scalelab.records import load_runs
+    from scalelab.tables import load_runs
     from scalelab.testtime.allocate import AllocateConfig, _uniform_flops_at, run_allocation
 
     cfg = AllocateConfig.build(model=str(policy), orm=str(runs / "rm" / orm.run_id), difficulties=[1, 2], problems=4,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scalelab.testtime import passk as est
+from scalelab import passk as est
 from scalelab.testtime import stopping
 from scalelab.testtime.strategies import Pool
 

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from scalelab.errors import ConfigError
-from scalelab.tasks.testbed import TestbedSource
-from scalelab.rewards.models import TestbedTask
+from scalelab.data.testbed import TestbedSource
+from scalelab.tasks.testbed import TestbedTask
 
 SMALL = {"max_steps": 2, "max_modulus": 7, "eval_docs": 20}
 
@@ -123,7 +123,7 @@ def test_prm_labels_of_an_empty_sample(policy):
 
 
 def test_sample_seed_draws_another_pool_on_the_same_problems(policy, tmp_path):
-    from scalelab.records import load_runs
+    from scalelab.tables import load_runs
     from scalelab.testtime.evaluate import TesttimeConfig, _options, evaluate
 
     recs = {}
@@ -257,7 +257,7 @@ def test_bin_caps_spend_nothing_past_the_probe_on_hopeless_questions(tmp_path):
 
 
 def est_best(pool, k):
-    from scalelab.testtime import passk as est
+    from scalelab import passk as est
     return est.best_of_k(pool.orm, pool.correct, k)
 
 

@@ -9,7 +9,7 @@ import pytest
 from scalelab.errors import InputError
 from scalelab.laws.coverage import CoverageLaw, _pass_mean, beta_coverage
 from scalelab.laws.sampling import TesttimeLaw
-from scalelab.testtime import passk as est
+from scalelab import passk as est
 K = np.array([1, 2, 4, 8, 16, 32, 64], float)
 
 

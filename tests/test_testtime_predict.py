@@ -8,7 +8,7 @@ import pytest
 
 from scalelab.errors import InputError
 from scalelab.laws.coverage import CoverageLaw, SharedTailCoverage, _pass_mean
-from scalelab.testtime import passk as est
+from scalelab import passk as est
 from scalelab.testtime.extrapolate import predict_curves, summary
 
 

@@ -11,7 +11,8 @@ import pytest
 from scalelab import checkpoint as ckpt
 from scalelab.pretrain import train as T
 from scalelab.errors import ConfigError
-from scalelab.records import load_table, read_metrics, read_record
+from scalelab.records import read_metrics, read_record
+from scalelab.tables import load_table
 
 SOURCE = "tests.test_train_source:MarkovSource"
 GOLDEN = Path(__file__).parent / "golden" / "train_d1_markov.json"

@@ -109,7 +109,7 @@ def _floor(value: str, table: str) -> float:
         if not (v > 0 and v < float("inf")):
             raise InputError(f"--floor {value!r}: must be a positive finite number")
         return v
-    from scalelab.records import load_table
+    from scalelab.tables import load_table
 
     frame = load_table(table).frame
     col = "metrics.entropy_floor"

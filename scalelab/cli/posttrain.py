@@ -153,7 +153,8 @@ def quantize_cmd(parent: str = FROM,
 def plot_cmd(runs: Path = typer.Argument(..., help="runs directory with post-training records"),
              out: Path = typer.Option(..., "--out", help="PNG file")) -> None:
     """Accuracy against post-training FLOPs (one line per technique) and against pretraining FLOPs."""
-    from scalelab.posttrain.plots import plot_posttrain, posttrain_table
+    from scalelab.posttrain.plots import plot_posttrain
+    from scalelab.tables import posttrain_table
 
     df = posttrain_table(runs)
     mean = df[df.difficulty == "mean"].sort_values(["technique", "posttrain_flops"])

@@ -68,7 +68,8 @@ def _evaluator(kind: str, address: Optional[str], shards: Optional[int]):
         raise ConfigError(f"--executor {kind!r}: expected local or ray")
     from functools import partial
 
-    from scalelab.pretrain.ray_sweep import evaluate_on_ray, require_ray
+    from scalelab.cluster import require_ray
+    from scalelab.testtime.sharded import evaluate_on_ray
 
     require_ray()  # the install hint, before anything is loaded
     k = 2 if shards is None else shards

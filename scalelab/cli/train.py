@@ -89,7 +89,7 @@ def sweep_cmd(
     """Run a grid or IsoFLOP sweep; re-running it skips finished members and resumes the rest."""
     import json
 
-    from scalelab.records import load_runs
+    from scalelab.tables import load_runs
     from scalelab.pretrain.sweep import plan_grid, plan_isoflop, read_budgets, run_sweep, sweep_preset
 
     pre = sweep_preset(preset, corpus or "testbed") if preset is not None else {}

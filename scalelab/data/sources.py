@@ -56,7 +56,7 @@ class TokenSource(Protocol):
 def make_source(spec: str, **options: Any) -> TokenSource:
     """Build a token source from "testbed", "stdlib" or a path / glob / JSONL file."""
     if spec == "testbed":
-        from scalelab.tasks.testbed import TestbedSource
+        from scalelab.data.testbed import TestbedSource
 
         return TestbedSource(**options)
     from scalelab.data.corpus import CorpusSource

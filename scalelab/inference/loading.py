@@ -117,7 +117,8 @@ def run_name(path: str | Path, record: Any) -> str:
 
 def testbed_for(record: Any) -> Any:
     """The testbed the policy was trained on (its moduli, steps and splits), else the default."""
-    from scalelab.tasks.testbed import TestbedConfig, TestbedSource
+    from scalelab.tasks.testbed import TestbedConfig
+    from scalelab.data.testbed import TestbedSource
 
     src = getattr(record, "source", None) if record is not None else None
     if isinstance(src, dict) and src.get("name") == "testbed" and isinstance(src.get("config"), dict):

@@ -76,7 +76,7 @@ def fit_table(table: str | Path, law: Any, *, col_map: dict[str, str] | None = N
     """Read a CSV or runs directory, check it, and fit `law` (a registry name or an unfitted
     estimator). Returns (fitted law, `table.Prepared` with X, y and the notices)."""
     from scalelab.laws.table import prepare
-    from scalelab.records import load_table
+    from scalelab.tables import load_table
 
     est = make_law(law, x=x, **hyper) if isinstance(law, str) else law
     loaded = load_table(table)

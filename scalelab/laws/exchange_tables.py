@@ -9,7 +9,7 @@ The ladder is every pretrained model with test-time records under the folder (`p
 placed by its pretraining FLOPs (`flops.pretrain`, exact, carried into each test-time record);
 models that were post-trained are left out of it (their records carry `flops.posttrain`), and by
 default so are models below the compute frontier (`frontier`), each named in a notice.
-Post-training children are read with `scalelab.posttrain.plots.posttrain_table`.
+Post-training children are read with `scalelab.tables.posttrain_table`.
 
 What the document holds, per strategy: the pooled law (one intercept per difficulty, shared
 slopes) and one law per difficulty; greedy decoding (`cot`) gets a law in C_train only. Then
@@ -31,7 +31,7 @@ import pandas as pd
 from scalelab import __version__
 from scalelab.errors import InputError
 from scalelab.laws.exchange import ExchangeLaw, LadderCurve, _isotonic
-from scalelab.records import load_runs
+from scalelab.tables import load_runs
 
 GREEDY = "cot"
 ORACLES = ("coverage",)  # pass@n: right if any sample is right, which needs the exact verifier
@@ -153,7 +153,7 @@ def replacement(table: pd.DataFrame) -> list[dict[str, Any]]:
 def posttrain_worth(runs_dir: str | Path, table: pd.DataFrame, *, bootstrap: int, seed: int) -> list[dict[str, Any]]:
     """Each post-trained child's pretraining-FLOPs multiplier at equal greedy accuracy, per difficulty
     and for the mean over the difficulties both the child and the ladder were scored on."""
-    from scalelab.posttrain.plots import posttrain_table
+    from scalelab.tables import posttrain_table
 
     try:
         post = posttrain_table(runs_dir)

@@ -1,6 +1,6 @@
 """From a table of runs to the arrays a law fits, with one-line errors for bad input.
 
-Tables come from `scalelab.records.load_table` (a CSV or a runs directory). Columns named N, D,
+Tables come from `scalelab.tables.load_table` (a CSV or a runs directory). Columns named N, D,
 C, loss and U are read as they are; `--col N=params` maps another name. When D is missing and C
 is present, D = C/(6N) (the 6ND convention of Kaplan et al. 2020 and Hoffmann et al. 2022); when
 C is missing and a law needs it, C = 6·N·D. Both are reported as notices, never done silently.

@@ -36,7 +36,8 @@ from pydantic import Field, model_validator
 
 from scalelab.config import Config
 from scalelab.errors import ScalelabError
-from scalelab.records import atomic_write_json, config_hash, load_runs, read_record
+from scalelab.records import atomic_write_json, config_hash, read_record
+from scalelab.tables import load_runs
 
 STAGES = ("pretrain", "fits", "testtime", "posttrain", "exchange", "report")
 TECHNIQUES = ("sft", "rlvr", "distill", "prune", "quantize")

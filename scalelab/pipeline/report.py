@@ -34,7 +34,8 @@ from typing import Any, Callable
 
 from scalelab import __version__
 from scalelab.errors import InputError
-from scalelab.records import RunRecord, atomic_write_text, load_runs, records_to_frame
+from scalelab.records import RunRecord, atomic_write_text
+from scalelab.tables import load_runs, records_to_frame
 
 # What makes each section's records when a runs dir lacks them (shown on the page).
 MAKE = {

@@ -32,7 +32,7 @@ def evaluate_model(model: Any, tokenizer: Any, src: Any, cfg: Any, *, backend: s
     """accuracy (mean over difficulties), accuracy_by_difficulty, its standard errors, chance, eval_loss, flops."""
     from scalelab.inference.engine import Engine
     from scalelab.testtime.strategies import Context, Options, run_strategy
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     was_training = model.training
     eng = Engine(model, tokenizer, max_batch=cfg.max_batch, backend=backend)

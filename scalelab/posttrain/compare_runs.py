@@ -49,7 +49,7 @@ def compare(paths: Sequence[str], *, split: str = "test", problems: int = 1000, 
             seed: int = 0, max_batch: int = 512, progress: Any = None) -> Comparison:
     from scalelab.posttrain.stage import open_run, same_tokenizer
     from scalelab.inference.engine import Engine, SamplingParams
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     if len(paths) < 2:
         raise InputError("compare needs a base run and at least one other run")

@@ -170,7 +170,7 @@ def generated_examples(ctx: Any, engine: Any, problems: list[Any], n: int, param
     text per problem, as rejection-sampling fine-tuning does (Yuan et al. 2023, "Scaling
     Relationship on Learning Mathematical Reasoning with Large Language Models"); otherwise
     duplicates stay and weight a solution by how often the teacher writes it."""
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     task = TestbedTask()
     gen = ctx.generate(engine, [task.prompt(p) for p in problems], n, params, part=part)

@@ -77,7 +77,7 @@ def transform(ctx: StageContext) -> StageResult:
     lr = cfg.lr or default_lr(ctx.parent, scratch=cfg.init == "scratch")
     if cfg.mode == "offline":
         from scalelab.inference.engine import SamplingParams
-        from scalelab.rewards.models import TestbedTask
+        from scalelab.tasks.testbed import TestbedTask
 
         probs = testbed_problems(src, cfg.examples, steps=steps, seed=cfg.seed)
         params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed,

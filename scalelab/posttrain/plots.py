@@ -1,7 +1,6 @@
 """Post-training scaling curves from the records: accuracy by difficulty against post-training FLOPs
 (one line per technique) and against the parent's pretraining FLOPs.
 
-    table = posttrain_table("runs/post")          # one row per (child run, difficulty)
     plot_posttrain("runs/post", "figs/posttrain.png")
 
 x values: `posttrain_flops` is the child's `flops.posttrain` (this stage and any post-training
@@ -20,37 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scalelab.errors import InputError
-from scalelab.records import load_runs
-
-
-def posttrain_table(runs_dir: str | Path) -> Any:
-    """A pandas table: run_id, parent_id, technique, difficulty ("mean" for the average), accuracy,
-    accuracy_se, parent_accuracy, chance, posttrain_flops, stage_flops, pretrain_flops."""
-    import pandas as pd
-
-    rows = []
-    for r in load_runs(runs_dir).records:
-        m = r.metrics
-        if r.phase != "posttrain" or "accuracy_by_difficulty" not in m:
-            continue
-        base = {"run_id": r.run_id, "parent_id": r.parent_id, "technique": r.technique,
-                "posttrain_flops": float(r.flops.get("posttrain", 0.0)),
-                "stage_flops": float(sum((getattr(r, "posttrain_ledger", None) or {}).values())),
-                "pretrain_flops": (getattr(r, "parent_flops", None) or {}).get("pretrain", math.nan),
-                "n_params": r.n_params_nonembedding}
-        parent = m.get("parent_accuracy_by_difficulty") or {}
-        for d, acc in m["accuracy_by_difficulty"].items():
-            rows.append({**base, "difficulty": str(d), "accuracy": acc,
-                         "accuracy_se": (m.get("accuracy_se_by_difficulty") or {}).get(d, math.nan),
-                         "parent_accuracy": parent.get(d, math.nan),
-                         "chance": (m.get("chance_by_difficulty") or {}).get(d, math.nan)})
-        rows.append({**base, "difficulty": "mean", "accuracy": m["accuracy"], "accuracy_se": math.nan,
-                     "parent_accuracy": m.get("parent_accuracy", math.nan),
-                     "chance": float(sum((m.get("chance_by_difficulty") or {0: math.nan}).values())
-                                     / max(1, len(m.get("chance_by_difficulty") or {})))})
-    if not rows:
-        raise InputError(f"{runs_dir}: no complete post-training records with accuracy")
-    return pd.DataFrame(rows)
+from scalelab.tables import posttrain_table
 
 
 def plot_posttrain(runs_dir: str | Path, out: str | Path, *, difficulties: list[str] | None = None) -> Path:

@@ -104,7 +104,7 @@ def testbed_pairs(problems: Sequence[Any], texts: Sequence[Sequence[str]], *, ma
                   seed: int = 0, shorter: bool = True) -> list[Pair]:
     """Pairs from `texts[i]` (samples for problems[i]): correct > incorrect, and correct-and-
     shorter > correct-and-longer; at most `max_pairs` per problem, distinct texts only."""
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     task = TestbedTask()
     rng = np.random.default_rng(seed)

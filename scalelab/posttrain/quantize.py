@@ -111,7 +111,7 @@ def latency(model: Any, tokenizer: Any, cfg: QuantizeConfig, src: Any) -> dict[s
     import torch
 
     from scalelab.inference.engine import Engine, SamplingParams
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     task = TestbedTask()
     steps = src.config.max_steps

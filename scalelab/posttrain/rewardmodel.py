@@ -77,7 +77,7 @@ def feedback(ctx: StageContext, cfg: FeedbackConfig) -> Feedback:
         return read_feedback(cfg.data)
     from scalelab.posttrain.data import testbed_problems
     from scalelab.inference.engine import SamplingParams
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     src, task = ctx.parent.testbed(), TestbedTask()
     steps = cfg.data_steps or list(range(1, src.config.max_steps + 1))

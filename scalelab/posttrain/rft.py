@@ -69,7 +69,7 @@ def _round_data(ctx: StageContext, cfg: RFTConfig, model: Any, probs: list[Any],
     from scalelab.posttrain.data import generated_examples, make_example
     from scalelab.inference.engine import SamplingParams
     from scalelab.testtime.strategies import Context, Options, run_strategy
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     task = TestbedTask()
     engine = ctx.engine(model)

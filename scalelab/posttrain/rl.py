@@ -122,7 +122,7 @@ def line_rewards(problem: Any, text: str) -> list[float]:
     """Exact process rewards: 1 for each line of `text` that is right against the problem's true
     values (a step line: its inputs, operation and result; a '!' correction: the step it redoes;
     the answer line: the answer), 0 otherwise. Only well-formed testbed lines can score."""
-    from scalelab.rewards.models import split_lines
+    from scalelab.tasks.base import split_lines
     from scalelab.tasks.testbed import LABELS, verify
 
     out = []
@@ -189,7 +189,7 @@ def transform(ctx: StageContext) -> StageResult:
     from scalelab.posttrain.accuracy import curve_problems
     from scalelab.posttrain.loop import Counter, default_lr, lr_at, make_optimizer
     from scalelab.inference.engine import SamplingParams
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     cfg: RLConfig = ctx.cfg
     src = ctx.parent.testbed()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scalelab.errors import InputError
-from scalelab.records import load_runs
+from scalelab.tables import load_runs
 
 RL_FAMILY = ("rlvr", "rlhf", "rlaif", "rft", "dpo")
 

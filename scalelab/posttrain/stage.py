@@ -40,8 +40,9 @@ from pydantic import Field
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError, InputError
-from scalelab.records import CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, config_hash, \
+from scalelab.records import CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, \
     read_record, write_record
+from scalelab.runs import run_id
 
 EXECUTION_FIELDS = {"threads", "max_batch"}  # change how fast, never what: left out of the run id
 LEDGER_CONVENTION = (
@@ -243,13 +244,13 @@ class Technique:
 def run_id_for(technique: Technique, cfg: StageConfig, parent_id: str, teacher_id: str | None) -> str:
     key = {**cfg.model_dump(exclude=EXECUTION_FIELDS | {"parent", "teacher"}), "technique": technique.name,
            "parent": parent_id, "teacher": teacher_id}
-    return f"{parent_id}-{technique.name}-{config_hash(key)}"
+    return run_id(parent_id, technique.name, key=key)
 
 
 def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
               progress: Callable[[str, int, int], None] | None = None) -> RunRecord:
     """Load the parent, transform, evaluate, save the child (see the module docstring)."""
-    from scalelab.checkpoint import run_lock, torch_threads
+    from scalelab.runs import run_lock, torch_threads
 
     parent = open_run(cfg.parent)
     teacher_path = getattr(cfg, "teacher", None)

@@ -43,7 +43,7 @@ def targets(cfg: SynthConfig, max_steps: int) -> list[int]:
 
 def transform(ctx: StageContext) -> StageResult:
     from scalelab.inference.engine import SamplingParams
-    from scalelab.rewards.models import TestbedTask
+    from scalelab.tasks.testbed import TestbedTask
 
     cfg: SynthConfig = ctx.cfg
     src = ctx.parent.testbed()

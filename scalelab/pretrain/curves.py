@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.records import iter_run_dirs, load_runs, read_metrics
+from scalelab.records import read_metrics
+from scalelab.tables import iter_run_dirs, load_runs
 
 
 @dataclass

@@ -31,7 +31,8 @@ from typing import Any, Callable, Protocol
 from scalelab import checkpoint as ckpt
 from scalelab import model as M
 from scalelab.errors import ConfigError, InputError
-from scalelab.records import atomic_write_json, config_hash, load_runs, read_record
+from scalelab.records import atomic_write_json, config_hash, read_record
+from scalelab.tables import load_runs
 from scalelab.pretrain.train import RunBusy, TrainConfig, plan_run, quiet_import_noise, run_id_for, train
 
 # Hoffmann et al. 2022 (table 3): compute-optimal training uses ~20 tokens per parameter; the

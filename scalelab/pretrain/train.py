@@ -26,13 +26,13 @@ from typing import Any, Callable, Literal
 from pydantic import Field, field_validator
 
 from scalelab import checkpoint as ckpt
-from scalelab.checkpoint import RunBusy, run_lock, torch_threads  # noqa: F401 (re-exported for sweeps)
+from scalelab.runs import RunBusy, run_id, run_lock, torch_threads  # noqa: F401 (re-exported for sweeps)
 from scalelab import model as M
 from scalelab.config import Config
 from scalelab.errors import ConfigError, InputError
 from scalelab.records import (
     CONFIG_FILE, METRICS_FILE, RunRecord, SIXN_CONVENTION, append_metrics, atomic_write_json,
-    atomic_write_text, config_hash, read_metrics, read_record, write_record,
+    atomic_write_text, read_metrics, read_record, write_record,
 )
 
 # ---- the learning-rate and batch rule -------------------------------------------------------
@@ -128,7 +128,7 @@ class TrainConfig(Config):
 def run_id_for(config: TrainConfig) -> str:
     """`<model>-<tokens>-<hash>`: the hash covers every field that changes the result."""
     key = {**config.model_dump(exclude=EXECUTION_FIELDS), "rule": RULE}
-    return f"{config.model}-{_short(config.tokens)}-{config_hash(key)}"
+    return run_id(config.model, _short(config.tokens), key=key)
 
 
 def _short(n: float) -> str:
@@ -215,7 +215,7 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = N
           progress: Callable[[dict[str, Any]], None] | None = None, parallel: Any = None) -> RunRecord:
     """Train (or finish, or just return) the run that `config` names; see the module docstring.
     `parallel`: this process's rank of a torchrun job (`scalelab.pretrain.launch`); None: one process."""
-    from scalelab.pretrain.launch import SINGLE
+    from scalelab.pretrain.parallel import SINGLE
 
     par = parallel or SINGLE
     run_dir = Path(runs_dir) / run_id_for(config)

@@ -1,7 +1,6 @@
 """Verifiers: the testbed's exact checker, and learned reward models that score solutions.
 
-Exact verifier: `scalelab.tasks.testbed.verify` (strict patterns, nothing evaluated). Here it is wrapped
-as `TestbedTask`, which also knows the prompt format and how a solution splits into steps.
+The exact verifiers are the tasks' own (`scalelab.tasks`: strict patterns, nothing evaluated).
 
 Reward models. An outcome reward model (ORM) gives one score per solution, a process reward
 model (PRM) one score per step line (every line of the solution, the answer line included). Both
@@ -42,60 +41,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.tasks.testbed import Problem, Verdict, chance, verify
 
 REWARD_FILE = "reward.json"
 HEADS = ("likelihood", "label")
 GOOD, BAD = "+", "-"  # label tokens; both are characters of the testbed alphabet
 LINE = "\n"
-
-
-# ---- the exact verifier and the task format ---------------------------------------------------
-@dataclass(frozen=True)
-class TestbedTask:
-    """How strategies talk to the testbed: prompts, verdicts, answers, steps."""
-
-    __test__ = False
-    direct: bool = False
-
-    def prompt(self, p: Problem) -> str:
-        return "<bos>" + p.question(direct=self.direct)
-
-    def verify(self, p: Problem, completion: str) -> Verdict:
-        return verify(p, completion, direct=self.direct)
-
-    def chance(self, p: Problem) -> float:
-        return chance(p, direct=self.direct)
-
-    def max_tokens(self, p: Problem) -> int:
-        """Room for every step, each corrected once, and the answer line (testbed format)."""
-        if self.direct:
-            return 8
-        width = len(str(p.modulus))
-        return p.steps * 2 * (3 * width + 6) + width + 8
-
-    @staticmethod
-    def is_answer_line(line: str) -> bool:
-        return line.startswith("A:")
-
-
-def split_lines(text: str) -> list[str]:
-    """Lines with their newline kept; a last line without one is kept too."""
-    out, start = [], 0
-    for i, ch in enumerate(text):
-        if ch == LINE:
-            out.append(text[start:i + 1])
-            start = i + 1
-    if start < len(text):
-        out.append(text[start:])
-    return out
 
 
 def vocab_hash(tokenizer: Any) -> str:
@@ -284,7 +240,6 @@ def fed_rows(eng: Any, prompts: Sequence[str], completions: Sequence[str]) -> It
             hidden, off = sess.feed(seqs, logits=False)
             for r, (p, c) in enumerate(part):
                 yield p, c, hidden[r], off[r] + len(p)
-
 
 
 class RewardSession:

@@ -97,7 +97,7 @@ class VerifierReward(RewardSource):
     name, part = "verifier", "verifier"
 
     def _score(self, problems, prompts, completions):
-        from scalelab.rewards.models import TestbedTask
+        from scalelab.tasks.testbed import TestbedTask
 
         task = TestbedTask()
         return [float(task.verify(p, c).correct) for p, c in zip(problems, completions)], 0.0

@@ -42,11 +42,12 @@ from pydantic import Field
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError
-from scalelab.records import (CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, config_hash,
-                             read_record, write_record)
-from scalelab.testtime import passk as est
-from scalelab.rewards.models import (BAD, FEATURES, GOOD, REWARD_FILE, TestbedTask, likelihood_features,
-                                         query_positions, split_lines, token_logprobs, vocab_hash)
+from scalelab.records import (CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, read_record, write_record)
+from scalelab.runs import run_id
+from scalelab import passk as est
+from scalelab.rewards.models import BAD, FEATURES, GOOD, REWARD_FILE, likelihood_features, query_positions, token_logprobs, vocab_hash
+from scalelab.tasks.base import split_lines
+from scalelab.tasks.testbed import TestbedTask
 
 
 class VerifierConfig(Config):
@@ -79,7 +80,7 @@ def run_id_for(cfg: VerifierConfig, policy_id: str, judge_id: str | None = None)
     key = cfg.model_dump(exclude={"max_batch", "threads", "policy", "judge"})
     if judge_id is not None:  # runs identified by name, not by where they lie (as the policy)
         key["judge"] = judge_id
-    return f"{cfg.kind}-{policy_id}-{config_hash({**key, 'policy': policy_id})}"
+    return run_id(cfg.kind, policy_id, key={**key, 'policy': policy_id})
 
 
 def _problems(src: Any, split: str, n: int, cfg: VerifierConfig, seed: int) -> list[Any]:
@@ -147,7 +148,7 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def train_verifier(cfg: VerifierConfig, runs_dir: str | Path, *, progress: Any = None) -> RunRecord:
     """See the module docstring. Returns the finished record (an existing complete run is reused)."""
-    from scalelab.checkpoint import torch_threads
+    from scalelab.runs import torch_threads
     from scalelab.inference.loading import parent_record, run_name
 
     if cfg.min_steps > cfg.max_steps:
@@ -170,7 +171,7 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
 
     t0 = time.perf_counter()
     eng = Engine.load(cfg.policy, max_batch=cfg.max_batch)
-    from scalelab.testtime.evaluate import check_testbed_tokenizer
+    from scalelab.tasks.testbed import check_testbed_tokenizer
 
     check_testbed_tokenizer(eng, pid)
     base, jrec, jid = eng, None, None  # what the reward model is built from
@@ -256,7 +257,7 @@ def _load_judge(cfg: VerifierConfig, policy: Any, pid: str) -> tuple[Any, Any, s
     """(engine over the judge, its run record or None, its name); refused unless it reads the
     policy's tokens as the policy does (the same vocabulary) and can encode the testbed."""
     from scalelab.inference.engine import Engine
-    from scalelab.testtime.evaluate import check_testbed_tokenizer
+    from scalelab.tasks.testbed import check_testbed_tokenizer
     from scalelab.inference.loading import parent_record, run_name
 
     jrec = parent_record(cfg.judge)

@@ -45,7 +45,7 @@ import hashlib
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any, Iterable
 
@@ -54,11 +54,12 @@ from pydantic import Field, model_validator
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError
+from scalelab.tasks.base import Verdict, split_lines
 
 LABELS = "abcdefghijkl"
 OPS = "+-*"
 ALPHABET = "0123456789" + "QDA!:= \n" + OPS + LABELS
-_BOS, _EOS = "\x02", "\x03"  # placeholders in generated text, mapped to the tokenizer's specials
+BOS_CHAR, EOS_CHAR = "\x02", "\x03"  # placeholders in generated text, mapped to the tokenizer's specials
 _MAX_INT_DIGITS = 4  # moduli are < 1000, so every value fits in 3 digits; parse at most 4
 
 
@@ -245,7 +246,7 @@ def _bisect(cum: list[float], u: float) -> int:
     return lo
 
 
-def _rng(*parts: int | str) -> random.Random:
+def stable_rng(*parts: int | str) -> random.Random:
     """A Mersenne Twister seeded from a stable hash of `parts` (same stream on every platform)."""
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=16).digest()
     return random.Random(int.from_bytes(digest, "big"))
@@ -257,22 +258,13 @@ _STEP_RE = re.compile(rf"^(!?)([{LABELS}]):{_NUM}([+\-*]){_NUM}={_NUM}$")
 _ANSWER_RE = re.compile(rf"^A:{_NUM}$")
 
 
-@dataclass(frozen=True)
-class Verdict:
-    correct: bool  # the unit of accuracy: whole solution right (worked) or answer right (direct)
-    answer: int | None  # parsed final answer, None when there is no well-formed answer line
-    answer_correct: bool
-    steps_correct: tuple[bool, ...]  # per step of the problem, after corrections (worked only)
-    well_formed: bool  # every line before the answer parsed
-
-
 def verify(problem: Problem, completion: str, *, direct: bool = False) -> Verdict:
     """Check a completion (the text after the question) against the problem, strictly.
 
     Lines are matched against fixed patterns; numbers must be plain decimals; nothing in the
     text is ever evaluated. The first "A:" line is the answer; text after it is ignored.
     """
-    lines = completion.replace(_EOS, "\n").split("\n")
+    lines = completion.replace(EOS_CHAR, "\n").split("\n")
     answer: int | None = None
     steps: dict[int, bool] = {}
     order: list[int] = []
@@ -316,163 +308,85 @@ def chance(problem: Problem, *, direct: bool = False) -> float:
     return 1.0 / problem.modulus if direct else float(problem.modulus) ** -problem.steps
 
 
-# ---- the token source -------------------------------------------------------------------------
-class TestbedSource:
-    """The testbed as a TokenSource (see scalelab/sources.py): unlimited, never-repeating text."""
+# ---- evaluation problems and the test-time task ----------------------------------------------
+def draw_problems(gen: Generator, split: str, n: int, *, steps: int, modulus: int | Iterable[int] | None = None,
+                  seed: int = 0) -> list[Problem]:
+    """`n` distinct problems of a split with `steps` steps; moduli from the natural mix or given."""
+    cfg = gen.cfg
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split={split!r}: must be train, val or test")
+    if not 1 <= steps <= cfg.max_steps:
+        raise ConfigError(f"steps={steps}: must be in 1..{cfg.max_steps}")
+    allowed = None if modulus is None else ([modulus] if isinstance(modulus, int) else list(modulus))
+    rng = stable_rng("problems", split, steps, seed, cfg.heldout_fraction)
+    out, seen = [], set()
+    for _ in range(200 * n):
+        m = None if allowed is None else allowed[rng.randrange(len(allowed))]
+        p, _ = gen.problem(rng, split, steps=steps, modulus=m)
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+            if len(out) == n:
+                return out
+    return out  # the split holds fewer distinct problems of this shape than asked
+
+
+@dataclass(frozen=True)
+class TestbedTask:
+    """The testbed behind the `Task` protocol: prompts, verdicts, answers, steps.
+
+    Difficulty is the number of steps. `direct` asks for the answer with no worked steps.
+    """
 
     __test__ = False
-
+    direct: bool = False
+    config: TestbedConfig | None = field(default=None, compare=False)
     name = "testbed"
 
-    def __init__(self, config: TestbedConfig | None = None, *, max_eval_tokens: int | None = None,
-                 **overrides: Any):
-        base = config.model_dump() if config is not None else {}
-        self.config = TestbedConfig.build({**base, **overrides})
-        if max_eval_tokens is not None and max_eval_tokens < 1:
-            raise ConfigError(f"max_eval_tokens={max_eval_tokens}: must be >= 1")
-        # The held-out set is cut to whole documents within this many counted tokens, and the
-        # floor and bytes per token are computed on exactly that set.
-        self.max_eval_tokens = max_eval_tokens
-        self.gen = Generator(self.config)
-        self._eval: tuple[list[str], float] | None = None
-
-    # tokenizer: one id per character, plus <pad>, <bos>, <eos>
     @cached_property
-    def tokenizer(self) -> Any:
-        from scalelab.data.tokenizer import char_tokenizer
+    def _gen(self) -> Generator:
+        return Generator(self.config or TestbedConfig())
 
-        return char_tokenizer(ALPHABET)
+    def problems(self, split: str, n: int, *, difficulty: Any = None, seed: int = 0,
+                 modulus: int | Iterable[int] | None = None) -> list[Problem]:
+        if difficulty is None:
+            raise ConfigError("testbed problems are drawn per difficulty (number of steps)")
+        return draw_problems(self._gen, split, n, steps=int(difficulty), modulus=modulus, seed=seed)
 
-    @cached_property
-    def _lut(self) -> np.ndarray:
-        tok = self.tokenizer
-        lut = np.full(256, -1, dtype=np.int64)
-        for ch in ALPHABET:
-            lut[ord(ch)] = tok.convert_tokens_to_ids(ch)
-        lut[ord(_BOS)] = tok.bos_token_id
-        lut[ord(_EOS)] = tok.eos_token_id
-        return lut
+    def difficulty(self, p: Problem) -> int:
+        return p.steps
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)
+    def prompt(self, p: Problem) -> str:
+        return "<bos>" + p.question(direct=self.direct)
 
-    @property
-    def unique_tokens(self) -> None:
-        return None  # generated fresh: data never repeats
+    def reference(self, p: Problem) -> str:
+        return f"A:{p.answer}\n" if self.direct else p.solution()
 
-    def encode(self, text: str) -> np.ndarray:
-        ids = self._lut[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
-        if (ids < 0).any():
-            bad = sorted({c for c in text if c not in ALPHABET and c not in (_BOS, _EOS)})
-            raise ValueError(f"characters outside the testbed alphabet: {bad!r}")
-        return ids
+    def verify(self, p: Problem, completion: str) -> Verdict:
+        return verify(p, completion, direct=self.direct)
 
-    def train_batch(self, step: int, batch_size: int, seq_len: int, seed: int) -> np.ndarray:
-        """Documents packed back to back as <bos>doc<eos>..., cut into rows of seq_len + 1."""
-        rng = _rng("train", seed, step)
-        need = batch_size * (seq_len + 1)
-        parts, n = [], 0
-        while n < need:
-            doc, _ = self.gen.document(rng)
-            parts.append(_BOS + doc + _EOS)
-            n += len(doc) + 2
-        ids = self.encode("".join(parts))
-        off = rng.randrange(len(ids) - need + 1)  # random phase so rows do not all start at <bos>
-        return ids[off:off + need].reshape(batch_size, seq_len + 1).copy()
+    def chance(self, p: Problem) -> float:
+        return chance(p, direct=self.direct)
 
-    # held-out loss set: fresh documents from the training distribution, on their own seed
-    def eval_documents(self) -> tuple[list[str], float]:
-        """The evaluation documents and their total exact negative log-likelihood (nats)."""
-        if self._eval is None:
-            rng = _rng("eval", self.config.eval_seed)
-            docs, nll, counted = [], 0.0, 0
-            for _ in range(self.config.eval_docs):
-                doc, lp = self.gen.document(rng)
-                counted += len(doc) + 1
-                if self.max_eval_tokens is not None and counted > self.max_eval_tokens and docs:
-                    break
-                docs.append(doc)
-                nll -= lp
-            self._eval = (docs, nll)
-        return self._eval
+    def max_tokens(self, p: Problem) -> int:
+        """Room for every step, each corrected once, and the answer line (testbed format)."""
+        if self.direct:
+            return 8
+        width = len(str(p.modulus))
+        return p.steps * 2 * (3 * width + 6) + width + 8
 
-    @property
-    def entropy_floor(self) -> float:
-        docs, nll = self.eval_documents()
-        return nll / sum(len(d) + 1 for d in docs)  # counted targets: the characters and <eos>
+    def split_steps(self, text: str) -> list[str]:
+        return split_lines(text)
 
-    @property
-    def eval_bytes_per_token(self) -> float:
-        docs, _ = self.eval_documents()
-        return sum(len(d) for d in docs) / sum(len(d) + 1 for d in docs)
+    @staticmethod
+    def is_answer_line(line: str) -> bool:
+        return line.startswith("A:")
 
-    def max_document_length(self) -> int:
-        c = self.config
-        w = len(str(c.max_modulus - 1))
-        step = 2 + 3 * w + 3  # "a:" x op y "=" r "\n"
-        question = 2 + len(str(c.max_modulus)) + w + c.max_steps * (2 + w) + 1
-        return question + c.max_steps * 2 * step + 3 + w
 
-    def eval_batches(self, batch_size: int, seq_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Whole documents packed into rows that start with <bos>; padding is masked out."""
-        docs, _ = self.eval_documents()
-        longest = max(len(d) for d in docs) + 2
-        if longest > seq_len + 1:
-            raise ConfigError(f"seq_len={seq_len} is shorter than the longest evaluation document "
-                              f"({longest} tokens); use seq_len >= {longest - 1}")
-        pad = self.tokenizer.pad_token_id
-        bos = self.tokenizer.bos_token_id
-        rows: list[np.ndarray] = []
-        cur: list[np.ndarray] = []
-        used = 0
-        for d in docs:
-            ids = self.encode(_BOS + d + _EOS)
-            if used + len(ids) > seq_len + 1:
-                rows.append(np.concatenate(cur))
-                cur, used = [], 0
-            cur.append(ids)
-            used += len(ids)
-        if cur:
-            rows.append(np.concatenate(cur))
-        batches = []
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
-            x = np.full((len(chunk), seq_len + 1), pad, dtype=np.int64)
-            for j, r in enumerate(chunk):
-                x[j, :len(r)] = r
-            mask = ((x[:, 1:] != pad) & (x[:, 1:] != bos)).astype(np.float32)
-            batches.append((x, mask))
-        return batches
-
-    def describe(self) -> dict[str, Any]:
-        docs, _ = self.eval_documents()
-        return {
-            "name": self.name,
-            "config": self.config.model_dump(),
-            "vocab_size": self.vocab_size,
-            "entropy_floor": self.entropy_floor,
-            "eval_docs": len(docs),
-            "eval_tokens": sum(len(d) + 1 for d in docs),
-        }
-
-    # ---- problems for accuracy evaluation (test-time, post-training) --------------------------
-    def problems(self, split: str, n: int, *, steps: int, modulus: int | Iterable[int] | None = None,
-                 seed: int = 0) -> list[Problem]:
-        """`n` distinct problems of a split with `steps` steps; moduli from the natural mix or given."""
-        if split not in ("train", "val", "test"):
-            raise ConfigError(f"split={split!r}: must be train, val or test")
-        if not 1 <= steps <= self.config.max_steps:
-            raise ConfigError(f"steps={steps}: must be in 1..{self.config.max_steps}")
-        allowed = None if modulus is None else ([modulus] if isinstance(modulus, int) else list(modulus))
-        rng = _rng("problems", split, steps, seed, self.config.heldout_fraction)
-        out, seen = [], set()
-        for _ in range(200 * n):
-            m = None if allowed is None else allowed[rng.randrange(len(allowed))]
-            p, _ = self.gen.problem(rng, split, steps=steps, modulus=m)
-            if p not in seen:
-                seen.add(p)
-                out.append(p)
-                if len(out) == n:
-                    return out
-        return out  # the split holds fewer distinct problems of this shape than asked
+def check_testbed_tokenizer(eng: Any, name: str) -> None:
+    """Strategies write testbed text; a tokenizer that cannot encode it cannot take part."""
+    try:
+        eng.encode(ALPHABET + "<bos>")
+    except Exception as e:  # tokenizers raises its own exception types for unknown characters
+        raise ConfigError(f"{name}: its tokenizer cannot encode the testbed's characters "
+                          f"({' '.join(str(e).split())[:120]}); test-time strategies run on testbed policies") from None

@@ -13,7 +13,7 @@ analyses use it, none of them the true number of steps to decide anything:
    the true steps and pass@1 per bin, so the predictor can be judged.
 2. Compute-optimal strategy per bin. For each budget k the strategies (majority vote, and with
    an ORM best-of-n and weighted best-of-n) are scored on the samples after the probe (held out
-   from the prediction) with the unbiased estimators of `estimators.py`; the best strategy per bin
+   from the prediction) with the unbiased estimators of `scalelab.passk`; the best strategy per bin
    is chosen on half of the questions and its accuracy measured on the other half (2-fold cross-
    validation, so choosing among strategies does not flatter the result).
 3. Adaptive allocation: sample a question a little at a time and stop early. Two stopping rules:
@@ -51,7 +51,7 @@ from pydantic import Field
 from scalelab.config import Config
 from scalelab.errors import ConfigError
 from scalelab.records import RunRecord, atomic_write_json, config_hash, write_record
-from scalelab.testtime import passk as est
+from scalelab import passk as est
 class AllocateConfig(Config):
     model: str
     orm: str | None = None

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.records import load_runs
-from scalelab.testtime import passk as est
+from scalelab.tables import load_runs
+from scalelab import passk as est
 SAME_PROBLEMS = ("seed", "problems", "split", "modulus")  # config fields that fix the problem set
 
 

@@ -23,10 +23,12 @@ from pydantic import Field, field_validator
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError
-from scalelab.records import RunRecord, atomic_write_json, config_hash, read_record, write_record
-from scalelab.testtime import passk as est
+from scalelab.records import RunRecord, atomic_write_json, read_record, write_record
+from scalelab.runs import run_id
+from scalelab import passk as est
 from scalelab.testtime.strategies import STRATEGIES, Context, Options, get_strategy, run_strategy
-from scalelab.rewards.models import PRM_AGGREGATES, TestbedTask
+from scalelab.rewards.models import PRM_AGGREGATES
+from scalelab.tasks.testbed import TestbedTask, check_testbed_tokenizer
 
 EXECUTION = {"max_batch", "threads", "strategies", "n", "difficulties"}
 
@@ -133,21 +135,10 @@ def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context,
     return ctx, parent, pid, testbed_for(parent)
 
 
-def check_testbed_tokenizer(eng: Any, name: str) -> None:
-    """Strategies write testbed text; a tokenizer that cannot encode it cannot take part."""
-    from scalelab.tasks.testbed import ALPHABET
-
-    try:
-        eng.encode(ALPHABET + "<bos>")
-    except Exception as e:  # tokenizers raises its own exception types for unknown characters
-        raise ConfigError(f"{name}: its tokenizer cannot encode the testbed's characters ({' '.join(str(e).split())[:120]}); "
-                          "test-time strategies run on testbed policies") from None
-
-
 def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
              progress: Callable[[str, int, int], None] | None = None,
              on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
-    from scalelab.checkpoint import torch_threads
+    from scalelab.runs import torch_threads
 
     with torch_threads(cfg.threads):
         ctx, parent, pid, src = load_context(cfg, progress=progress)
@@ -171,7 +162,7 @@ def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
 def run_dir_for(runs_dir: Path, cfg: TesttimeConfig, pid: str, strategy: str, steps: int, n: int) -> Path:
     key = {**cfg.model_dump(exclude=EXECUTION | {"model"}), "policy": pid, "strategy": strategy,
            "steps": steps, "n": n}
-    return runs_dir / pid / strategy / f"d{steps}" / f"{strategy}-d{steps}-n{n}-{config_hash(key)}"
+    return runs_dir / pid / strategy / f"d{steps}" / run_id(strategy, f"d{steps}", f"n{n}", key=key)
 
 
 def _point(cfg: TesttimeConfig, ctx: Context, parent: Any, pid: str, problems: list[Any], name: str, d: int,
@@ -197,7 +188,7 @@ def _point(cfg: TesttimeConfig, ctx: Context, parent: Any, pid: str, problems: l
         "difficulty": d, "steps": d, "problems": q, "kind": s.kind,
         "flops_per_question": (inf + ver) / q, "inference_flops_per_question": inf / q,
         "verifier_flops_per_question": ver / q, "tokens_per_question": float(np.mean([o.tokens for o in outs])),
-        "estimator": {"parallel": "unbiased subsampling of one pool (estimators.py)",
+        "estimator": {"parallel": "unbiased subsampling of one pool (passk.py)",
                       "search": "run at this budget", "single": "greedy"}[s.kind],
         "per_problem": [o.correct for o in outs],
     }

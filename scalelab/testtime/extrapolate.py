@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from scalelab.errors import InputError
-from scalelab.records import load_runs
+from scalelab.tables import load_runs
 
 VOTES = ("majority",)  # plain votes: ties broken at random (estimators.vote_at_k)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from scalelab.errors import InputError
-from scalelab.records import load_runs
+from scalelab.tables import load_runs
 
 
 def plot_accuracy_vs_flops(runs: str | Path, out: str | Path, *, difficulties: list[int] | None = None) -> Path:

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from scalelab.tasks.testbed import LABELS, Problem
-from scalelab.testtime.strategies import Context, Outcome
+from scalelab.testtime.context import Context, Outcome
 from scalelab.rewards.models import aggregate
 
 LINE_TOKENS = 24  # longest testbed line: "!h:999*999=999\n" is 15 characters
