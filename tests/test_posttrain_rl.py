@@ -265,7 +265,8 @@ def test_rl_figures_read_every_curve(parent, runs, rm, tmp_path, cli):
 
 
 def test_a_failing_reward_is_counted_and_the_run_goes_on(parent, runs, monkeypatch):
-    from scalelab.posttrain import rewards, rl
+    from scalelab.posttrain import rl
+    from scalelab.rewards import sources as rewards
 
     calls = {"n": 0}
 
