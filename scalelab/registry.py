@@ -20,8 +20,9 @@ from scalelab.errors import InputError
 class Registry(Mapping):
     """Read-only name -> entry mapping; "module:attr" entries are imported when first asked for."""
 
-    def __init__(self, kind: str, entries: Mapping[str, Any]):
+    def __init__(self, kind: str, entries: Mapping[str, Any], *, plural: str | None = None):
         self.kind = kind
+        self.plural = plural  # "unknown strategy 'x'; known strategies: ..." where given
         self._entries = dict(entries)
         self._loaded: dict[str, Any] = {}
 
@@ -33,8 +34,8 @@ class Registry(Mapping):
             if isinstance(entry, str) and ":" in entry:
                 module, attr = entry.split(":")
                 entry = importlib.import_module(module)
-                for part in attr.split("."):
-                    entry = getattr(entry, part)
+                for part in attr.split("."):  # "module:TABLE.key" reaches into a dict
+                    entry = entry[part] if isinstance(entry, dict) else getattr(entry, part)
             self._loaded[name] = entry
         return self._loaded[name]
 
@@ -51,5 +52,6 @@ class Registry(Mapping):
     def get(self, name: str, default: Any = None) -> Any:  # noqa: D102 (Mapping.get, with a better error)
         """The entry, or a one-line `InputError` naming the known entries."""
         if name not in self._entries:
-            raise InputError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self._entries)}")
+            known = f"known {self.plural}:" if self.plural else "choose one of:"
+            raise InputError(f"unknown {self.kind} {name!r}; {known} {', '.join(self._entries)}")
         return self[name]

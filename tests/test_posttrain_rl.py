@@ -123,7 +123,7 @@ def test_policy_loss_raises_good_samples_and_lowers_bad_ones():
 
 # ---- rewards ----------------------------------------------------------------------------------------
 def test_reward_sources_isolate_failures():
-    from scalelab.rewards.sources import FunctionReward, VerifierReward
+    from scalelab.rewards.feedback import FunctionReward, VerifierReward
     from scalelab.data.testbed import TestbedSource
 
     p = TestbedSource(**SMALL).problems("train", 1, steps=2)[0]
@@ -266,7 +266,7 @@ def test_rl_figures_read_every_curve(parent, runs, rm, tmp_path, cli):
 
 def test_a_failing_reward_is_counted_and_the_run_goes_on(parent, runs, monkeypatch):
     from scalelab.posttrain import rl
-    from scalelab.rewards import sources as rewards
+    from scalelab.rewards import feedback as rewards
 
     calls = {"n": 0}
 

@@ -477,7 +477,7 @@ def test_testtime_sampling_sharded_on_ray_writes_the_records_of_the_local_evalua
     ids, budgets); greedy chain of thought is deterministic, so its accuracy and FLOPs are equal;
     sampled strategies draw other streams per shard (ShardedEngine), so only their shape is."""
     pytest.importorskip("ray")
-    from scalelab.testtime.sharded import evaluate_on_ray
+    from scalelab.testtime.ray_eval import evaluate_on_ray
     from scalelab.testtime.evaluate import TesttimeConfig, evaluate
     from scalelab.pretrain.train import train
 

@@ -43,7 +43,7 @@ def policy(runs):
 
 
 def _train_rm(policy, runs, kind, head="likelihood"):
-    from scalelab.rewards.train import VerifierConfig, train_verifier
+    from scalelab.rewards.trainer import VerifierConfig, train_verifier
 
     cfg = VerifierConfig.build(policy=str(policy), kind=kind, head=head, problems=12, samples=3, rollouts=2,
                                epochs=2, batch_size=8, val_problems=4, max_steps=2, threads=1)

@@ -41,7 +41,7 @@ def judge(runs):
 
 
 def _rm(policy, runs, kind="orm", judge=None, head="likelihood"):
-    from scalelab.rewards.train import VerifierConfig, train_verifier
+    from scalelab.rewards.trainer import VerifierConfig, train_verifier
 
     cfg = VerifierConfig.build(policy=str(policy), judge=str(judge) if judge else None, kind=kind, head=head,
                                problems=12, samples=3, rollouts=2, epochs=1, batch_size=8, val_problems=4,
@@ -113,7 +113,7 @@ def test_judge_with_another_tokenizer_is_refused(policy, judge, runs, tmp_path, 
 def test_prm_labels_of_an_empty_sample(policy):
     """A sample that ends at once (<eos>) has no line: no label, no truth (the two stay aligned)."""
     from scalelab.inference.engine import Engine
-    from scalelab.rewards.train import VerifierConfig, _label_prm
+    from scalelab.rewards.trainer import VerifierConfig, _label_prm
 
     p = TestbedSource(**SMALL).problems("train", 1, steps=2, seed=1)[0]
     cfg = VerifierConfig.build(policy=str(policy), kind="prm", rollouts=2)

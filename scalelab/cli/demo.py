@@ -30,7 +30,8 @@ def demo_cmd(
     # the exchange fit took 43 s of CPU instead of 2.2 s (docs/LOG.md, 2026-12-01).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # FINDINGS.md: busy-waiting threads cost 10-16x
-    from scalelab.pipeline.demo import DemoConfig, Display, fit_bundled, run_demo
+    from scalelab.cli.progress import StageDisplay
+    from scalelab.pipeline.demo import STAGES, DemoConfig, fit_bundled, run_demo
     from scalelab.errors import InputError
     from scalelab.pretrain.train import quiet_import_noise
 
@@ -48,7 +49,7 @@ def demo_cmd(
     cfg = DemoConfig.preset("quick" if quick else "default")
     if bootstrap is not None:
         cfg = cfg.override([f"bootstrap={bootstrap}"])
-    s = run_demo(cfg, out, workers=workers, display=Display())
+    s = run_demo(cfg, out, workers=workers, display=StageDisplay(STAGES))
     print(json.dumps(s, default=float) if as_json else "\n".join(summary_lines(s)))
     for f in s["failures"]:
         print(f"error: {f}", file=sys.stderr)
@@ -59,7 +60,7 @@ def demo_cmd(
 def summary_lines(s: dict[str, Any]) -> list[str]:
     """The key numbers of every stage and where the files are."""
     from scalelab.laws.exchange_tables import show
-    from scalelab.laws.report import fmt
+    from scalelab.laws.render import fmt
 
     out = [f"scalelab demo ({s['preset']}) on the embedded testbed -> {s['out']}"]
     if s["smoke_test"]:

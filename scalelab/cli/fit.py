@@ -48,7 +48,8 @@ def fit_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from scalelab.errors import InputError
-    from scalelab.laws import fit_table, make_law, parse_col_map, report
+    from scalelab.laws import fit_table, make_law, parse_col_map
+    from scalelab.laws import render as report
     from scalelab.laws.fitfile import write_fit
 
     if law not in REGISTRY:
@@ -153,7 +154,7 @@ def optimal_cmd(
     """Compute-optimal N*, D* and tokens per parameter for a compute budget (with --inference-tokens: the cheapest model to train and serve at the same loss)."""
     from rich.console import Console
 
-    from scalelab.laws import report
+    from scalelab.laws import render as report
     from scalelab.laws.fitfile import load_law
     from scalelab.laws.predict import optimal_point
 

@@ -69,7 +69,7 @@ def _evaluator(kind: str, address: Optional[str], shards: Optional[int]):
     from functools import partial
 
     from scalelab.cluster import require_ray
-    from scalelab.testtime.sharded import evaluate_on_ray
+    from scalelab.testtime.ray_eval import evaluate_on_ray
 
     require_ray()  # the install hint, before anything is loaded
     k = 2 if shards is None else shards
@@ -165,7 +165,7 @@ def train_verifier_cmd(
 ) -> None:
     """Train an outcome or process reward model on the policy's own samples; writes a run."""
     _setup(threads)
-    from scalelab.rewards.train import VerifierConfig, train_verifier
+    from scalelab.rewards.trainer import VerifierConfig, train_verifier
 
     if kind not in ("orm", "prm"):
         raise InputError(f"--kind {kind!r}: choose orm or prm")

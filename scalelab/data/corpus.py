@@ -30,16 +30,13 @@ bpb = loss_nats / ln 2 / eval_bytes_per_token compares across tokenizers.
 from __future__ import annotations
 
 import contextlib
-import glob as globlib
 import hashlib
 import json
 import os
 import platform
 import re
 import shutil
-import sysconfig
 import tempfile
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,32 +47,10 @@ from transformers import PreTrainedTokenizerFast
 
 from scalelab.errors import ConfigError, InputError
 from scalelab.records import atomic_write_json
+from scalelab.data.corpus_files import Unit, read_units, resolve
 from scalelab.data.tokenizer import encode_plain, token_byte_lengths, tokenizer_hash, train_bpe
 
 CACHE_FORMAT = 1  # bump when the cache layout or the stream construction changes
-# Not part of a Python library's own source: installed packages, bytecode, and files generated
-# at build time (`_sysconfigdata_*.py` is a dict of one machine's compiler flags and paths).
-_STDLIB_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
-# Test suites are left out by default: at 3.11 they are larger than the library (~19 MB against
-# ~12 MB), full of generated data tables and deliberately malformed files, and their style would
-# weigh more than the library's own code in what the model learns.
-_STDLIB_TEST_DIRS = {"test", "tests", "idle_test"}
-
-
-@dataclass
-class _Unit:
-    """What the held-out split assigns as a whole: a file, or one record of a single JSONL."""
-
-    key: str  # relative path (plus ":line" for a record); the split hashes it
-    file: str
-    docs: list[str]
-    kind: str = "file"  # or "record"
-
-    @property
-    def nbytes(self) -> int:
-        return sum(len(d.encode("utf-8")) for d in self.docs)
-
-
 class CorpusSource:
     """A `TokenSource` (see `scalelab.data.sources`) over real text; see the module docstring.
 
@@ -86,7 +61,7 @@ class CorpusSource:
     eval_fraction: share of the text's bytes held out, by file (by record for one JSONL file).
     seed: salts the file sample and the split. Not the data order: that is `train_batch`'s seed,
         so every run of a sweep, whatever its seed, is scored on the same held-out files.
-    include_tests: keep the standard library's test suites (see `_STDLIB_TEST_DIRS`).
+    include_tests: keep the standard library's test suites (see `STDLIB_TEST_DIRS`).
     max_eval_tokens: score only the first this-many held-out tokens (a fixed set), to keep
         frequent evaluation cheap; bytes per token stays exact for the part kept.
     cache_dir: where built corpora live; default $SCALELAB_CACHE_DIR, else
@@ -122,8 +97,8 @@ class CorpusSource:
                             seed=seed, text_field=text_field, include_tests=include_tests)
         self.max_eval_tokens = max_eval_tokens
 
-        self.kind, members = _resolve(self.spec, include_tests)
-        units, self.skipped, digest = _read_units(members, text_field, lenient=self.kind == "stdlib",
+        self.kind, members = resolve(self.spec, include_tests)
+        units, self.skipped, digest = read_units(members, text_field, lenient=self.kind == "stdlib",
                                                     where=self.spec)
         key = _hash({"format": CACHE_FORMAT, "tokenizers": tokenizers.__version__,
                      "content": digest, **self.options})
@@ -133,7 +108,7 @@ class CorpusSource:
         self._load(self.cache_path)
 
     # ---- building (once per corpus and options) -------------------------------------------
-    def _build(self, out: Path, units: list[_Unit]) -> None:
+    def _build(self, out: Path, units: list[Unit]) -> None:
         o = self.options
         units = _cap(units, o["max_bytes"], o["seed"])
         train, held_out, split_unit = _split(units, o["eval_fraction"], o["seed"])
@@ -266,133 +241,12 @@ class CorpusSource:
         }
 
 
-# ---- finding and reading the input ------------------------------------------------------------
-def _resolve(spec: str, include_tests: bool) -> tuple[str, list[tuple[str, Path]]]:
-    """(kind, [(relative path, path)]) sorted by relative path, for determinism."""
-    if spec == "stdlib":
-        root = Path(sysconfig.get_paths()["stdlib"])
-        members = []
-        for p in root.rglob("*.py"):
-            rel = p.relative_to(root)
-            dirs = set(rel.parts[:-1])
-            if (dirs & _STDLIB_SKIP_DIRS or rel.parts[0].startswith("config-")
-                    or rel.name.startswith("_sysconfigdata") or (not include_tests and dirs & _STDLIB_TEST_DIRS)):
-                continue
-            members.append((rel.as_posix(), p))
-        return "stdlib", sorted(members)
-    if re.search(r"[*?[]", spec) and not Path(spec).exists():  # a real "data[1].txt" is a path
-        matches = [Path(m) for m in sorted(globlib.glob(spec, recursive=True))]
-        paths = [f for m in matches for f in ([m] if m.is_file() else _walk(m))]
-        if not paths:
-            raise InputError(f"{spec}: the glob matched no files")
-        root = Path(os.path.commonpath([p.parent for p in paths]))
-        return "glob", sorted((p.relative_to(root).as_posix(), p) for p in paths)
-    p = Path(spec)
-    if not p.exists():
-        raise InputError(f"{p}: no such file or directory")
-    if p.is_dir():
-        paths = _walk(p)
-        if not paths:
-            raise InputError(f"{p}: the directory holds no files")
-        return "directory", sorted((f.relative_to(p).as_posix(), f) for f in paths)
-    return ("jsonl" if p.suffix == ".jsonl" else "file"), [(p.name, p)]
-
-
-def _walk(d: Path) -> list[Path]:
-    """Files under d, skipping hidden names (.git, .DS_Store) and __pycache__."""
-    out = []
-    for base, dirs, files in os.walk(d):
-        dirs[:] = [x for x in dirs if not x.startswith(".") and x != "__pycache__"]
-        out += [Path(base) / f for f in files if not f.startswith(".")]
-    return out
-
-
-def _read_units(members: list[tuple[str, Path]], text_field: str, *, lenient: bool, where: str
-                ) -> tuple[list[_Unit], list[str], str]:
-    """Units, skipped files ("path: why"), and a digest of the relative paths and bytes read.
-
-    Empty files are skipped (a package's empty __init__.py is not an error) unless the corpus is
-    one file. `lenient` (the stdlib) also skips undecodable files: the user cannot fix those.
-    """
-    units, skipped, digest = [], [], hashlib.sha256()
-    single = len(members) == 1
-    for rel, path in members:
-        data = _read_bytes(path)
-        label = f"stdlib/{rel}" if lenient else str(path)  # no machine paths in stdlib records
-        digest.update(f"{rel}\0{len(data)}\0".encode() + hashlib.sha256(data).digest())
-        try:
-            if path.suffix == ".jsonl":
-                records = _parse_jsonl(label, data, text_field)
-                if single:
-                    units += [_Unit(f"{rel}:{line}", rel, [t], "record") for line, t in records]
-                elif records:
-                    units.append(_Unit(rel, rel, [t for _, t in records]))
-                else:
-                    skipped.append(f"{label}: no non-empty {text_field!r} records")
-            elif data:
-                units.append(_Unit(rel, rel, [_decode(label, data)]))
-            elif single:
-                raise InputError(f"{label}: empty file")
-            else:
-                skipped.append(f"{label}: empty file")
-        except InputError as e:
-            if not lenient:
-                raise
-            skipped.append(str(e))
-    if not units:
-        raise InputError(f"{where}: no text found"
-                         + (f" ({len(skipped)} files skipped, e.g. {skipped[0]})" if skipped else ""))
-    return units, skipped, digest.hexdigest()
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _decode(path: str, data: bytes) -> str:
-    nul = data.find(b"\0")
-    if nul >= 0:  # text files do not hold NUL bytes; images, archives and bytecode do
-        raise InputError(f"{path}: binary file (NUL byte at offset {nul}); point the corpus at text files only")
-    try:
-        return data.decode("utf-8")  # strict, and no newline translation: byte counts stay exact
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise InputError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at line {line}, offset {e.start})") from None
-
-
-def _parse_jsonl(path: str, data: bytes, field: str) -> list[tuple[int, str]]:
-    """(line number, text) for each record with a non-empty text; blank lines are skipped."""
-    out = []
-    for line, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        where = f"{path}:{line}"
-        try:
-            obj = json.loads(_decode(where, raw))
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        if field not in obj:
-            have = ", ".join(map(str, list(obj)[:8])) or "none"
-            raise InputError(f"{where}: no {field!r} field (fields: {have}); choose one with --text-field")
-        text = obj[field]
-        if not isinstance(text, str):
-            raise InputError(f"{where}: field {field!r} is {type(text).__name__}, expected a string")
-        if text:
-            out.append((line, text))
-    return out
-
-
 # ---- sampling and splitting -------------------------------------------------------------------
 def _rank(salt: str, key: str) -> bytes:
     return hashlib.sha256(f"{salt}\0{key}".encode()).digest()
 
 
-def _cap(units: list[_Unit], max_bytes: int | None, seed: int) -> list[_Unit]:
+def _cap(units: list[Unit], max_bytes: int | None, seed: int) -> list[Unit]:
     """Whole units in a seeded hash order until max_bytes; the one that crosses is cut at a line end."""
     if max_bytes is None or sum(u.nbytes for u in units) <= max_bytes:
         return units
@@ -410,7 +264,7 @@ def _cap(units: list[_Unit], max_bytes: int | None, seed: int) -> list[_Unit]:
             docs.append(d)
             left -= len(b)
         if docs:
-            kept.append(_Unit(u.key, u.file, docs, u.kind))
+            kept.append(Unit(u.key, u.file, docs, u.kind))
         if left == 0:
             break
     if not kept:
@@ -418,7 +272,7 @@ def _cap(units: list[_Unit], max_bytes: int | None, seed: int) -> list[_Unit]:
     return kept
 
 
-def _split(units: list[_Unit], fraction: float, seed: int) -> tuple[list[_Unit], list[_Unit], str]:
+def _split(units: list[Unit], fraction: float, seed: int) -> tuple[list[Unit], list[Unit], str]:
     """(train, eval, split unit). Eval takes units in a seeded hash order of their keys until it
     holds `fraction` of the bytes: at least one unit, and never all of them."""
     if len(units) == 1 and len(units[0].docs) == 1:
@@ -433,7 +287,7 @@ def _split(units: list[_Unit], fraction: float, seed: int) -> tuple[list[_Unit],
     return order[n_eval:], order[:n_eval], units[0].kind
 
 
-def _split_tail(u: _Unit, fraction: float) -> tuple[list[_Unit], list[_Unit], str]:
+def _split_tail(u: Unit, fraction: float) -> tuple[list[Unit], list[Unit], str]:
     """One text: hold out its last `fraction` of bytes, cut at a line end when there is one."""
     b = u.docs[0].encode("utf-8")
     cut = round(len(b) * (1 - fraction))
@@ -445,7 +299,7 @@ def _split_tail(u: _Unit, fraction: float) -> tuple[list[_Unit], list[_Unit], st
     if not 0 < cut < len(b):
         raise InputError(f"{u.file}: too short to hold out a part ({len(b)} bytes)")
     head, tail = b[:cut].decode("utf-8"), b[cut:].decode("utf-8")
-    return [_Unit(f"{u.key}#train", u.file, [head])], [_Unit(f"{u.key}#eval", u.file, [tail])], "tail"
+    return [Unit(f"{u.key}#train", u.file, [head])], [Unit(f"{u.key}#eval", u.file, [tail])], "tail"
 
 
 def _pack(docs: list[list[int]], eos: int, vocab: int) -> np.ndarray:

@@ -246,7 +246,7 @@ def measure_exchange(runs_dir: str | Path, *, bootstrap: int = 200, seed: int = 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:
     """The exchange document as the command line prints it."""
-    from scalelab.laws.report import fmt
+    from scalelab.laws.render import fmt
 
     lines = [f"ladder: {len(doc['ladder'])} pretrained models, C_train "
              + ", ".join(fmt(m["C_train"]) for m in doc["ladder"]) + " FLOPs (exact)"]
@@ -293,7 +293,7 @@ def _num(v: Any) -> float:
 
 def show(v: Any) -> str:
     """A number for the summary: 'inf' for infinity (test-time compute buys nothing), '-' for none."""
-    from scalelab.laws.report import fmt
+    from scalelab.laws.render import fmt
 
     x = _num(v)
     return "inf" if x == math.inf else fmt(x)

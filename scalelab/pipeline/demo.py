@@ -121,45 +121,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# ---- progress: one line per stage --------------------------------------------------------------
-class Display:
-    """One rich progress line per stage on stderr, with its ETA, and one result line per finished
-    stage. Where stderr is not a terminal the bars stay hidden and only the result lines are printed."""
+# ---- progress: the command line passes a display (`cli.progress.StageDisplay`) ------------------
+class Quiet:
+    """The display of a demo run in-process (tests, scripts): every hook does nothing."""
 
-    def __init__(self, enabled: bool = True):
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.console = Console(stderr=True)
-        self.live = enabled and self.console.is_terminal
-        self.plain = enabled and not self.live
-        self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(bar_width=24),
-                                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[what]}"), console=self.console,
-                                 disable=not self.live)
-        self.tasks = {s: self.progress.add_task(s, total=None, start=False, what="waiting") for s in STAGES}
-
-    def __enter__(self) -> "Display":
-        self.progress.start()
+    def __enter__(self) -> "Quiet":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        pass
 
     def begin(self, stage: str, total: float, what: str = "") -> None:
-        self.progress.start_task(self.tasks[stage])
-        self.progress.update(self.tasks[stage], total=max(total, 1e-9), completed=0, what=what)
+        pass
 
     def update(self, stage: str, completed: float | None = None, what: str | None = None) -> None:
-        kw: dict[str, Any] = {} if completed is None else {"completed": completed}
-        self.progress.update(self.tasks[stage], **kw, **({} if what is None else {"what": what}))
+        pass
 
     def end(self, stage: str, line: str) -> None:
-        """The bar completes and the stage's result is printed (above the bars on a terminal)."""
-        self.progress.update(self.tasks[stage], completed=self.progress.tasks[self.tasks[stage]].total, what="done")
-        self.progress.stop_task(self.tasks[stage])
-        if self.live or self.plain:
-            self.console.print(f"{stage:<10} {line}", highlight=False, soft_wrap=True)
+        pass
 
 
 def _clock() -> tuple[float, float]:
@@ -169,13 +148,13 @@ def _clock() -> tuple[float, float]:
 
 
 def run_demo(cfg: DemoConfig, out: str | Path = "demo", *, workers: int = 1, threads: int = 1,
-             display: Display | None = None) -> dict[str, Any]:
+             display: Any = None) -> dict[str, Any]:
     """Run (or finish, or reuse) every stage; write OUT/summary.json and return the summary."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DemoError(f"--out {out}: is a file; give a folder")
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    pipe = _Pipeline(cfg, out, workers, threads, display or Display(enabled=False))
+    pipe = _Pipeline(cfg, out, workers, threads, display or Quiet())
     s = pipe.s
     with pipe.disp:
         for stage in STAGES:
@@ -195,7 +174,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "demo", *, workers: int = 1, thr
 class _Pipeline:
     """The stages, in order; each fills its part of the summary `s` and returns its one-line result."""
 
-    def __init__(self, cfg: DemoConfig, out: Path, workers: int, threads: int, disp: Display):
+    def __init__(self, cfg: DemoConfig, out: Path, workers: int, threads: int, disp: Any):
         self.cfg, self.out, self.workers, self.threads, self.disp = cfg, out, workers, threads, disp
         self.runs, self.fits_dir = out / "runs", out / "fits"
         try:

@@ -293,7 +293,7 @@ def _range_notes(law: Any, c_train: float, c_test: float) -> list[str]:
 
 def explain(p: Plan) -> list[str]:
     """The plan in plain words."""
-    from scalelab.laws.report import fmt
+    from scalelab.laws.render import fmt
 
     what = "accuracy" if p.mode == "accuracy" else "loss"
     out = []

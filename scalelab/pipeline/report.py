@@ -63,7 +63,7 @@ h1,p,li{overflow-wrap:anywhere}.note{color:#555;font-size:13px}.warn{color:#a33}
 # ---- small HTML helpers ----------------------------------------------------------------------
 def fmt(v: Any) -> str:
     """A number as the command line prints it (4 significant digits), '-' for none or NaN."""
-    from scalelab.laws.report import fmt as _fmt
+    from scalelab.laws.render import fmt as _fmt
 
     return _fmt(v)
 

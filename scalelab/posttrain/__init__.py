@@ -28,37 +28,32 @@ child run with lineage (`parent_id`, `teacher_id`) and its own FLOPs ledger.
 
 Command line: `scalelab posttrain TECHNIQUE --from RUN ... --runs-dir DIR`; guide: docs/posttrain.md.
 A new technique adds one module with a config class and a `transform(ctx) -> StageResult`, and one
-line in `_MODULES` (a module may hold several, as rl.py's `TECHNIQUES`).
+line in `TECHNIQUES` (a module may hold several, as rl.py's `TECHNIQUES`).
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
-from scalelab.errors import InputError
+from scalelab.registry import Registry
 
-_MODULES = {
-    "sft": "scalelab.posttrain.sft",
-    "distill": "scalelab.posttrain.distill",
-    "synth": "scalelab.posttrain.synth",
-    "prune": "scalelab.posttrain.prune",
-    "quantize": "scalelab.posttrain.quantize",
-    "reward-model": "scalelab.posttrain.rewardmodel",
-    "rlvr": "scalelab.posttrain.rl",
-    "rlhf": "scalelab.posttrain.rl",
-    "rlaif": "scalelab.posttrain.rl",
-    "dpo": "scalelab.posttrain.dpo",
-    "rft": "scalelab.posttrain.rft",
-}
-TECHNIQUES = tuple(_MODULES)
+TECHNIQUES = Registry("technique", {
+    "sft": "scalelab.posttrain.sft:TECHNIQUE",
+    "distill": "scalelab.posttrain.distill:TECHNIQUE",
+    "synth": "scalelab.posttrain.synth:TECHNIQUE",
+    "prune": "scalelab.posttrain.prune:TECHNIQUE",
+    "quantize": "scalelab.posttrain.quantize:TECHNIQUE",
+    "reward-model": "scalelab.posttrain.rewardmodel:TECHNIQUE",
+    "rlvr": "scalelab.posttrain.rl:TECHNIQUES.rlvr",
+    "rlhf": "scalelab.posttrain.rl:TECHNIQUES.rlhf",
+    "rlaif": "scalelab.posttrain.rl:TECHNIQUES.rlaif",
+    "dpo": "scalelab.posttrain.dpo:TECHNIQUE",
+    "rft": "scalelab.posttrain.rft:TECHNIQUE",
+}, plural="techniques")
 
 
 def get_technique(name: str) -> Any:
-    if name not in _MODULES:
-        raise InputError(f"unknown technique {name!r}; known techniques: {', '.join(TECHNIQUES)}")
-    mod = importlib.import_module(_MODULES[name])
-    return getattr(mod, "TECHNIQUES", {}).get(name) or mod.TECHNIQUE  # a module may hold several
+    return TECHNIQUES.get(name)
 
 
 def run(name: str, config: dict[str, Any] | Any, runs_dir: str | Path, *, progress: Any = None) -> Any:

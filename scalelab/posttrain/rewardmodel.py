@@ -262,7 +262,7 @@ class LikelihoodScorer:
 
 
 def evaluate_scorer(sc: Any, pairs: list[Pair], thumbs: list[Thumb], prefix: str) -> dict[str, Any]:
-    from scalelab.rewards.train import auc
+    from scalelab.rewards.trainer import auc
 
     out: dict[str, Any] = {}
     if pairs:

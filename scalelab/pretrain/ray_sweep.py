@@ -27,7 +27,7 @@ A failed member's record is marked failed with the reason when the driver can se
 the sweep retries every member that is not complete.
 
 Joining a cluster (`cluster.connect`) and test-time sampling on Ray (`inference.sharded`,
-`testtime.sharded`) live apart from the sweep runner.
+`testtime.ray_eval`) live apart from the sweep runner.
 """
 from __future__ import annotations
 

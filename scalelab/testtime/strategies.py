@@ -28,6 +28,7 @@ import numpy as np
 
 from scalelab import passk as est
 from scalelab.errors import ConfigError, InputError
+from scalelab.registry import Registry
 from scalelab.rewards.models import aggregate
 from scalelab.tasks.testbed import Problem, TestbedTask
 from scalelab.testtime import search
@@ -141,13 +142,11 @@ _ENTRIES = [
              "budget forcing: reopen the greedy solution after its least likely step result with a '!' "
              "correction line, up to n - 1 times"),
 ]
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in _ENTRIES}
+STRATEGIES = Registry("strategy", {s.name: s for s in _ENTRIES}, plural="strategies")
 
 
 def get_strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise InputError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]
+    return STRATEGIES.get(name)
 
 
 def run_strategy(name: str, problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]:
