@@ -13,6 +13,8 @@ def report_cmd(
     runs: Path = typer.Argument(..., help="runs directory (searched recursively for run records)"),
     out: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write"),
     bootstrap: int = typer.Option(200, "--bootstrap", help="resamples for the 95% intervals of the fits"),
+    fits: Path = typer.Option(None, "--fits", help="folder of fits already made on these runs (chinchilla.json, "
+                              "exchange.json, as `scalelab demo` writes them): rendered, not fitted again"),
 ) -> None:
     """Fits, figures and tables of every pretraining, post-training and test-time record in one HTML file."""
     from scalelab.errors import InputError
@@ -20,5 +22,7 @@ def report_cmd(
 
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
-    path = build_report(runs, out, bootstrap=bootstrap)
+    if fits is not None and not fits.is_dir():
+        raise InputError(f"--fits {fits}: not a folder")
+    path = build_report(runs, out, bootstrap=bootstrap, fits_dir=fits)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

@@ -390,7 +390,7 @@ class _Pipeline:
         self.disp.begin("report", 1, "fits and figures")
         got = self._cached("report", {"runs": self._ids()}, [path])
         if got is None:
-            build_report(self.runs, path, bootstrap=self.cfg.bootstrap, n_jobs=self.workers)
+            build_report(self.runs, path, bootstrap=self.cfg.bootstrap, n_jobs=self.workers, fits_dir=self.fits_dir)
             got = {"path": str(path), "bytes": path.stat().st_size}
         self.s["report"] = got
         return f"{path} ({got['bytes'] / 1e6:.2f} MB)"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import tempfile
 import time
 from collections import Counter
@@ -108,8 +109,27 @@ class _Figures:
             return _note(f"Figure not drawn: {e}", "warn")
 
 
+def _saved_fit(fits_dir: Path | None, name: str, **expect: Any) -> Any:
+    """The law a pipeline already fitted to these runs (FITS_DIR/NAME.json), or None when there is
+    none or it was fitted with other settings or to another number of runs: the report then fits."""
+    from scalelab.laws.fitfile import load_law, read_fit
+
+    path = fits_dir / f"{name}.json" if fits_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        doc = read_fit(path)
+    except InputError:
+        return None
+    settings = doc.get("settings") or {}
+    if doc.get("n_points") != expect.get("n_points") or settings.get("E_fixed") != expect.get("E_fixed"):
+        return None
+    return load_law(path)
+
+
 # ---- sections --------------------------------------------------------------------------------
-def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs: int | None) -> str:
+def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs: int | None,
+                fits_dir: Path | None = None) -> str:
     from scalelab.laws import make_law, plot_fit
     from scalelab.laws.predict import optimal_point, predict_point
     from scalelab.laws.table import prepare
@@ -119,6 +139,8 @@ def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs
     floor = floors.pop() if len(floors) == 1 and None not in floors else None
     fits: list[tuple[str, Any, Any]] = []  # (column title, law, prepared)
     errors: list[str] = []
+    read_from: list[str] = []
+    fitted_here: list[str] = []
     for title, hyper in ((f"E held at the entropy floor ({fmt(floor)})", {"E_fixed": floor}),
                          ("E fitted freely", {})):
         if title.startswith("E held") and floor is None:
@@ -126,7 +148,13 @@ def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs
         try:
             est = make_law("chinchilla", bootstrap=bootstrap, n_jobs=n_jobs, **hyper)
             prep = prepare(frame, est)
-            fits.append((title, est.fit(prep.X, prep.y), prep))
+            saved = _saved_fit(fits_dir, "chinchilla", E_fixed=hyper.get("E_fixed"), n_points=len(prep.y))
+            if saved is not None:
+                fits.append((title, saved, prep))
+                read_from.append(f"{title}: read from {fits_dir / 'chinchilla.json'}")
+            else:
+                fits.append((title, est.fit(prep.X, prep.y), prep))
+                fitted_here.append(title)
         except InputError as e:
             errors.append(_note(f"Chinchilla fit ({title}) not made: {e}", "warn"))
     title = "<h3>Chinchilla: L(N, D) = E + A/N^alpha + B/D^beta</h3>"
@@ -149,9 +177,11 @@ def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs
         rows.append(row)
     rows.append(["optimiser converged"] + [v for _, law, _ in fits for v in (str(bool(law.converged_)), "")])
     rows.append(["runs fitted"] + [v for _, _, p in fits for v in (str(len(p.y)), "")])
+    origin = "; ".join(read_from + ([f"fitted here ({bootstrap} bootstrap resamples for the 95% intervals): "
+                                     + ", ".join(fitted_here)] if fitted_here else []))
     out = [title, *errors,
-           _note(f"{bootstrap} bootstrap resamples for the 95% intervals; N is non-embedding parameters, "
-                 "D training tokens, loss the final held-out loss in nats per token."),
+           _note(f"{origin}. N is non-embedding parameters, D training tokens, loss the final held-out loss in "
+                 "nats per token."),
            _table(head, rows)]
     notices = [n for _, _, p in fits for n in p.notices]
     out += [_note(n) for n in dict.fromkeys(notices)]
@@ -239,16 +269,22 @@ def _testtime(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
     return "\n".join(out)
 
 
-def _exchange(root: Path, figs: _Figures, *, bootstrap: int) -> tuple[str, dict[str, Any] | None]:
+def _exchange(root: Path, figs: _Figures, *, bootstrap: int,
+              fits_dir: Path | None = None) -> tuple[str, dict[str, Any] | None]:
     """Exchange rates (scalelab.laws.exchange): the table, where test time cannot replace
     pretraining, what post-training is worth, the iso-accuracy figure. (html, document or None)."""
     from scalelab.laws.exchange_plot import plot_frontier
     from scalelab.laws.exchange_tables import GREEDY, measure_exchange, show, testtime_table
 
-    try:
-        doc = measure_exchange(root, bootstrap=bootstrap)
-    except InputError:
-        return "", None
+    saved = fits_dir / "exchange.json" if fits_dir is not None else None
+    if saved is not None and saved.is_file():
+        doc, origin = json.loads(saved.read_text()), f"Read from {saved}. "
+    else:
+        try:
+            doc = measure_exchange(root, bootstrap=bootstrap)
+        except InputError:
+            return "", None
+        origin = f"Measured here, {bootstrap} bootstrap resamples of the problems. "
     rows = []
     for s, e in doc["strategies"].items():
         if s == GREEDY:
@@ -261,11 +297,11 @@ def _exchange(root: Path, figs: _Figures, *, bootstrap: int) -> tuple[str, dict[
             rows.append([s + (" (oracle)" if e["oracle"] else ""), d, show(f["params"]["multiplier"]),
                          f"[{show(ci[0])}, {show(ci[1])}]", fmt(f["params"]["b"]), fmt(f["params"]["c"]),
                          {True: "yes", False: "no", None: "-"}[f.get("replaces")]])
-    out = [_note(f"{len(doc['ladder'])} pretrained models with test-time records, pretraining FLOPs "
+    out = [_note(origin + f"{len(doc['ladder'])} pretrained models with test-time records, pretraining FLOPs "
                  + ", ".join(fmt(m["C_train"]) for m in doc["ladder"]) + ". Per strategy: logit((acc - chance)/"
                  "(1 - chance)) = a_d + b·log10 C_train + c·log10 C_test (Jones 2021's straight iso-accuracy lines); "
-                 f"10x pretraining FLOPs is worth 10^(b/c) x test-time FLOPs per question; {bootstrap} bootstrap "
-                 "resamples of the problems. 'replaces' means c > 0 in at least 97.5% of them."),
+                 "10x pretraining FLOPs is worth 10^(b/c) x test-time FLOPs per question; 'replaces' means c > 0 in "
+                 "at least 97.5% of the problem resamples."),
            _table(["strategy", "difficulty (steps)", "test-time multiplier per 10x pretraining", "95% interval",
                    "b", "c", "replaces"], rows)]
     rep = [[r["difficulty"],
@@ -330,9 +366,12 @@ def _plan(recs: list[RunRecord], doc: dict[str, Any], *, n_jobs: int | None) -> 
 
 # ---- the page --------------------------------------------------------------------------------
 def build_report(runs_dir: str | Path, out_path: str | Path, *, bootstrap: int = 200,
-                 n_jobs: int | None = None) -> Path:
+                 n_jobs: int | None = None, fits_dir: str | Path | None = None) -> Path:
     """Write the report of `runs_dir` (searched recursively) to `out_path`; return its path.
-    `n_jobs`: processes for the Chinchilla multi-start (None: all CPUs)."""
+    `n_jobs`: processes for the Chinchilla multi-start (None: all CPUs). `fits_dir`: fits already
+    made on these runs (`scalelab demo` writes OUT/fits/): the report renders them instead of fitting
+    again, fits only what is missing there, and says which is which."""
+    fits_dir = Path(fits_dir) if fits_dir is not None else None
     root = Path(runs_dir)
     runs = load_runs(root)  # raises InputError for a missing path or a file
     if not runs.records:
@@ -352,7 +391,7 @@ def build_report(runs_dir: str | Path, out_path: str | Path, *, bootstrap: int =
         if by_phase["pretraining"]:
             recs = by_phase["pretraining"]
             body += [f'<h2 id="pretraining">Pretraining: {len(recs)} runs</h2>',
-                     _chinchilla(recs, figs, bootstrap=bootstrap, n_jobs=n_jobs),
+                     _chinchilla(recs, figs, bootstrap=bootstrap, n_jobs=n_jobs, fits_dir=fits_dir),
                      _isoflop(recs, figs, bootstrap=bootstrap), _learning_curves(root, recs, figs)]
         if by_phase["post-training"]:
             recs = by_phase["post-training"]
@@ -360,7 +399,7 @@ def build_report(runs_dir: str | Path, out_path: str | Path, *, bootstrap: int =
         if by_phase["test-time"]:
             recs = by_phase["test-time"]
             body += [f'<h2 id="test-time">Test-time: {len(recs)} evaluations</h2>', _testtime(root, recs, figs)]
-        ex_html, ex_doc = _exchange(root, figs, bootstrap=bootstrap) if by_phase["test-time"] else ("", None)
+        ex_html, ex_doc = _exchange(root, figs, bootstrap=bootstrap, fits_dir=fits_dir) if by_phase["test-time"] else ("", None)
         if ex_doc is not None:
             body += ['<h2 id="exchange">Exchange rates between the laws</h2>', ex_html,
                      '<h2 id="plan">The planner</h2>', _plan(by_phase["pretraining"], ex_doc, n_jobs=n_jobs)]
