@@ -181,7 +181,7 @@ def choice_extract(completion: str, choices: tuple[str, ...]) -> str | None:
 
 # ---- exact and regex ----------------------------------------------------------------------------------
 _EDGE = string.punctuation + "\u201c\u201d\u2018\u2019 \t\n"
-_EXACT_ANSWER_RE = re.compile(r"(?:answer is|answer\s*:)", re.IGNORECASE)
+_EXACT_ANSWER_RE = re.compile(r"(?:answer is:?|answer\s*:)", re.IGNORECASE)
 
 
 def normalize_exact(text: str) -> str:
@@ -229,3 +229,36 @@ def regex_extract(compiled, completion: str) -> str | None:
 def canonical_number(text: str | None) -> Hashable | None:
     """A gsm8k answer as a hashable value (Fraction), so that '1,000' and '1000.0' vote together."""
     return None if text is None else parse_number(text)
+
+
+STEP_MODES = ("lines", "paragraphs", "regex:PATTERN")
+
+
+def step_splitter(mode: str):
+    """lines | paragraphs | regex:PATTERN (a step ends after each match); pieces join back to the text."""
+    if mode == "lines":
+        from scalelab.tasks.base import split_lines
+
+        return split_lines
+    if mode == "paragraphs":
+        pattern = compile_regex(r"(\n\s*\n)")
+    elif mode.startswith("regex:"):
+        pattern = compile_regex("(" + mode[6:] + ")")
+    else:
+        from scalelab.errors import ConfigError
+
+        raise ConfigError(f"--steps {mode!r}: choose one of {', '.join(STEP_MODES)}")
+
+    def split(text: str) -> list[str]:
+        out, start = [], 0
+        try:
+            for m in pattern.finditer(text, timeout=REGEX_TIMEOUT_S):
+                if m.end() > start:
+                    out.append(text[start:m.end()])
+                    start = m.end()
+        except TimeoutError:
+            return [text] if text else []
+        if start < len(text):
+            out.append(text[start:])
+        return out
+    return split

@@ -30,7 +30,7 @@ from typing import Any, Hashable, Iterable, Sequence
 
 from scalelab.errors import ConfigError, InputError
 from scalelab.tasks import answers as A
-from scalelab.tasks.base import Verdict, split_lines
+from scalelab.tasks.base import Verdict
 from scalelab.tasks.mathanswer import canonical as math_canonical, equivalent as math_equivalent
 from scalelab.tasks.prompting import DEFAULT_TEMPLATE, Prompter
 
@@ -268,9 +268,6 @@ def build_problems(rows: list[tuple[int, dict]], fmt: str, cols: dict[str, Any],
 
 
 # ---- the task -----------------------------------------------------------------------------------------
-STEP_MODES = ("lines", "paragraphs", "regex:PATTERN")
-
-
 class FileTask:
     """A task file's problems behind the `Task` protocol (see scalelab/tasks/base.py)."""
 
@@ -292,7 +289,7 @@ class FileTask:
         plain_stop = ("\n" + self.prompter.template.split("{prompt}")[0].strip(),) \
             if self.prompter.template.split("{prompt}")[0].strip() else ()
         self.stop = tuple(stop) if stop is not None else (() if self.prompter.uses_chat else plain_stop)
-        self._steps = _step_splitter(steps)
+        self._steps = A.step_splitter(steps)
         self.detected = detected
 
     # ---- problems
@@ -380,32 +377,6 @@ class FileTask:
         return {"gsm8k": "####" in step, "math": "\\boxed" in step or "\\fbox" in step}.get(self.format, False)
 
 
-def _step_splitter(mode: str):
-    """lines | paragraphs | regex:PATTERN (a step ends after each match); pieces join back to the text."""
-    if mode == "lines":
-        return split_lines
-    if mode == "paragraphs":
-        pattern = A.compile_regex(r"(\n\s*\n)")
-    elif mode.startswith("regex:"):
-        pattern = A.compile_regex("(" + mode[6:] + ")")
-    else:
-        raise ConfigError(f"--steps {mode!r}: choose one of {', '.join(STEP_MODES)}")
-
-    def split(text: str) -> list[str]:
-        out, start = [], 0
-        try:
-            for m in pattern.finditer(text, timeout=A.REGEX_TIMEOUT_S):
-                if m.end() > start:
-                    out.append(text[start:m.end()])
-                    start = m.end()
-        except TimeoutError:
-            return [text] if text else []
-        if start < len(text):
-            out.append(text[start:])
-        return out
-    return split
-
-
 def load_task(path: str | Path, fmt: str = "auto", fields: Iterable[str] | dict[str, str] = (),
               regex: str | None = None, *, fewshot: str | Path | None = None, shots: int = 0,
               system: str | None = None, chat: str = "auto", tokenizer: Any = None,
@@ -440,3 +411,37 @@ def load_task(path: str | Path, fmt: str = "auto", fields: Iterable[str] | dict[
     prompter = Prompter(template=template, system=system, shots=shot_pairs, chat=chat, tokenizer=tokenizer)
     return FileTask(problems, fmt, name=Path(path).name, prompter=prompter, regex=regex,
                     max_new_tokens=max_new_tokens, stop=stop, steps=steps, detected=f"{fmt}: {why}")
+
+
+def summary(task: FileTask, examples: int = 2) -> dict[str, Any]:
+    """What `scalelab tasks show` prints: format, counts, splits, difficulty bins, first prompts."""
+    return {"format": task.format, "detected": task.detected, "n_problems": len(task.all_problems),
+            "splits": task.splits(), "difficulties": task.difficulty_bins(), "chat_template": task.prompter.uses_chat,
+            "stop": list(task.stop),
+            "examples": [{"id": p.id, "prompt": task.prompt(p), "answer": p.answer}
+                         for p in task.all_problems[:examples]]}
+
+
+def score(task: FileTask, completions: str | Path) -> dict[str, Any]:
+    """Accuracy of a completions file (JSONL with `completion`, matched by `id` or by line order)."""
+    rows, _ = read_rows(completions)
+    problems = task.all_problems
+    for line, r in rows:
+        if not isinstance(r.get("completion"), str):
+            raise InputError(f"{completions} line {line}: no 'completion' string")
+    if all("id" in r for _, r in rows):
+        by_id = {p.id: p for p in problems}
+        matched = []
+        for line, r in rows:
+            if str(r["id"]) not in by_id:
+                raise InputError(f"{completions} line {line}: id {str(r['id'])!r} is not a problem of {task.name}")
+            matched.append(by_id[str(r["id"])])
+    elif len(rows) != len(problems):
+        raise InputError(f"{completions}: {len(rows)} completions for {len(problems)} problems "
+                         "(without an id on every line they are matched by line order)")
+    else:
+        matched = problems
+    verdicts = [task.verify(p, r["completion"]) for p, (_, r) in zip(matched, rows)]
+    correct = [v.correct for v in verdicts]
+    return {"accuracy": sum(correct) / len(correct), "n": len(correct), "correct": correct,
+            "ids": [p.id for p in matched], "answers": [None if v.answer is None else str(v.answer) for v in verdicts]}
