@@ -87,5 +87,7 @@ def test_bad_input_one_line_exit_2(cli, tmp_path, content, args, message):
 def test_empty_split_and_out_checks(cli, tmp_path):
     path = write_jsonl(tmp_path / "e.jsonl", [{"question": "q", "answer": "a", "split": "dev"}])
     assert "no split 'test'" in str(pytest.raises(Exception, load_task(path).problems, "test", 1).value)
+    r = cli("tasks", "show", path, "--split", "test")
+    assert r.returncode == 2 and "no split 'test'; splits found: dev" in r.stderr
     r = cli("tasks", "generate", "--problems", "3", "--out", tmp_path / "missing" / "x.jsonl")
     assert r.returncode == 2 and "is not a directory" in r.stderr

@@ -41,6 +41,8 @@ def show_cmd(
     system: Optional[str] = typer.Option(None, "--system", help="system text before the question"),
     fewshot: Optional[str] = typer.Option(None, "--fewshot", help="few-shot examples: a file in the same format"),
     shots: int = typer.Option(0, "--shots", help="how many few-shot examples to show the model"),
+    template: str = typer.Option("Question: {prompt}\nAnswer:", "--template", help="plain prompt; {prompt} is the question"),
+    split: Optional[str] = typer.Option(None, "--split", help="show examples of this split (it must exist)"),
     examples: int = typer.Option(2, "--examples", help="problems to print as the model sees them"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
@@ -49,8 +51,9 @@ def show_cmd(
     from scalelab.tasks.prompting import load_tokenizer
 
     tok = load_tokenizer(model) if model else None
-    task = load_task(file, fmt, field, regex, fewshot=fewshot, shots=shots, system=system, chat=chat, tokenizer=tok)
-    out = summary(task, examples)
+    task = load_task(file, fmt, field, regex, fewshot=fewshot, shots=shots, system=system, chat=chat, tokenizer=tok,
+                     template=template)
+    out = summary(task, examples, split=split)
     print(f"note: detected {task.detected}" if fmt == "auto" else f"note: format {task.detected}", file=sys.stderr)
     if as_json:
         print(json.dumps(out, ensure_ascii=False))

@@ -413,13 +413,14 @@ def load_task(path: str | Path, fmt: str = "auto", fields: Iterable[str] | dict[
                     max_new_tokens=max_new_tokens, stop=stop, steps=steps, detected=f"{fmt}: {why}")
 
 
-def summary(task: FileTask, examples: int = 2) -> dict[str, Any]:
+def summary(task: FileTask, examples: int = 2, split: str | None = None) -> dict[str, Any]:
     """What `scalelab tasks show` prints: format, counts, splits, difficulty bins, first prompts."""
     return {"format": task.format, "detected": task.detected, "n_problems": len(task.all_problems),
             "splits": task.splits(), "difficulties": task.difficulty_bins(), "chat_template": task.prompter.uses_chat,
             "stop": list(task.stop),
             "examples": [{"id": p.id, "prompt": task.prompt(p), "answer": p.answer}
-                         for p in task.all_problems[:examples]]}
+                         for p in (task.all_problems if split is None else
+                                   task.problems(split, len(task.all_problems)))[:examples]]}
 
 
 def score(task: FileTask, completions: str | Path) -> dict[str, Any]:
