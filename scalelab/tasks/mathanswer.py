@@ -192,9 +192,7 @@ class _Parser:
         raise _Fail(f"unexpected {tok}")
 
     def group(self) -> Value:
-        """A braced argument, or a single digit/token as in `\\frac12` (already normalised)."""
-        if self.peek() == "{":
-            return self.atom()
+        """A braced argument or one token (`\\frac12` was already braced by `normalize`)."""
         return self.atom()
 
     def _enter(self) -> None:
