@@ -1,0 +1,448 @@
+"""A user's task file (JSONL, CSV or Parquet) as a `Task`: reading, field mapping, format detection.
+
+    task = load_task("gsm8k_test.jsonl")                       # format detected from the columns
+    task = load_task("mc.csv", "choice", ["prompt=stem", "choices=A,B,C,D", "answer=key"])
+    task.problems("test", 100), task.prompt(p), task.verify(p, completion)
+
+Formats and their default columns (a `role=COLUMN` mapping overrides any of them):
+
+    gsm8k   question, answer (the worked solution ending in "#### N")
+    math    problem, solution (answer inside the last \\boxed{}), answer (optional: wins over \\boxed{})
+    choice  question, choices (a list, a JSON list, or several columns: choices=A,B,C,D),
+            answer (a letter, a 0-based index or an option's text)
+    exact   question, answer
+    regex   question, answer (or solution: the pattern's first group in it), with --regex PATTERN
+    every   id (else the line number), split (else "test"), difficulty or level (numbers, text
+            bins, MATH's "Level 3")
+
+Bad input raises InputError naming the file, the line and what is wrong (one line on the CLI).
+Answer extraction and the rules in their order are in `answers.py`; prompts in `prompting.py`.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Hashable, Iterable, Sequence
+
+from scalelab.errors import ConfigError, InputError
+from scalelab.tasks import answers as A
+from scalelab.tasks.base import Verdict
+from scalelab.tasks.mathanswer import canonical as math_canonical, equivalent as math_equivalent
+from scalelab.tasks.prompting import DEFAULT_TEMPLATE, Prompter
+
+FORMATS = ("gsm8k", "math", "choice", "exact", "regex")
+ROLES = ("prompt", "answer", "solution", "choices", "difficulty", "id", "split")
+_COMMON = {"difficulty": ("difficulty", "level"), "id": ("id",), "split": ("split",)}
+DEFAULT_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "gsm8k": {"prompt": ("question",), "answer": ("answer",)},
+    "math": {"prompt": ("problem", "question"), "solution": ("solution",), "answer": ("answer",)},
+    "choice": {"prompt": ("question", "problem"), "choices": ("choices", "options"), "answer": ("answer", "label")},
+    "exact": {"prompt": ("question", "problem", "prompt"), "answer": ("answer",)},
+    "regex": {"prompt": ("question", "problem", "prompt"), "answer": ("answer",), "solution": ("solution",)},
+}
+REQUIRED = {"gsm8k": ("prompt", "answer"), "math": ("prompt",), "choice": ("prompt", "choices", "answer"),
+            "exact": ("prompt", "answer"), "regex": ("prompt",)}
+_LEVEL_RE = re.compile(r"^\s*level\s*(\d+)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """One problem of a task file (hashable: strategies key pools and caches by problem)."""
+
+    id: str
+    split: str
+    question: str                 # the prompt column, as written
+    answer: str                   # the reference answer as extracted, before normalisation
+    solution: str                 # the worked solution (gsm8k, math), else ""
+    choices: tuple[str, ...] = ()
+    difficulty: Hashable | None = None
+    line: int = 0
+
+
+# ---- reading ------------------------------------------------------------------------------------------
+def read_rows(path: str | Path) -> tuple[list[tuple[int, dict]], list[str]]:
+    """(line number, row) pairs and the columns in order of first appearance."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        rows = []
+        with open(p, encoding="utf-8", errors="strict") as f:
+            try:
+                for i, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise InputError(f"{path} line {i}: not valid JSON ({e.msg} at column {e.colno})") from None
+                    if not isinstance(row, dict):
+                        raise InputError(f"{path} line {i}: expected a JSON object, found {type(row).__name__}")
+                    rows.append((i, row))
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    elif suffix in (".csv", ".tsv", ".parquet", ".pq"):
+        import pandas as pd
+
+        try:
+            if suffix == ".parquet" or suffix == ".pq":
+                frame, first = pd.read_parquet(p), 1
+            else:
+                frame = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+                first = 2  # line 1 is the header
+        except Exception as e:  # pandas and pyarrow raise many types for an unreadable file
+            raise InputError(f"{path}: cannot read it as {suffix[1:]} ({' '.join(str(e).split())[:160]})") from None
+        rows = [(first + i, rec) for i, rec in enumerate(frame.to_dict("records"))]
+    else:
+        raise InputError(f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .csv, .tsv or .parquet")
+    if not rows:
+        raise InputError(f"{path}: no problems in the file")
+    columns = list(dict.fromkeys(k for _, r in rows for k in r))
+    return rows, columns
+
+
+def parse_fields(items: Iterable[str]) -> dict[str, str]:
+    """['prompt=q', 'answer=a'] -> {'prompt': 'q', 'answer': 'a'}."""
+    out = {}
+    for item in items:
+        role, sep, col = item.partition("=")
+        role, col = role.strip(), col.strip()
+        if not sep or not col:
+            raise ConfigError(f"--field {item!r}: expected ROLE=COLUMN, e.g. prompt=question")
+        if role not in ROLES:
+            raise ConfigError(f"--field {item!r}: unknown role {role!r}; roles are {', '.join(ROLES)}")
+        out[role] = col
+    return out
+
+
+def detect_format(rows: list[tuple[int, dict]], columns: list[str], fields: dict[str, str],
+                  path: str) -> tuple[str, str]:
+    """(format, why) from the columns and, for question/answer files, from the answers."""
+    cols = set(columns)
+    if "choices" in fields or cols & {"choices", "options"}:
+        return "choice", f"column {fields.get('choices') or ('choices' if 'choices' in cols else 'options')!r} holds the options"
+    if "solution" in fields or cols & {"problem", "solution"}:
+        return "math", "columns problem/solution (answers inside \\boxed{})"
+    answer_col = fields.get("answer", "answer")
+    if answer_col in cols:
+        marked = [(line, "####" in str(r.get(answer_col, ""))) for line, r in rows]
+        with_mark = [line for line, m in marked if m]
+        if len(with_mark) == len(marked):
+            return "gsm8k", f"every {answer_col!r} ends in '#### N'"
+        if with_mark:
+            line = next(line for line, m in marked if not m)
+            raise InputError(f"{path} line {line}: mixed formats: {answer_col!r} has no '#### N' while line "
+                             f"{with_mark[0]} has one; give --format or fix the file")
+        return "exact", f"column {answer_col!r} holds plain answers (no '####')"
+    raise InputError(f"{path}: cannot detect the format from the columns {', '.join(columns)}; "
+                     "give --format and --field prompt=COLUMN answer=COLUMN")
+
+
+def resolve_fields(fmt: str, fields: dict[str, str], columns: list[str], path: str) -> dict[str, Any]:
+    """Role -> column (choices may be a list of columns) after checking every column exists."""
+    found = ", ".join(columns)
+    out: dict[str, Any] = {}
+    for role, col in fields.items():
+        cols = col.split(",") if role == "choices" and col not in columns else [col]
+        missing = [c for c in cols if c not in columns]
+        if missing:
+            raise InputError(f"{path}: no column {missing[0]!r} for {role}; columns found: {found}")
+        out[role] = cols if role == "choices" and len(cols) > 1 else col
+    for role, names in {**_COMMON, **DEFAULT_FIELDS[fmt]}.items():
+        if role not in out:
+            hit = next((n for n in names if n in columns), None)
+            if hit is not None:
+                out[role] = hit
+    for role in REQUIRED[fmt]:
+        if role not in out:
+            want = "/".join(DEFAULT_FIELDS[fmt][role])
+            raise InputError(f"{path}: {fmt} needs a {role} column ({want} or --field {role}=COLUMN); "
+                             f"columns found: {found}")
+    if fmt == "math" and "solution" not in out and "answer" not in out:
+        raise InputError(f"{path}: math needs a solution or an answer column; columns found: {found}")
+    return out
+
+
+# ---- building problems ----------------------------------------------------------------------------------
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_difficulty(value: Any) -> Hashable | None:
+    """5 -> 5, '2.5' -> 2.5, 'Level 3' -> 3, 'hard' -> 'hard', missing -> None."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return None if value != value else (int(value) if float(value).is_integer() else float(value))
+    s = _text(value).strip()
+    if not s:
+        return None
+    if (m := _LEVEL_RE.match(s)) is not None:
+        return int(m.group(1))
+    try:
+        f = float(s)
+    except ValueError:
+        return s
+    return int(f) if f.is_integer() else f
+
+
+def _choices(value: Any, row: dict, cols: Any, where: str) -> tuple[str, ...]:
+    if isinstance(cols, list):
+        value = [row.get(c) for c in cols]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise InputError(f"{where}: choices {value[:60]!r} is not a list (give a JSON list or "
+                             "--field choices=COL1,COL2,...)") from None
+    if hasattr(value, "tolist"):
+        value = value.tolist()  # a Parquet list column arrives as a numpy array
+    if not isinstance(value, (list, tuple)) or not 2 <= len(value) <= 26:
+        raise InputError(f"{where}: choices must be a list of 2 to 26 options")
+    return tuple(_text(v) for v in value)
+
+
+def build_problems(rows: list[tuple[int, dict]], fmt: str, cols: dict[str, Any], path: str,
+                   pattern: Any = None) -> list[FileProblem]:
+    out: list[FileProblem] = []
+    seen_ids: dict[str, int] = {}
+    empty_answers, first_empty = 0, 0
+    for line, row in rows:
+        where = f"{path} line {line}"
+        get = lambda role: _text(row.get(cols[role])) if role in cols else ""  # noqa: E731
+        question = get("prompt")
+        if not question.strip():
+            raise InputError(f"{where}: empty {cols['prompt']!r}")
+        raw_answer, solution, choices = row.get(cols["answer"]) if "answer" in cols else None, "", ()
+        answer: str | None
+        if fmt == "gsm8k":
+            solution = get("answer")
+            answer = A.gsm8k_reference(solution)
+            if answer is None and solution.strip():
+                raise InputError(f"{where}: {cols['answer']!r} has no '#### N' final answer (mixed formats?)")
+        elif fmt == "math":
+            solution, given = get("solution"), get("answer").strip()
+            answer = given or A.last_boxed(solution)
+            if answer is None and solution.strip():
+                raise InputError(f"{where}: no \\boxed{{}} answer in {cols['solution']!r} and no answer column")
+            solution = solution or f"The answer is $\\boxed{{{answer}}}$."
+        elif fmt == "choice":
+            choices = _choices(row.get(cols["choices"]) if not isinstance(cols["choices"], list) else None,
+                               row, cols["choices"], where)
+            answer = None if _text(raw_answer).strip() == "" else A.choice_reference(raw_answer, choices)
+            if answer is None and _text(raw_answer).strip():
+                raise InputError(f"{where}: answer {_text(raw_answer)[:40]!r} is not among the {len(choices)} choices "
+                                 f"(a letter A-{A.LETTERS[len(choices) - 1]}, an index 0-{len(choices) - 1} or an option's text)")
+            solution = "" if answer is None else f"The answer is ({answer})."
+        elif fmt == "regex" and not get("answer").strip() and get("solution").strip():
+            solution = get("solution")
+            answer = A.regex_extract(pattern, solution)
+            if answer is None:
+                raise InputError(f"{where}: the --regex pattern finds no answer in {cols['solution']!r}")
+        else:
+            answer = get("answer").strip() or None
+            solution = get("solution") or (answer or "")
+        if answer is None or not answer.strip():
+            empty_answers += 1
+            first_empty = first_empty or line
+            continue
+        pid = get("id").strip() or str(line)
+        if pid in seen_ids:
+            raise InputError(f"{where}: id {pid!r} repeats line {seen_ids[pid]}")
+        seen_ids[pid] = line
+        out.append(FileProblem(pid, get("split").strip() or "test", question, answer.strip(), solution, choices,
+                               parse_difficulty(row.get(cols["difficulty"])) if "difficulty" in cols else None, line))
+    if not out:
+        role = "solution" if fmt == "math" and "answer" not in cols else "answer"
+        raise InputError(f"{path}: no answers: {role} is empty on every line")
+    if empty_answers:
+        raise InputError(f"{path} line {first_empty}: no answer ({empty_answers} line(s) lack one)")
+    return out
+
+
+# ---- the task -----------------------------------------------------------------------------------------
+class FileTask:
+    """A task file's problems behind the `Task` protocol (see scalelab/tasks/base.py)."""
+
+    def __init__(self, problems: Sequence[FileProblem], fmt: str, *, name: str = "file",
+                 prompter: Prompter | None = None, regex: str | None = None, max_new_tokens: int = 512,
+                 stop: Sequence[str] | None = None, steps: str = "lines", detected: str = ""):
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format {fmt!r}: choose one of auto, {', '.join(FORMATS)}")
+        if fmt == "regex" and not regex:
+            raise ConfigError("--format regex needs --regex PATTERN (its first group is the answer)")
+        if not 1 <= max_new_tokens <= 1_000_000:
+            raise ConfigError(f"--max-new-tokens {max_new_tokens}: must be in 1..1000000")
+        self.name, self.format, self.all_problems = name, fmt, list(problems)
+        self.prompter = prompter or Prompter()
+        self.pattern = A.compile_regex(regex) if regex else None
+        self.max_new_tokens = max_new_tokens
+        # stop strings for the engine: in a plain few-shot prompt the model goes on with the next
+        # "Question:"; a chat template ends the turn with its own end-of-turn token instead.
+        plain_stop = ("\n" + self.prompter.template.split("{prompt}")[0].strip(),) \
+            if self.prompter.template.split("{prompt}")[0].strip() else ()
+        self.stop = tuple(stop) if stop is not None else (() if self.prompter.uses_chat else plain_stop)
+        self._steps = A.step_splitter(steps)
+        self.detected = detected
+
+    # ---- problems
+    def splits(self) -> dict[str, int]:
+        return dict(Counter(p.split for p in self.all_problems))
+
+    def difficulty_bins(self) -> dict[str, int]:
+        counts = Counter(p.difficulty for p in self.all_problems if p.difficulty is not None)
+        return {str(k): counts[k] for k in sorted(counts, key=lambda d: (isinstance(d, str), d))}
+
+    def problems(self, split: str, n: int, *, difficulty: Hashable | None = None, seed: int = 0) -> list[FileProblem]:
+        """Up to n problems of a split (and difficulty): a seeded sample, returned in file order."""
+        if split not in self.splits():
+            raise InputError(f"{self.name}: no split {split!r}; splits found: {', '.join(sorted(self.splits()))}")
+        pool = [p for p in self.all_problems if p.split == split and (difficulty is None or p.difficulty == difficulty)]
+        if not pool:
+            raise InputError(f"{self.name}: split {split!r} has no problems of difficulty {difficulty!r}; "
+                             f"difficulties found: {', '.join(self.difficulty_bins()) or 'none'}")
+        if n >= len(pool):
+            return pool
+        keep = set(random.Random(seed).sample(range(len(pool)), n))
+        return [p for i, p in enumerate(pool) if i in keep]
+
+    def difficulty(self, problem: FileProblem) -> Hashable | None:
+        return problem.difficulty
+
+    # ---- text
+    def question(self, problem: FileProblem) -> str:
+        """The question as the model reads it inside the template (options listed for choice)."""
+        if not problem.choices:
+            return problem.question
+        options = "\n".join(f"{A.LETTERS[k]}. {c}" for k, c in enumerate(problem.choices))
+        return f"{problem.question}\n{options}"
+
+    def prompt(self, problem: FileProblem) -> str:
+        return self.prompter.render(self.question(problem))
+
+    def reference(self, problem: FileProblem) -> str:
+        return problem.solution
+
+    def max_tokens(self, problem: FileProblem) -> int:
+        return self.max_new_tokens
+
+    def chance(self, problem: FileProblem) -> float:
+        """1/options for multiple choice; 0 for free answers (a guess is taken never to hit)."""
+        return 1.0 / len(problem.choices) if self.format == "choice" else 0.0
+
+    # ---- answers
+    def extract(self, problem: FileProblem, completion: str) -> str | None:
+        """The final answer's text in a completion, by the format's rules (answers.py), or None."""
+        if self.format == "gsm8k":
+            return A.gsm8k_extract(completion)
+        if self.format == "math":
+            return A.math_extract(completion)
+        if self.format == "choice":
+            return A.choice_extract(completion, problem.choices)
+        if self.format == "regex":
+            return A.regex_extract(self.pattern, completion)
+        return A.exact_extract(completion)
+
+    def verify(self, problem: FileProblem, completion: str) -> Verdict:
+        got = self.extract(problem, completion)
+        if got is None:
+            return Verdict(False, None, False, (), False)
+        if self.format == "gsm8k":
+            a, b = A.parse_number(got), A.parse_number(problem.answer)
+            ok = a is not None and b is not None and A.numbers_equal(a, b, decimals="." in got + problem.answer)
+            key: Hashable = a if a is not None else got
+        elif self.format == "math":
+            ok, key = math_equivalent(got, problem.answer), math_canonical(got)
+        elif self.format == "choice":
+            ok, key = got == problem.answer, got
+        else:
+            key = A.normalize_exact(got)
+            ok = key == A.normalize_exact(problem.answer)
+        return Verdict(ok, key, ok, (), True)
+
+    def split_steps(self, text: str) -> list[str]:
+        return self._steps(text)
+
+    def is_answer_line(self, step: str) -> bool:
+        low = step[:A.MAX_SCAN].lower()
+        if "answer is" in low or "answer:" in low:
+            return True
+        return {"gsm8k": "####" in step, "math": "\\boxed" in step or "\\fbox" in step}.get(self.format, False)
+
+
+def load_task(path: str | Path, fmt: str = "auto", fields: Iterable[str] | dict[str, str] = (),
+              regex: str | None = None, *, fewshot: str | Path | None = None, shots: int = 0,
+              system: str | None = None, chat: str = "auto", tokenizer: Any = None,
+              template: str = DEFAULT_TEMPLATE, max_new_tokens: int = 512, stop: Sequence[str] | None = None,
+              steps: str = "lines") -> FileTask:
+    """Read a task file into a FileTask; `task.detected` says which format and why."""
+    path = str(path)
+    if fmt not in ("auto",) + FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of auto, {', '.join(FORMATS)}")
+    if regex and fmt not in ("auto", "regex"):
+        raise ConfigError(f"--regex applies to --format regex, not {fmt}")
+    mapping = dict(fields) if isinstance(fields, dict) else parse_fields(fields)
+    rows, columns = read_rows(path)
+    if regex:
+        fmt, why = "regex", "--regex was given"
+    elif fmt == "auto":
+        fmt, why = detect_format(rows, columns, mapping, path)
+    else:
+        why = "--format was given"
+    pattern = A.compile_regex(regex) if regex else None
+    problems = build_problems(rows, fmt, resolve_fields(fmt, mapping, columns, path), path, pattern)
+    shot_pairs: tuple[tuple[str, str], ...] = ()
+    if shots < 0:
+        raise ConfigError(f"--shots {shots}: must be 0 or more")
+    if shots and fewshot is None:
+        raise ConfigError("--shots needs --fewshot FILE (examples in the task's format)")
+    if fewshot is not None:
+        shot_task = load_task(fewshot, fmt, mapping, regex)
+        if len(shot_task.all_problems) < shots:
+            raise InputError(f"{fewshot}: {len(shot_task.all_problems)} examples, fewer than --shots {shots}")
+        shot_pairs = tuple((shot_task.question(p), shot_task.reference(p)) for p in shot_task.all_problems[:shots])
+    prompter = Prompter(template=template, system=system, shots=shot_pairs, chat=chat, tokenizer=tokenizer)
+    return FileTask(problems, fmt, name=Path(path).name, prompter=prompter, regex=regex,
+                    max_new_tokens=max_new_tokens, stop=stop, steps=steps, detected=f"{fmt}: {why}")
+
+
+def summary(task: FileTask, examples: int = 2, split: str | None = None) -> dict[str, Any]:
+    """What `scalelab tasks show` prints: format, counts, splits, difficulty bins, first prompts."""
+    return {"format": task.format, "detected": task.detected, "n_problems": len(task.all_problems),
+            "splits": task.splits(), "difficulties": task.difficulty_bins(), "chat_template": task.prompter.uses_chat,
+            "stop": list(task.stop),
+            "examples": [{"id": p.id, "prompt": task.prompt(p), "answer": p.answer}
+                         for p in (task.all_problems if split is None else
+                                   task.problems(split, len(task.all_problems)))[:examples]]}
+
+
+def score(task: FileTask, completions: str | Path) -> dict[str, Any]:
+    """Accuracy of a completions file (JSONL with `completion`, matched by `id` or by line order)."""
+    rows, _ = read_rows(completions)
+    problems = task.all_problems
+    for line, r in rows:
+        if not isinstance(r.get("completion"), str):
+            raise InputError(f"{completions} line {line}: no 'completion' string")
+    if all("id" in r for _, r in rows):
+        by_id = {p.id: p for p in problems}
+        matched = []
+        for line, r in rows:
+            if str(r["id"]) not in by_id:
+                raise InputError(f"{completions} line {line}: id {str(r['id'])!r} is not a problem of {task.name}")
+            matched.append(by_id[str(r["id"])])
+    elif len(rows) != len(problems):
+        raise InputError(f"{completions}: {len(rows)} completions for {len(problems)} problems "
+                         "(without an id on every line they are matched by line order)")
+    else:
+        matched = problems
+    verdicts = [task.verify(p, r["completion"]) for p, (_, r) in zip(matched, rows)]
+    correct = [v.correct for v in verdicts]
+    return {"accuracy": sum(correct) / len(correct), "n": len(correct), "correct": correct,
+            "ids": [p.id for p in matched], "answers": [None if v.answer is None else str(v.answer) for v in verdicts]}
