@@ -7,7 +7,7 @@ import pytest
 
 from scalelab.tasks import load_task
 from scalelab.tasks.wordproblems import generate
-from scalelab.testbed import TestbedSource
+from scalelab.data.testbed import TestbedSource
 
 
 def write_jsonl(path, rows):

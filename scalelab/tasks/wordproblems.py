@@ -112,11 +112,11 @@ def generate(fmt: str, n: int, *, seed: int = 0, max_ops: int = 4) -> list[dict]
 
 def testbed_rows(difficulties: Sequence[int], n: int, *, seed: int = 0) -> list[dict]:
     """The testbed's test problems (as `scalelab testtime` draws them) in GSM8K's shape."""
-    from scalelab.testbed import TestbedSource  # may move to scalelab.tasks.testbed
+    from scalelab.tasks.testbed import TestbedTask
 
-    src, rows = TestbedSource(), []
+    task, rows = TestbedTask(), []
     for d in difficulties:
-        for j, p in enumerate(src.problems("test", n, steps=d, seed=seed)):
+        for j, p in enumerate(task.problems("test", n, difficulty=d, seed=seed)):
             rows.append({"id": f"d{d}-{j}", "question": p.question(), "answer": p.solution() + f"#### {p.answer}",
                          "difficulty": d, "split": "test"})
     return rows
