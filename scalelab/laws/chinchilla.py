@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from scalelab.errors import InputError
 from scalelab.laws.base import Allocation, Law, Timer, as_columns, as_target, percentile_ci
 from scalelab.laws.loghuber import (FixedConstObjective, LogHuberObjective, bootstrap_refits, fit_multistart,
                                     hoffmann_grid, select_starts)
@@ -54,8 +55,6 @@ class ChinchillaLaw(Law):
         full = np.atleast_2d  # parameter rows as stored: with E put back when it is held fixed
         if self.E_fixed is not None:
             if not (np.isfinite(self.E_fixed) and 0 < self.E_fixed < y.min()):
-                from scalelab.errors import InputError
-
                 raise InputError(f"fixed E = {self.E_fixed:g}: must be > 0 and below every loss "
                                  f"(the lowest is {y.min():.6g})")
             obj = FixedConstObjective(obj, float(np.log(self.E_fixed)))
@@ -113,6 +112,8 @@ class ChinchillaLaw(Law):
         if not (np.isfinite(C) and C > 0):
             raise ValueError("compute must be a positive number of FLOPs")
         p = self.params_
+        if not (p["alpha"] > 0 and p["beta"] > 0):  # loss does not fall with both N and D: no optimum
+            raise InputError(f"alpha = {p['alpha']:.4g}, beta = {p['beta']:.4g}: the fit has no compute-optimal allocation")
         ex = self.optimal_exponents()
         G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / (p["alpha"] + p["beta"]))
         N = G * (C / 6.0) ** ex["a"]
