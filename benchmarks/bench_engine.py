@@ -35,7 +35,7 @@ quiet_import_noise()
 import torch  # noqa: E402
 
 from scalelab import model as M  # noqa: E402
-from scalelab.tasks.testbed import TestbedSource  # noqa: E402
+from scalelab.data.testbed import TestbedSource  # noqa: E402
 from scalelab.inference.engine import Engine, SamplingParams  # noqa: E402
 
 

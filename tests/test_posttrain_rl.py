@@ -26,13 +26,8 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def parent(runs):
-    from scalelab.pretrain.train import TrainConfig, train
-
-    cfg = TrainConfig.build(model="d3", source="testbed", seq_len=64, batch_size=16, tokens=30_000, lr=0.01,
-                            threads=1, eval_every=10**6, source_options=SMALL)
-    rec = train(cfg, runs / "pre")
-    return runs / "pre" / rec.run_id
+def parent(tiny_parent):
+    return tiny_parent  # conftest.py: a d3 trained once per session
 
 
 @pytest.fixture(scope="module")

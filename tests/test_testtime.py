@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import train_tiny
+
 from scalelab.errors import ConfigError, InputError
 from scalelab.tasks.testbed import verify
 from scalelab.data.testbed import TestbedSource
@@ -33,13 +35,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def policy(runs):
     """A d2 Llama trained for a few seconds: it writes well-formed (mostly wrong) solutions."""
-    from scalelab.pretrain.train import TrainConfig, train
-
-    cfg = TrainConfig.build(model="d2", source="testbed", seq_len=64, batch_size=16, tokens=60_000, lr=0.01,
-                            threads=1, eval_every=10**6, source_options=SMALL)
-    rec = train(cfg, runs)
-    assert rec.status == "complete"
-    return runs / rec.run_id
+    return train_tiny(runs, "d2", 60_000, SMALL)
 
 
 def _train_rm(policy, runs, kind, head="likelihood"):

@@ -93,7 +93,7 @@ class RLAIFConfig(RLConfig):
 
 
 def reward_source(cfg: RLConfig) -> Any:
-    from scalelab.rewards import sources as R
+    from scalelab.rewards import feedback as R
     if isinstance(cfg, RLHFConfig):
         return R.ModelReward(cfg.reward_model, part="reward_model", name="reward-model", prm_agg=cfg.prm_agg,
                              max_batch=cfg.max_batch)
