@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from scalelab import records as ledger
+from scalelab import tables
 from scalelab.errors import InputError
 
 
@@ -23,7 +24,7 @@ def test_record_roundtrip_and_table(tmp_path):
         ledger.write_record(tmp_path / f"r{i}", r)
     back = ledger.read_record(tmp_path / "r1")
     assert back.tokens == 2000 and back.metrics["loss"] == pytest.approx(1.9)
-    table = ledger.load_table(tmp_path)
+    table = tables.load_table(tmp_path)
     df = table.frame.sort_values("run_id")
     assert list(df["D"]) == [1000, 2000, 3000]
     assert list(df["N"]) == [1000] * 3
@@ -40,7 +41,7 @@ def test_corrupt_partial_and_failed_records_are_reported_not_dropped(tmp_path):
     (tmp_path / "bad" / "record.json").write_text(json.dumps({"run_id": "bad"}))
     ledger.write_record(tmp_path / "failed", _rec("failed").fail(RuntimeError("out of memory")))
     ledger.write_record(tmp_path / "running", _rec("running"))
-    table = ledger.load_table(tmp_path)
+    table = tables.load_table(tmp_path)
     assert table.frame["run_id"].tolist() == ["good"]
     reasons = {p.path.split(os.sep)[-1]: p.reason for p in table.problems}
     assert set(reasons) == {"torn", "bad", "failed"}
@@ -80,18 +81,18 @@ def test_metrics_jsonl_skips_a_torn_last_line(tmp_path):
 
 def test_load_table_errors_are_one_line(tmp_path):
     with pytest.raises(InputError, match="no such file"):
-        ledger.load_table(tmp_path / "missing.csv")
+        tables.load_table(tmp_path / "missing.csv")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InputError, match="empty file"):
-        ledger.load_table(tmp_path / "empty.csv")
+        tables.load_table(tmp_path / "empty.csv")
     (tmp_path / "runs").mkdir()
     with pytest.raises(InputError, match="no run records"):
-        ledger.load_table(tmp_path / "runs")
+        tables.load_table(tmp_path / "runs")
 
 
 def test_csv_table(tmp_path):
     pd.DataFrame({"N": [1e6, 2e6], "D": [1e9, 2e9], "loss": [3.0, 2.8]}).to_csv(tmp_path / "t.csv", index=False)
-    t = ledger.load_table(tmp_path / "t.csv")
+    t = tables.load_table(tmp_path / "t.csv")
     assert t.frame.shape == (2, 3)
 
 
