@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from scalelab.data import corpus as corpus_mod
+from scalelab.data import corpus_files
 from scalelab.data.corpus import CorpusSource
 from scalelab.data.sources import TokenSource, make_source
 from scalelab.data.tokenizer import encode_plain
@@ -248,12 +249,12 @@ def test_make_source_builds_a_corpus(tree, src):
 
 # ---- the standard library -------------------------------------------------------------------
 def test_stdlib_members_exclude_tests_and_installed_packages():
-    kind, members = corpus_mod._resolve("stdlib", include_tests=False)
+    kind, members = corpus_files.resolve("stdlib", include_tests=False)
     rels = [r for r, _ in members]
     assert kind == "stdlib" and rels == sorted(rels) and len(rels) > 300
     assert "os.py" in rels and "json/decoder.py" in rels
     assert not any(r.startswith(("site-packages/", "test/")) or "/tests/" in r for r in rels)
-    with_tests = [r for r, _ in corpus_mod._resolve("stdlib", include_tests=True)[1]]
+    with_tests = [r for r, _ in corpus_files.resolve("stdlib", include_tests=True)[1]]
     assert any(r.startswith("test/") for r in with_tests) and len(with_tests) > len(rels)
 
 
