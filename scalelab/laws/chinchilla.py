@@ -75,9 +75,11 @@ class ChinchillaLaw(Law):
         self.bootstrap_failed_ = 0
         if self.bootstrap and self.bootstrap > 0:
             t2 = Timer()
-            grid_b = grid if self.method == "vpnls" else starts
+            # vpnls: each resample starts from the full-data optimum and its best grid point (the
+            # multi-start method keeps its three best starts per resample, as before)
+            grid_b, top = (grid, 1) if self.method == "vpnls" else (starts, 3)
             thetas, ok = bootstrap_refits(obj, self._reduce(self.theta_), grid_b, n_boot=int(self.bootstrap),
-                                          seed=self.seed, progress=progress)
+                                          seed=self.seed, top=top, progress=progress)
             thetas = full(thetas)
             self.bootstrap_failed_ = int((~ok).sum())
             self.bootstrap_params_ = thetas[ok]

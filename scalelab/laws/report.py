@@ -20,7 +20,7 @@ def fmt(v: Any) -> str:
 
 
 def params_table(law: Law) -> Table:
-    t = Table(title=law.title, title_justify="left", show_edge=False)
+    t = Table(show_edge=False)  # the caller prints law.title above: a title would wrap to the table's width
     t.add_column("parameter")
     t.add_column("value", justify="right")
     t.add_column("95% interval", justify="right")
@@ -42,7 +42,12 @@ def params_table(law: Law) -> Table:
 
 def fit_facts(law: Law) -> list[tuple[str, str]]:
     res = law.result_
-    rows = [("n_points", fmt(law.n_points_)),
+    rows = [("form", {"tied": "tied: alpha = beta (Gadre et al. 2024)", "fixed-e": "fixed-e: E held at --floor"}
+              .get(getattr(law, "form", "free"), "free"))] if hasattr(law, "form") else []
+    if getattr(law, "method", None):
+        rows.append(("method", "vpnls: variable projection, then the Huber polish" if law.method == "vpnls"
+                     else "lbfgs: multi-start L-BFGS"))
+    rows += [("n_points", fmt(law.n_points_)),
             ("objective", f"{res.fun:.10g}" if np.isfinite(getattr(res, "fun", np.nan)) else "-"),
             ("converged", "yes" if law.converged_ else "NO")]
     starts = getattr(res, "n_starts", None)
@@ -106,4 +111,23 @@ def two_columns(rows: list[tuple[str, ...]], headers: tuple[str, ...], justify: 
         t.add_column(h, justify="left" if i == 0 else justify)
     for r in rows:
         t.add_row(*r)
+    return t
+
+
+def backtest_table(bt: dict[str, Any]) -> Table:
+    """One row per candidate: the primary split, then the rolling backtest where there is one."""
+    t = Table(show_edge=False)
+    for col in ("law", "held out", "fit on", "mean |err|", "max |err|", "bias", "rolling mean", "rolling max",
+                "rolling bias"):
+        t.add_column(col, justify="left" if col in ("law", "held out") else "right")
+    pct = lambda v, sign=False: "-" if v is None else (f"{100 * v:+.2f}%" if sign else f"{100 * v:.2f}%")  # noqa: E731
+    for r in bt["candidates"]:
+        if r.get("mean_abs_err") is None:
+            t.add_row(r["law"], "not fitted: " + str(r.get("error", "")), "", "", "", "", "", "", "")
+            continue
+        ro = r.get("rolling") or {}
+        t.add_row(r["law"], f"{r['held_out']} ({r['n_test']} runs)", f"{r['n_train']} runs", pct(r["mean_abs_err"]),
+                  pct(r["max_abs_err"]), pct(r["bias"], True),
+                  pct(ro.get("mean_abs_err")) + (f" ({ro['folds']} splits)" if ro else ""),
+                  pct(ro.get("max_abs_err")), pct(ro.get("bias"), True))
     return t
