@@ -22,7 +22,7 @@ import numpy as np
 
 from scalelab.errors import InputError
 from scalelab.laws.base import Allocation, Law, Timer, as_columns, as_target, percentile_ci
-from scalelab.laws.loghuber import (FixedConstObjective, LogHuberObjective, bootstrap_refits, fit_multistart,
+from scalelab.laws.loghuber import (BOOTSTRAP_TOL, FixedConstObjective, LogHuberObjective, bootstrap_refits, fit_multistart,
                                     hoffmann_grid, select_starts)
 from scalelab.laws.optimize import HUBER_DELTA
 from scalelab.laws.vpnls import TiedLast, vpnls_starts
@@ -62,7 +62,8 @@ class ChinchillaLaw(Law):
             E = None if self.E_fixed is None else float(self.E_fixed)
             starts5, self.vpnls_ = vpnls_starts(X[:, 0], X[:, 1], y, E=E, tied=self.form == "tied")
             starts = self._reduce(starts5)
-            self.result_ = fit_multistart(obj, starts, n_jobs=1, polish_top=3)
+            # few starts, all near the optimum: the batch can run to the tight tolerances
+            self.result_ = fit_multistart(obj, starts, n_jobs=1, polish_top=3, tol=BOOTSTRAP_TOL)
         else:
             starts = select_starts(obj, grid, self.n_init, self.seed)
             self.result_ = fit_multistart(obj, starts, n_jobs=self.n_jobs)
