@@ -179,19 +179,56 @@ def predict_cmd(
     params: Optional[float] = typer.Option(None, "--params", help="model parameters N"),
     tokens: Optional[float] = typer.Option(None, "--tokens", help="training tokens D"),
     unique_tokens: Optional[float] = typer.Option(None, "--unique-tokens", help="datacon: unique tokens U (default D)"),
+    table: Optional[str] = typer.Option(None, "--table", help="CSV or runs directory: predict every row (errors where it has a loss)"),
+    col: list[str] = typer.Option([], "--col", help="--table: use another column as a standard one: N=NAME, D=, C=, loss=, U="),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Predict the loss of a model with N parameters trained on D tokens."""
+    """Predict the loss of a model with N parameters trained on D tokens, with the 95% interval of the mean and the 95% prediction interval for a new run."""
+    from scalelab.errors import InputError
     from scalelab.laws.fitfile import load_law
     from scalelab.laws.predict import predict_point
 
     law = load_law(fit, verb="predict")
+    stdout, stderr = _consoles()
+    if table is not None:
+        from scalelab.laws import parse_col_map, report
+        from scalelab.laws.batch import predict_table
+
+        if params is not None or tokens is not None or unique_tokens is not None:
+            raise InputError("--table predicts the rows of a table; leave out --params, --tokens and --unique-tokens")
+        result = predict_table(law, table, col_map=parse_col_map(col))
+        if as_json:
+            print(json.dumps(result))
+        else:
+            stdout.print(report.batch_table(result))
+            if "summary" in result:
+                stdout.print(report.batch_summary(result), highlight=False)
+        for w in result["notices"]:
+            stderr.print(f"note: {w}", highlight=False)
+        for w in result["warnings"]:
+            stderr.print(f"warning: {w}", highlight=False)
+        return
+    if col:
+        raise InputError("--col applies to --table")
     result = predict_point(law, N=params, D=tokens, U=unique_tokens)
     if as_json:
         print(json.dumps(result))
-        return
-    inputs = ", ".join(f"{k}={v:.4g}" for k, v in result["inputs"].items())
-    print(f"predicted loss {result['loss']:.6g}  ({result['law']} fit; {inputs})")
+    else:
+        inputs = ", ".join(f"{k}={v:.4g}" for k, v in result["inputs"].items())
+        print(f"predicted loss {result['loss']:.6g}  ({result['law']} fit; {inputs})")
+        _print_intervals(result)
+    for w in result["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _print_intervals(result: dict) -> None:
+    from scalelab.laws.report import fmt
+
+    ci, pi = result.get("ci95_mean"), result.get("pi95_new_run")
+    if ci:
+        print(f"  95% interval of the mean (bootstrap refits of the law): [{fmt(ci[0])}, {fmt(ci[1])}]")
+    if pi:
+        print(f"  95% prediction interval for one new run ({result['pi_kind']}): [{fmt(pi[0])}, {fmt(pi[1])}]")
 
 
 @app.command("optimal")
@@ -212,6 +249,8 @@ def optimal_cmd(
 
     law = load_law(fit, verb="optimal")
     result = optimal_point(law, compute=compute, inference_tokens=inference_tokens, U=unique_tokens)
+    for w in result.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     if as_json:
         print(json.dumps(result))
         return
@@ -224,4 +263,6 @@ def optimal_cmd(
         console.print(f"total FLOPs saved: {100 * result['inference']['saving']:.2f}%", highlight=False)
     else:
         console.print(report.two_columns(report.allocation_rows(result["allocation"]), ("", "")))
+        sys.stdout.flush()
+        _print_intervals(result)
     sys.stdout.flush()

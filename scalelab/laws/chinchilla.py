@@ -24,6 +24,7 @@ from scalelab.errors import InputError
 from scalelab.laws.base import Allocation, Law, Timer, as_columns, as_target, percentile_ci
 from scalelab.laws.loghuber import (BOOTSTRAP_TOL, FixedConstObjective, LogHuberObjective, bootstrap_refits, fit_multistart,
                                     hoffmann_grid, select_starts)
+from scalelab.laws.intervals import keep_draws, record_fit_data
 from scalelab.laws.optimize import HUBER_DELTA
 from scalelab.laws.vpnls import TiedLast, vpnls_starts
 
@@ -71,6 +72,7 @@ class ChinchillaLaw(Law):
         self.theta_ = np.asarray(self.result_.x, float)
         self.params_ = self._params_from_theta(self.theta_)
         self.n_points_ = int(X.shape[0])
+        record_fit_data(self, X, y, self.columns)
         self.timing_ = {"fit_s": timer()}
         self.ci_, self.optimal_ci_ = {}, {}
         self.bootstrap_failed_ = 0
@@ -85,6 +87,9 @@ class ChinchillaLaw(Law):
             self.bootstrap_failed_ = int((~ok).sum())
             self.bootstrap_params_ = thetas[ok]
             self._set_intervals(self.bootstrap_params_)
+            a, b, e, al, be = self.bootstrap_params_.T
+            with np.errstate(over="ignore"):
+                keep_draws(self, np.column_stack([np.exp(e), np.exp(a), np.exp(b), al, be]))
             self.timing_["bootstrap_s"] = t2()
         return self
 

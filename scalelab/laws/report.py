@@ -131,3 +131,30 @@ def backtest_table(bt: dict[str, Any]) -> Table:
                   pct(ro.get("mean_abs_err")) + (f" ({ro['folds']} splits)" if ro else ""),
                   pct(ro.get("max_abs_err")), pct(ro.get("bias"), True))
     return t
+
+
+def batch_table(result: dict[str, Any]) -> Table:
+    """`predict --table`: one row per run."""
+    t = Table(show_edge=False)
+    rows = result["rows"]
+    inputs = list(rows[0]["inputs"]) if rows else []
+    has_obs = bool(rows) and "observed" in rows[0]
+    for col in ["row", *inputs, "predicted", "95% CI (mean)", "95% PI (new run)"] + (["observed", "error"] if has_obs else []):
+        t.add_column(col, justify="left" if col == "row" else "right")
+    span = lambda v: "-" if not v else f"[{fmt(v[0])}, {fmt(v[1])}]"  # noqa: E731
+    for r in rows:
+        cells = [str(r["row"]), *(fmt(r["inputs"][k]) for k in inputs), fmt(r["loss"]), span(r["ci95_mean"]),
+                 span(r["pi95_new_run"])]
+        if has_obs:
+            cells += [fmt(r["observed"]), f"{100 * r['error']:+.2f}%" + ("" if r.get("in_pi", True) else " (outside PI)")]
+        t.add_row(*cells)
+    return t
+
+
+def batch_summary(result: dict[str, Any]) -> str:
+    s = result["summary"]
+    line = (f"{s['n']} runs: mean |error| {100 * s['mean_abs_err']:.2f}%, max {100 * s['max_abs_err']:.2f}%, "
+            f"bias {100 * s['bias']:+.2f}%")
+    if "inside_pi95" in s:
+        line += f"; {100 * s['inside_pi95']:.0f}% of observed losses inside their 95% prediction interval"
+    return line
