@@ -114,6 +114,8 @@ def fit_cmd(
     if budgets is not None:
         stdout.print(budgets)
     stdout.print(report.two_columns(report.fit_facts(est), ("", ""), justify="left"))
+    for w in getattr(est, "warnings_", []):
+        stderr.print(f"warning: {w}", highlight=False)
     if not est.converged_:
         stderr.print(f"warning: the optimiser did not converge ({est.result_.message}); "
                      "the parameters above are where it stopped", highlight=False)
