@@ -113,3 +113,10 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, needle):
     argv = [a.format(csv=csv, json=tmp_path / "FIT.json") for a in argv]
     code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, needle)
+
+
+def test_floor_holds_E_in_the_fixed_e_candidate_only(tmp_path):
+    runs = runs_frame(ladder(tmp_path / "l.csv"))
+    bt = backtest(runs, ["free", "fixed-e"], holdout="largest-params", floor=1.8)
+    rows = {r["law"]: r for r in bt["candidates"]}
+    assert rows["free"]["mean_abs_err"] != rows["fixed-e"]["mean_abs_err"]

@@ -184,10 +184,10 @@ def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int 
         hyper: dict[str, Any] = {"bootstrap": 0}
         if cand.law == "chinchilla":
             hyper.update(method=method, n_jobs=1)
-            if floor is not None:
+            if cand.name == "fixed-e":   # only this form holds E; free and tied fit it
+                if floor is None:
+                    raise InputError("backtest candidate 'fixed-e' needs --floor (a known irreducible loss)")
                 hyper["E_fixed"] = floor
-            elif cand.name == "fixed-e":
-                raise InputError("backtest candidate 'fixed-e' needs --floor (a known irreducible loss)")
         if "U" in cand.columns and "U" not in frame:
             raise InputError(f"backtest candidate {name!r} needs unique tokens U per run (a U column or --col U=NAME)")
         row: dict[str, Any] = {"law": cand.name, "title": cand.title}

@@ -33,7 +33,7 @@ def fit_auto(table: str | Path, *, col_map: dict[str, str] | None = None, floor:
     if bootstrap is not None:
         hyper["bootstrap"] = bootstrap
     if cand.law == "chinchilla":
-        hyper.update(method=method or "vpnls", E_fixed=floor, n_init=n_init)
+        hyper.update(method=method or "vpnls", n_init=n_init, E_fixed=floor if cand.name == "fixed-e" else None)
     law, prep = fit_table(table, cand.make(**hyper), col_map=col_map, progress=progress)
     why = reason(bt)
     selection = {"selected_by": {"by": "backtest", "choice": cand.name, "law": cand.law, "reason": why,
