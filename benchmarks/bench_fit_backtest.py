@@ -44,7 +44,7 @@ def pct(v):
 
 
 def table(methods, holdouts) -> None:
-    print("| data set | held out | form | method | mean |err| % | max % | bias % | rolling mean % | rolling max % | s |")
+    print("| data set | held out | form | method | mean abs err % | max abs err % | bias % | rolling mean % | rolling max % | s |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for name, load in DATASETS.items():
         frame = load()

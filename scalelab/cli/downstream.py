@@ -41,12 +41,12 @@ def downstream_cmd(
     frame = load_runs_table(runs).frame
     for c in ("N", "D", loss_col):
         if c not in frame.columns:
-            raise InputError(_missing_message(c, frame, None if c in ("N", "D") else loss_col))
+            raise InputError(_missing_message(c, frame, None))
     X = np.column_stack([_numeric(frame, "N", "'N'"), _numeric(frame, "D", "'D'")])
     ck = load_runs_table(checkpoints).frame if checkpoints else frame
     for c in (loss_col, acc_col):
         if c not in ck.columns:
-            raise InputError(_missing_message(c, ck, c))
+            raise InputError(_missing_message(c, ck, None))
     law = TwoStepLaw(form=form, chance=chance, ceiling=ceiling).fit(
         X, _numeric(frame, loss_col, repr(loss_col)), _numeric(ck, loss_col, repr(loss_col)),
         pd_fraction(ck, acc_col))
