@@ -243,8 +243,6 @@ def optimal_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Compute-optimal N*, D* and tokens per parameter for a compute budget (with --inference-tokens: the cheapest model to train and serve at the same loss)."""
-    from rich.console import Console
-
     from scalelab.laws import report
     from scalelab.laws.fitfile import load_law
     from scalelab.laws.predict import optimal_point
@@ -256,7 +254,7 @@ def optimal_cmd(
     if as_json:
         print(json.dumps(result))
         return
-    console = Console()
+    console, _ = _consoles()
     if "inference" in result:
         console.print(f"inference-aware optimum (Sardana et al. 2024) at the loss of the compute-optimal "
                       f"model for C = {compute:.4g}, serving {inference_tokens:.4g} tokens:", highlight=False)

@@ -50,6 +50,10 @@ def fit_facts(law: Law) -> list[tuple[str, str]]:
     rows += [("n_points", fmt(law.n_points_)),
             ("objective", f"{res.fun:.10g}" if np.isfinite(getattr(res, "fun", np.nan)) else "-"),
             ("converged", "yes" if law.converged_ else "NO")]
+    noise = getattr(law, "noise_", None)
+    if noise and np.isfinite(noise.get("sigma_log", np.nan)):
+        rows.append(("scatter", f"{100 * noise['sigma_log']:.3g}% (sd of log residuals, {noise['dof']} dof: "
+                                "the noise in 95% prediction intervals for new runs)"))
     starts = getattr(res, "n_starts", None)
     if starts:
         rows.append(("starts", f"{starts:,} ({res.n_starts_converged:,} met a stopping test)"))
