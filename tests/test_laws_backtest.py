@@ -55,7 +55,7 @@ def test_levels_and_splits():
     assert sp[0][2].sum() == 4 and sp[0][1].sum() == 16 and len(sp) == 2   # primary + one rolling level
     assert splits(frame, 2)[0][2].sum() == 8
     with pytest.raises(InputError, match="at least 6"):
-        splits(frame, 3)
+        splits(frame, 4)
 
 
 def test_backtest_scores_the_true_form_well(tmp_path):
@@ -92,7 +92,7 @@ def test_backtest_and_auto_from_the_command_line(tmp_path, capsys):
 @pytest.mark.parametrize("argv, needle", [
     (["backtest", "{csv}", "--holdout", "top"], "--holdout 'top': expected"),
     (["backtest", "{csv}", "--holdout", "0"], "positive integer"),
-    (["backtest", "{csv}", "--holdout", "9"], "a backtest needs at least 12"),
+    (["backtest", "{csv}", "--holdout", "9"], "a backtest needs at least 11"),
     (["backtest", "{csv}", "--law", "gpt"], "backtest candidates are free, tied"),
     (["backtest", "{csv}", "--law", "fixed-e"], "needs --floor"),
     (["backtest", "{csv}", "--law", "datacon"], "needs unique tokens U"),

@@ -32,6 +32,7 @@ from scalelab.laws.isoflop import budget_groups
 
 ROLLING = 4          # levels scored in the rolling backtest (the top one included)
 MIN_LEVEL = 3        # runs a held-out level needs (smaller ones join the level below)
+MIN_FIT_LEVELS = 2   # levels left below the held-out one to fit on (a law that needs more says so)
 BIN_DEX = 0.25       # budget width for tables whose compute is a continuum
 
 
@@ -124,8 +125,16 @@ def splits(frame: pd.DataFrame, holdout: str | int) -> list[tuple[str, np.ndarra
     """(label, train mask, test mask) for the primary split first, then the rolling ones.
     `both`: the largest-compute splits, then the largest-params ones."""
     if holdout == "both":
-        out = splits(frame, "largest-compute")
-        for s in splits(frame, "largest-params"):
+        parts = []
+        for kind in ("largest-compute", "largest-params"):
+            try:
+                parts.append(splits(frame, kind))
+            except InputError:
+                continue
+        if not parts:
+            return splits(frame, "largest-compute")   # raises the one-line reason
+        out = parts[0]
+        for s in (parts[1] if len(parts) > 1 else []):
             if not any(np.array_equal(s[2], o[2]) and np.array_equal(s[1], o[1]) for o in out):
                 out.append(s)
         return out
@@ -135,10 +144,10 @@ def splits(frame: pd.DataFrame, holdout: str | int) -> list[tuple[str, np.ndarra
         lev, what = levels(frame["C"].to_numpy(), 0.1, BIN_DEX), "C"
     top = lev.max()
     k = int(holdout) if isinstance(holdout, int) else 1
-    if top + 1 - k < 3:
+    if top + 1 - k < MIN_FIT_LEVELS:
         raise InputError(f"--holdout {holdout}: the table has {top + 1} distinct "
                          f"{'model sizes' if what == 'N' else 'compute budgets'} of {MIN_LEVEL}+ runs; a "
-                         f"backtest needs at least {k + 3} ({k} held out and 3 to fit)")
+                         f"backtest needs at least {k + MIN_FIT_LEVELS} ({k} held out and {MIN_FIT_LEVELS} to fit)")
 
     def label(test):
         v = frame[what].to_numpy()[test]
@@ -147,7 +156,7 @@ def splits(frame: pd.DataFrame, holdout: str | int) -> list[tuple[str, np.ndarra
     test = lev > top - k
     out = [(label(test), lev <= top - k, test)]
     if isinstance(holdout, str):
-        for j in range(top - 1, max(top - ROLLING, 2), -1):
+        for j in range(top - 1, max(top - ROLLING, 2), -1):   # rolling splits keep 3+ levels to fit
             t = lev == j
             out.append((label(t), lev < j, t))
     return out
@@ -213,16 +222,39 @@ def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int 
     if not scored:
         raise InputError("backtest: no candidate could be fitted below the held-out frontier: "
                          + "; ".join(f"{r['law']}: {r['error']}" for r in rows))
-    best = min(scored, key=score)
+    best = choose(scored)
     return {"holdout": holdout, "method": method, "criterion": CRITERION, "candidates": rows, "best": best["law"]}
 
 
-CRITERION = ("lowest mean |relative error| over the rolling backtest (the primary split when the table "
-             "has too few budgets for rolling)")
+CRITERION = ("one-standard-error rule on the rolling backtest: among the forms whose mean |relative error| "
+             "is within one standard error (over the held-out splits) of the lowest, the one with the fewest "
+             "parameters; the lowest error when there is a single split")
+# Free parameters of each candidate: the tie-break towards the simpler form.
+N_PARAMS = {"kaplan": 3, "tied": 4, "fixed-e": 4, "free": 5, "datacon": 7}
 
 
 def score(row: dict[str, Any]) -> float:
     return row["rolling"]["mean_abs_err"] if "rolling" in row else row["mean_abs_err"]
+
+
+def score_se(row: dict[str, Any]) -> float:
+    """Standard error of `score` over the held-out splits (0 with one split)."""
+    folds = [f["mean_abs_err"] for f in (row.get("rolling") or {}).get("per_fold", [])]
+    return float(np.std(folds, ddof=1) / np.sqrt(len(folds))) if len(folds) > 1 else 0.0
+
+
+def choose(scored: list[dict[str, Any]]) -> dict[str, Any]:
+    """Breiman et al. 1984's one-standard-error rule (Hastie et al. 2009, Sec. 7.10): an error
+    estimated from a handful of held-out budgets cannot separate forms closer than its own
+    standard error, and the form with fewer parameters extrapolates with less variance."""
+    lowest = min(scored, key=score)
+    limit = score(lowest) + score_se(lowest)
+    within = [r for r in scored if score(r) <= limit * (1 + 1e-12)]
+    pick = min(within, key=lambda r: (N_PARAMS.get(r["law"], 99), score(r)))
+    for r in scored:
+        r["score"], r["score_se"] = score(r), score_se(r)
+    pick["chosen_over"] = lowest["law"] if pick is not lowest else None
+    return pick
 
 
 def reason(bt: dict[str, Any]) -> str:
@@ -233,5 +265,10 @@ def reason(bt: dict[str, Any]) -> str:
                        if r["law"] != bt["best"] and r.get("mean_abs_err") is not None)
     where = (f"rolling over {best['rolling']['folds']} held-out levels" if "rolling" in best
              else f"holding out {best['held_out']}")
+    why = ""
+    if best.get("chosen_over"):
+        low = rows[best["chosen_over"]]
+        why = (f", within one standard error of the lowest ({low['law']} {100 * score(low):.2f}% ± "
+               f"{100 * score_se(low):.2f}) with fewer parameters")
     return (f"chose {best['law']} ({best['title']}) by backtest: mean |error| {100 * score(best):.2f}% "
-            f"({where}; --holdout {bt['holdout']})" + (f"; others: {others}" if others else ""))
+            f"({where}; --holdout {bt['holdout']}){why}" + (f"; others: {others}" if others else ""))
