@@ -120,3 +120,16 @@ def test_floor_holds_E_in_the_fixed_e_candidate_only(tmp_path):
     bt = backtest(runs, ["free", "fixed-e"], holdout="largest-params", floor=1.8)
     rows = {r["law"]: r for r in bt["candidates"]}
     assert rows["free"]["mean_abs_err"] != rows["fixed-e"]["mean_abs_err"]
+
+
+def test_one_standard_error_rule_prefers_the_simpler_form():
+    from scalelab.laws.backtest import choose
+
+    def row(law, folds):
+        return {"law": law, "mean_abs_err": folds[0],
+                "rolling": {"mean_abs_err": float(np.mean(folds)), "per_fold": [{"mean_abs_err": f} for f in folds]}}
+
+    free, tied = row("free", [0.010, 0.004, 0.006]), row("tied", [0.011, 0.005, 0.006])
+    assert choose([free, tied])["law"] == "tied" and tied["chosen_over"] == "free"
+    far = row("tied", [0.030, 0.020, 0.025])
+    assert choose([row("free", [0.010, 0.004, 0.006]), far])["law"] == "free"
