@@ -22,6 +22,9 @@ from scalelab.cli import curves as _curves  # noqa: F401,E402
 from scalelab.cli import report as _report  # noqa: F401,E402
 from scalelab.cli import plan as _plan  # noqa: F401,E402
 from scalelab.cli import tasks as _tasks  # noqa: F401,E402
+from scalelab.cli import backtest as _backtest  # noqa: F401,E402
+from scalelab.cli import downstream as _downstream  # noqa: F401,E402
+from scalelab.cli import nextrun as _nextrun  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,15 +25,21 @@ def version() -> None:
 
 
 def _consoles():
+    """stdout and stderr consoles; piped output gets a wide page instead of rich's 80 columns,
+    so that tables and messages are not wrapped into narrow columns."""
     from rich.console import Console
 
-    return Console(), Console(stderr=True)
+    wide = lambda stream: None if stream.isatty() else 200  # noqa: E731
+    return Console(width=wide(sys.stdout)), Console(stderr=True, width=wide(sys.stderr))
 
 
 @app.command("fit")
 def fit_cmd(
     table: str = typer.Argument(..., help="CSV file or runs directory"),
-    law: str = typer.Option(..., "--law", help=f"law to fit: {', '.join(REGISTRY)}"),
+    law: str = typer.Option(..., "--law", help=f"law to fit: {', '.join(REGISTRY)}, or auto (chosen by backtest)"),
+    form: Optional[str] = typer.Option(None, "--form", help="chinchilla: free (default), tied (alpha = beta), fixed-e (with --floor)"),
+    method: Optional[str] = typer.Option(None, "--method", help="chinchilla: lbfgs (multi-start, default) or vpnls (variable projection)"),
+    holdout: Optional[str] = typer.Option(None, "--holdout", help="auto: largest-compute, largest-params, both (default) or K budgets"),
     x: Optional[str] = typer.Option(None, "--x", help="power law: the column it is a law of (default N)"),
     col: list[str] = typer.Option([], "--col", help="use another column as a standard one: N=NAME, D=, C=, loss=, U="),
     n_init: Optional[int] = typer.Option(None, "--n-init", help="optimiser starts (default: Hoffmann's 4,500-point grid)"),
@@ -52,50 +58,99 @@ def fit_cmd(
     from scalelab.laws import render as report
     from scalelab.laws.fitfile import write_fit
 
-    if law not in REGISTRY:
-        raise InputError(f"--law {law!r}: choose one of {', '.join(REGISTRY)}")
+    if law not in REGISTRY and law != "auto":
+        raise InputError(f"--law {law!r}: choose one of {', '.join(REGISTRY)}, auto")
     if n_init is not None and n_init < 1:
         raise InputError("--n-init must be at least 1")
     if bootstrap is not None and bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
     from scalelab.laws import LAWS
 
-    for flag, value, hyper in (("--x", x, "x"), ("--n-init", n_init, "n_init"), ("--floor", floor, "E_fixed")):
-        if value is not None and hyper not in LAWS[law]._hyper_names():
+    for flag, value, hyper in (("--x", x, "x"), ("--n-init", n_init, "n_init"), ("--floor", floor, "E_fixed"),
+                               ("--form", form, "form"), ("--method", method, "method")):
+        if value is not None and law != "auto" and hyper not in LAWS[law]._hyper_names():
             able = [name for name in REGISTRY if hyper in LAWS[name]._hyper_names()]
             raise InputError(f"{flag} applies to --law {' / '.join(able)}, not {law}")
+    check_choice("--form", form, ("free", "tied", "fixed-e"))
+    check_choice("--method", method, ("lbfgs", "vpnls"))
+    if law == "auto" and (form is not None or x is not None):
+        raise InputError("--law auto chooses the form itself; --form and --x apply to a named law")
+    if holdout is not None and law != "auto":
+        raise InputError("--holdout applies to --law auto (or to `scalelab backtest`)")
+    E_fixed = _floor(floor, table) if floor is not None else None
+    if form == "fixed-e" and E_fixed is None:
+        raise InputError("--form fixed-e needs --floor (the known irreducible loss)")
     stdout, stderr = _consoles()
-    est = make_law(law, x=x, n_init=n_init, bootstrap=bootstrap, seed=seed,
-                   E_fixed=_floor(floor, table) if floor is not None else None)
+    est = None
+    if law != "auto":
+        est = make_law(law, x=x, n_init=n_init, bootstrap=bootstrap, seed=seed, E_fixed=E_fixed, form=form,
+                       method=method)
+    n_boot = getattr(est, "bootstrap", 0) if est is not None else (1000 if bootstrap is None else bootstrap)
     progress = Progress(TextColumn("bootstrap"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=stderr, transient=True, auto_refresh=False,  # no refresh thread: fits fork
-                        disable=not stderr.is_terminal or not getattr(est, "bootstrap", 0))
+                        disable=not stderr.is_terminal or not n_boot)
+    selection = None
     with progress:
-        task = progress.add_task("bootstrap", total=getattr(est, "bootstrap", 0) or 1)
+        task = progress.add_task("bootstrap", total=n_boot or 1)
 
         def tick(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
             progress.refresh()
 
-        est, prep = fit_table(table, est, col_map=parse_col_map(col), x=x, progress=tick)
+        if est is None:
+            from scalelab.laws.select import fit_auto
+
+            est, prep, selection = fit_auto(table, col_map=parse_col_map(col), floor=E_fixed,
+                                            holdout=parse_holdout(holdout or "both"), method=method,
+                                            bootstrap=bootstrap, seed=seed, n_init=n_init, progress=tick)
+        else:
+            est, prep = fit_table(table, est, col_map=parse_col_map(col), x=x, progress=tick)
+    if selection is not None:
+        stdout.print(selection["selected_by"]["reason"], highlight=False)
     for note in prep.notices:
         stderr.print(f"note: {note}", highlight=False)
+    stdout.print(est.title, highlight=False)
     stdout.print(report.params_table(est))
     budgets = report.budgets_table(est)
     if budgets is not None:
         stdout.print(budgets)
     stdout.print(report.two_columns(report.fit_facts(est), ("", ""), justify="left"))
+    for w in getattr(est, "warnings_", []):
+        stderr.print(f"warning: {w}", highlight=False)
     if not est.converged_:
         stderr.print(f"warning: the optimiser did not converge ({est.result_.message}); "
                      "the parameters above are where it stopped", highlight=False)
     if out is not None:
-        write_fit(out, est, source=str(table), notices=prep.notices, columns=parse_col_map(col) or None)
+        write_fit(out, est, source=str(table), notices=prep.notices, columns=parse_col_map(col) or None,
+                  extra=selection)
         stdout.print(f"wrote {out}", highlight=False)
     if plot is not None:
         from scalelab.laws.plot import plot_fit
 
         plot_fit(est, prep.X, prep.y, plot)
         stdout.print(f"wrote {plot}", highlight=False)
+
+
+def check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:
+    from scalelab.errors import InputError
+
+    if value is not None and value not in choices:
+        raise InputError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
+
+
+def parse_holdout(value: str) -> str | int:
+    """--holdout: largest-compute, largest-params, both, or a positive number of top budgets."""
+    from scalelab.errors import InputError
+
+    if value in ("largest-compute", "largest-params", "both"):
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise InputError(f"--holdout {value!r}: expected largest-compute, largest-params, both or a positive integer K")
+    return k
 
 
 def _floor(value: str, table: str) -> float:
@@ -127,19 +182,57 @@ def predict_cmd(
     params: Optional[float] = typer.Option(None, "--params", help="model parameters N"),
     tokens: Optional[float] = typer.Option(None, "--tokens", help="training tokens D"),
     unique_tokens: Optional[float] = typer.Option(None, "--unique-tokens", help="datacon: unique tokens U (default D)"),
+    table: Optional[str] = typer.Option(None, "--table", help="CSV or runs directory: predict every row (errors where it has a loss)"),
+    col: list[str] = typer.Option([], "--col", help="--table: use another column as a standard one: N=NAME, D=, C=, loss=, U="),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Predict the loss of a model with N parameters trained on D tokens."""
+    """Predict the loss of a model with N parameters trained on D tokens, with the 95% interval of the mean and the 95% prediction interval for a new run."""
+    from scalelab.errors import InputError
     from scalelab.laws.fitfile import load_law
     from scalelab.laws.predict import predict_point
 
     law = load_law(fit, verb="predict")
+    stdout, stderr = _consoles()
+    if table is not None:
+        from scalelab.laws import parse_col_map
+        from scalelab.laws import render as report
+        from scalelab.laws.batch import predict_table
+
+        if params is not None or tokens is not None or unique_tokens is not None:
+            raise InputError("--table predicts the rows of a table; leave out --params, --tokens and --unique-tokens")
+        result = predict_table(law, table, col_map=parse_col_map(col))
+        if as_json:
+            print(json.dumps(result))
+        else:
+            stdout.print(report.batch_table(result))
+            if "summary" in result:
+                stdout.print(report.batch_summary(result), highlight=False)
+        for w in result["notices"]:
+            stderr.print(f"note: {w}", highlight=False)
+        for w in result["warnings"]:
+            stderr.print(f"warning: {w}", highlight=False)
+        return
+    if col:
+        raise InputError("--col applies to --table")
     result = predict_point(law, N=params, D=tokens, U=unique_tokens)
     if as_json:
         print(json.dumps(result))
-        return
-    inputs = ", ".join(f"{k}={v:.4g}" for k, v in result["inputs"].items())
-    print(f"predicted loss {result['loss']:.6g}  ({result['law']} fit; {inputs})")
+    else:
+        inputs = ", ".join(f"{k}={v:.4g}" for k, v in result["inputs"].items())
+        print(f"predicted loss {result['loss']:.6g}  ({result['law']} fit; {inputs})")
+        _print_intervals(result)
+    for w in result["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _print_intervals(result: dict) -> None:
+    from scalelab.laws.render import fmt
+
+    ci, pi = result.get("ci95_mean"), result.get("pi95_new_run")
+    if ci:
+        print(f"  95% interval of the mean (bootstrap refits of the law): [{fmt(ci[0])}, {fmt(ci[1])}]")
+    if pi:
+        print(f"  95% prediction interval for one new run ({result['pi_kind']}): [{fmt(pi[0])}, {fmt(pi[1])}]")
 
 
 @app.command("optimal")
@@ -152,18 +245,18 @@ def optimal_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Compute-optimal N*, D* and tokens per parameter for a compute budget (with --inference-tokens: the cheapest model to train and serve at the same loss)."""
-    from rich.console import Console
-
     from scalelab.laws import render as report
     from scalelab.laws.fitfile import load_law
     from scalelab.laws.predict import optimal_point
 
     law = load_law(fit, verb="optimal")
     result = optimal_point(law, compute=compute, inference_tokens=inference_tokens, U=unique_tokens)
+    for w in result.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     if as_json:
         print(json.dumps(result))
         return
-    console = Console()
+    console, _ = _consoles()
     if "inference" in result:
         console.print(f"inference-aware optimum (Sardana et al. 2024) at the loss of the compute-optimal "
                       f"model for C = {compute:.4g}, serving {inference_tokens:.4g} tokens:", highlight=False)
@@ -172,4 +265,6 @@ def optimal_cmd(
         console.print(f"total FLOPs saved: {100 * result['inference']['saving']:.2f}%", highlight=False)
     else:
         console.print(report.two_columns(report.allocation_rows(result["allocation"]), ("", "")))
+        sys.stdout.flush()
+        _print_intervals(result)
     sys.stdout.flush()

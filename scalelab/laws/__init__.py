@@ -76,10 +76,10 @@ def fit_table(table: str | Path, law: Any, *, col_map: dict[str, str] | None = N
     """Read a CSV or runs directory, check it, and fit `law` (a registry name or an unfitted
     estimator). Returns (fitted law, `table.Prepared` with X, y and the notices)."""
     from scalelab.laws.table import prepare
-    from scalelab.tables import load_table
+    from scalelab.laws.tables_io import load_runs_table
 
     est = make_law(law, x=x, **hyper) if isinstance(law, str) else law
-    loaded = load_table(table)
+    loaded = load_runs_table(table)
     own = getattr(est, "prepare_table", None)  # test-time laws select one curve of their own columns
     frame, kept = loaded.frame, []
     if own is None and "phase" in frame.columns and (frame["phase"] == "pretrain").any():

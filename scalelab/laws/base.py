@@ -126,6 +126,9 @@ class Law:
             "settings": _jsonable(self.get_params()),
         }
         out.update(_jsonable(self.extra_summary()))
+        from scalelab.laws.intervals import to_doc
+
+        out.update(_jsonable(to_doc(self)))
         return out
 
     @classmethod
@@ -144,6 +147,9 @@ class Law:
             success=bool(d.get("converged")), message=d.get("message", "read from FIT.json"),
         )
         law._restore_extra(d)
+        from scalelab.laws.intervals import from_doc
+
+        from_doc(law, d)
         return law
 
     def _restore_extra(self, d: dict[str, Any]) -> None:

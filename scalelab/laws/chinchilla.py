@@ -22,9 +22,14 @@ import numpy as np
 
 from scalelab.errors import InputError
 from scalelab.laws.base import Allocation, Law, Timer, as_columns, as_target, percentile_ci
-from scalelab.laws.loghuber import (FixedConstObjective, LogHuberObjective, bootstrap_refits, fit_multistart,
+from scalelab.laws.loghuber import (BOOTSTRAP_TOL, FixedConstObjective, LogHuberObjective, bootstrap_refits, fit_multistart,
                                     hoffmann_grid, select_starts)
+from scalelab.laws.intervals import keep_draws, record_fit_data
 from scalelab.laws.optimize import HUBER_DELTA
+from scalelab.laws.vpnls import TiedLast, vpnls_starts
+
+FORMS = ("free", "tied", "fixed-e")
+METHODS = ("lbfgs", "vpnls")
 
 
 class ChinchillaLaw(Law):
@@ -36,8 +41,11 @@ class ChinchillaLaw(Law):
     min_points = 6                      # 5 free parameters
     min_distinct = {"N": 3, "D": 3}     # a curvature in each variable needs three values
 
-    def __init__(self, *, n_init: int | None = None, bootstrap: int = 1000, seed: int = 0,
-                 delta: float = HUBER_DELTA, n_jobs: int | None = None, E_fixed: float | None = None):
+    def __init__(self, *, form: str = "free", method: str = "lbfgs", n_init: int | None = None,
+                 bootstrap: int = 1000, seed: int = 0, delta: float = HUBER_DELTA, n_jobs: int | None = None,
+                 E_fixed: float | None = None):
+        self.form = form              # free | tied (alpha = beta, Gadre et al. 2024) | fixed-e (needs E_fixed)
+        self.method = method          # lbfgs: Hoffmann-grid multi-start; vpnls: variable projection, then polish
         self.E_fixed = E_fixed        # a known irreducible loss (e.g. the testbed's entropy floor): not fitted
         self.n_init = n_init          # None: the full Hoffmann grid (4,500 starts)
         self.bootstrap = bootstrap    # resamples for the 95% intervals (0: none)
@@ -50,36 +58,77 @@ class ChinchillaLaw(Law):
         X = as_columns(X, 2, self.columns)
         y = as_target(y, X.shape[0])
         timer = Timer()
+        obj, grid, full = self._objective(X, y)
+        if self.method == "vpnls":
+            E = None if self.E_fixed is None else float(self.E_fixed)
+            starts5, self.vpnls_ = vpnls_starts(X[:, 0], X[:, 1], y, E=E, tied=self.form == "tied")
+            starts = self._reduce(starts5)
+            # few starts, all near the optimum: the batch can run to the tight tolerances
+            self.result_ = fit_multistart(obj, starts, n_jobs=1, polish_top=3, tol=BOOTSTRAP_TOL)
+        else:
+            starts = select_starts(obj, grid, self.n_init, self.seed)
+            self.result_ = fit_multistart(obj, starts, n_jobs=self.n_jobs)
+        self.result_.x = full(self.result_.x)[0]
+        self.theta_ = np.asarray(self.result_.x, float)
+        self.params_ = self._params_from_theta(self.theta_)
+        self.n_points_ = int(X.shape[0])
+        record_fit_data(self, X, y, self.columns)
+        self.timing_ = {"fit_s": timer()}
+        self.ci_, self.optimal_ci_ = {}, {}
+        self.bootstrap_failed_ = 0
+        if self.bootstrap and self.bootstrap > 0:
+            t2 = Timer()
+            # vpnls: each resample starts from the full-data optimum and its best grid point (the
+            # multi-start method keeps its three best starts per resample, as before)
+            grid_b, top = (grid, 1) if self.method == "vpnls" else (starts, 3)
+            thetas, ok = bootstrap_refits(obj, self._reduce(self.theta_), grid_b, n_boot=int(self.bootstrap),
+                                          seed=self.seed, top=top, progress=progress)
+            thetas = full(thetas)
+            self.bootstrap_failed_ = int((~ok).sum())
+            self.bootstrap_params_ = thetas[ok]
+            self._set_intervals(self.bootstrap_params_)
+            a, b, e, al, be = self.bootstrap_params_.T
+            with np.errstate(over="ignore"):
+                keep_draws(self, np.column_stack([np.exp(e), np.exp(a), np.exp(b), al, be]))
+            self.timing_["bootstrap_s"] = t2()
+        return self
+
+    def _objective(self, X: np.ndarray, y: np.ndarray):
+        """The Huber objective of this form, its start grid, and the map back to [a, b, e, alpha, beta]."""
+        if self.form not in FORMS:
+            raise InputError(f"chinchilla: form {self.form!r} is not one of {', '.join(FORMS)}")
+        if self.method not in METHODS:
+            raise InputError(f"chinchilla: method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.form == "fixed-e" and self.E_fixed is None:
+            raise InputError("chinchilla: form 'fixed-e' needs a known irreducible loss (--floor)")
         obj = LogHuberObjective(np.log(X), np.log(y), (0, 1), True, None, self.delta)
         grid = hoffmann_grid(2, True)
-        full = np.atleast_2d  # parameter rows as stored: with E put back when it is held fixed
+        steps = []
         if self.E_fixed is not None:
             if not (np.isfinite(self.E_fixed) and 0 < self.E_fixed < y.min()):
                 raise InputError(f"fixed E = {self.E_fixed:g}: must be > 0 and below every loss "
                                  f"(the lowest is {y.min():.6g})")
             obj = FixedConstObjective(obj, float(np.log(self.E_fixed)))
             grid = np.unique(np.delete(grid, 2, axis=1), axis=0)  # the 900 (a, b, alpha, beta) starts
-            full = obj.full
-        starts = select_starts(obj, grid, self.n_init, self.seed)
-        self.result_ = fit_multistart(obj, starts, n_jobs=self.n_jobs)
-        self.result_.x = full(self.result_.x)[0]
-        self.theta_ = np.asarray(self.result_.x, float)
-        self.params_ = self._params_from_theta(self.theta_)
-        self.n_points_ = int(X.shape[0])
-        self.timing_ = {"fit_s": timer()}
-        self.ci_, self.optimal_ci_ = {}, {}
-        self.bootstrap_failed_ = 0
-        if self.bootstrap and self.bootstrap > 0:
-            t2 = Timer()
-            theta0 = np.delete(self.theta_, 2) if self.E_fixed is not None else self.theta_
-            thetas, ok = bootstrap_refits(obj, theta0, starts, n_boot=int(self.bootstrap),
-                                          seed=self.seed, progress=progress)
-            thetas = full(thetas)
-            self.bootstrap_failed_ = int((~ok).sum())
-            self.bootstrap_params_ = thetas[ok]
-            self._set_intervals(self.bootstrap_params_)
-            self.timing_["bootstrap_s"] = t2()
-        return self
+            steps.append(obj.full)
+        if self.form == "tied":
+            obj = TiedLast(obj)
+            grid = np.unique(grid[:, :-1], axis=0)
+            steps.append(TiedLast.expand)
+
+        def full(X):
+            X = np.atleast_2d(X)
+            for f in reversed(steps):
+                X = f(X)
+            return X
+        return obj, grid, full
+
+    def _reduce(self, thetas: np.ndarray) -> np.ndarray:
+        """[a, b, e, alpha, beta] rows -> the rows this form optimises (inverse of `full`)."""
+        X = np.atleast_2d(np.asarray(thetas, float))
+        if self.E_fixed is not None:
+            X = np.delete(X, 2, axis=1)
+        return X[:, :-1] if self.form == "tied" else X
 
     @staticmethod
     def _params_from_theta(theta: np.ndarray) -> dict[str, float]:

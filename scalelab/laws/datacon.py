@@ -27,6 +27,7 @@ from scalelab.errors import InputError
 from scalelab.laws.base import Allocation, Law, Timer, as_columns, as_target, percentile_ci
 from scalelab.laws.loghuber import (BOOTSTRAP_TOL, LogHuberObjective, bootstrap_refits, fit_multistart,
                                     hoffmann_grid)
+from scalelab.laws.intervals import keep_draws, record_fit_data
 from scalelab.laws.optimize import HUBER_DELTA, finish, lbfgs_batch
 
 # Published C4 constants (datablations README, "Parametric Fit"): a, b, e are logs of A, B, E.
@@ -187,6 +188,7 @@ class DataConstrainedLaw(Law):
             x=np.r_[base[0], res2.x], fun=res2.fun, success=bool(res1.success and res2.success),
             message=f"stage 1: {res1.message}; stage 2: {res2.message}", stage1=res1, stage2=res2)
         self.n_points_, self.n_fresh_ = int(len(y)), int(fresh.sum())
+        record_fit_data(self, X, y, self.columns)
         self.timing_ = {"fit_s": timer()}
         self.ci_, self.bootstrap_failed_ = {}, 0
         if self.bootstrap and self.bootstrap > 0:
@@ -228,6 +230,7 @@ class DataConstrainedLaw(Law):
         draws = np.column_stack([bases, np.exp(res.x[idx])])[ok]
         self.bootstrap_failed_ = int((~ok).sum())
         self.ci_ = {k: percentile_ci(draws[:, j]) for j, k in enumerate(self.param_names)}
+        keep_draws(self, draws)
         if progress is not None:
             progress(n_boot, n_boot)
 

@@ -4,7 +4,8 @@ Keys (issue 2): `law`; `params`; `ci95` (same keys, [low, high]); `n_points`; `o
 `converged`; `optimal` (a, b where the law defines them). scalelab adds `message` (the stopping
 test met), `check` (what scipy's L-BFGS-B made of the optimum), `settings` (the
 hyper-parameters), `source`, `columns`,
-`notices`, `scalelab` (version) and law-specific blocks (bootstrap, starts, budgets, timing).
+`notices`, `scalelab` (version) and law-specific blocks (bootstrap, starts, budgets, timing);
+`fit --law auto` adds `selected_by` and `backtest`.
 Written atomically.
 """
 from __future__ import annotations
@@ -20,8 +21,10 @@ from scalelab.laws.base import Law
 
 
 def fit_document(law: Law, *, source: str | None = None, notices: list[str] | None = None,
-                 columns: dict[str, str] | None = None) -> dict[str, Any]:
+                 columns: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     doc = law.to_dict()
+    if extra:
+        doc.update(extra)
     doc["scalelab"] = __version__
     if source is not None:
         doc["source"] = source

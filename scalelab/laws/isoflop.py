@@ -92,11 +92,25 @@ class IsoFlopLaw(Law):
         self.n_points_ = int(len(y))
         used = [b for b in self.budgets_ if b["used"]]
         dropped = [b for b in self.budgets_ if not b["used"]]
+        in_used = sum(b["n_points"] for b in used)
+        if in_used < 0.5 * len(y):
+            # Runs spread over a continuum of compute fall into accidental clusters of 3; a
+            # parabola through 3 runs fits exactly and would report a law no data checks.
+            raise InputError(
+                f"isoflop: not an IsoFLOP design: only {in_used} of {len(y)} runs share a compute budget "
+                f"(within {self.budget_tol_dex} dex) with enough sizes for a parabola; fit this table with "
+                "--law chinchilla, or --law auto")
+        self.warnings_ = []
+        if all(b["n_points"] == 3 for b in used):
+            self.warnings_.append("every budget holds exactly 3 sizes, so each parabola passes through its runs "
+                                  "exactly: nothing checks the vertices (objective ~0 by construction)")
         msg = f"{len(used)} budgets with a parabola minimum"
         if dropped:
             msg += f"; {len(dropped)} skipped (fewer than 3 sizes, no minimum, or not one budget)"
         if len(used) == 2:
             msg += "; two budgets fix the power law exactly: no check of its fit"
+        if self.warnings_:
+            msg += "; " + self.warnings_[0]
         self.result_ = OptimizeResult(x=np.array([self.params_["a"], self.params_["b"]]), fun=sse,
                                       success=len(used) >= 2, message=msg, nit=0)
         self.timing_ = {"fit_s": timer()}

@@ -227,10 +227,12 @@ def select_starts(obj: LogHuberObjective, grid: np.ndarray, n_init: int | None, 
     return np.vstack([grid, extra])
 
 
-def fit_multistart(obj, starts: np.ndarray, *, n_jobs: int | None = None, polish_top: int = 10) -> OptimizeResult:
+def fit_multistart(obj, starts: np.ndarray, *, n_jobs: int | None = None, polish_top: int = 10,
+                   tol: dict | None = None) -> OptimizeResult:
     """Best optimum over all starts (see `optimize.finish`), with `n_starts`,
-    `n_starts_converged` and `batch` (the per-start results) attached."""
-    batch = multistart(obj, obj.to_internal(starts), n_jobs=n_jobs, **MULTISTART_TOL)
+    `n_starts_converged` and `batch` (the per-start results) attached. `tol`: the batch's
+    stopping tests (default MULTISTART_TOL; a handful of good starts can afford BOOTSTRAP_TOL)."""
+    batch = multistart(obj, obj.to_internal(starts), n_jobs=n_jobs, **(tol or MULTISTART_TOL))
     res = finish(obj.single, batch, scale=1.0 / obj.delta, top=polish_top)
     res.x = obj.to_external(res.x)[0]
     res.n_starts = int(len(starts))

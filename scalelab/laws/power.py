@@ -17,6 +17,7 @@ import numpy as np
 from scalelab.laws.base import Law, Timer, as_columns, as_target, percentile_ci
 from scalelab.laws.loghuber import (LogHuberObjective, bootstrap_refits, fit_multistart, hoffmann_grid,
                                     select_starts)
+from scalelab.laws.intervals import keep_draws, record_fit_data
 from scalelab.laws.optimize import HUBER_DELTA
 
 
@@ -50,6 +51,7 @@ class PowerLaw(Law):
         self.params_ = self._params(self.theta_[None, :])
         self.params_ = {k: float(v[0]) for k, v in self.params_.items()}
         self.n_points_ = int(X.shape[0])
+        record_fit_data(self, X, y, (self.x,))
         self.timing_ = {"fit_s": timer()}
         self.ci_ = {}
         self.bootstrap_failed_ = 0
@@ -60,6 +62,8 @@ class PowerLaw(Law):
             self.bootstrap_failed_ = int((~ok).sum())
             cols = self._params(thetas[ok])
             self.ci_ = {k: percentile_ci(v) for k, v in cols.items() if k != "E" or self.irreducible}
+            with np.errstate(over="ignore"):
+                keep_draws(self, np.column_stack([cols[k] for k in self.param_names]))
             self.timing_["bootstrap_s"] = t2()
         return self
 

@@ -1,5 +1,7 @@
 """Point predictions and allocations from a fitted law, as plain dicts (the CLI's `predict` and
-`optimal` print these; `--json` prints them as they are)."""
+`optimal` print these; `--json` prints them as they are). Each carries the 95% interval of the
+mean (`ci95_mean`), the 95% prediction interval for one new run (`pi95_new_run`) and `warnings`
+for inputs far outside the fitted range."""
 from __future__ import annotations
 
 import math
@@ -20,7 +22,14 @@ def _positive(name: str, v: float | None) -> float:
 
 
 def predict_point(law: Law, *, N: float | None, D: float | None, U: float | None = None) -> dict[str, Any]:
+    """The loss at (N, D[, U]) with its 95% CI of the mean and prediction interval for a new run
+    (`intervals.predict_intervals`), and warnings for inputs far outside the fitted range."""
+    from scalelab.laws.intervals import far_outside, predict_intervals
+
     name = law.name
+    if U is not None and name != "datacon":
+        raise InputError(f"--unique-tokens applies to a datacon fit only; this is a '{name}' fit, which has no "
+                         "notion of repeated data")
     if name == "power":
         x = law.x
         if x == "N":
@@ -31,16 +40,26 @@ def predict_point(law: Law, *, N: float | None, D: float | None, U: float | None
             inputs = {"C": 6.0 * _positive("--params", N) * _positive("--tokens", D)}
         else:
             raise InputError(f"this power law is in {x!r}; predict takes --params (N) and --tokens (D) only")
-        loss = float(law.predict([list(inputs.values())[0]])[0])
+        X = [[list(inputs.values())[0]]]
     elif name == "datacon":
         N, D = _positive("--params", N), _positive("--tokens", D)
         U = D if U is None else _positive("--unique-tokens", U)
         inputs = {"N": N, "D": D, "U": U}
-        loss = float(law.predict([[N, D, U]])[0])
+        X = [[N, D, U]]
     else:
         inputs = {"N": _positive("--params", N), "D": _positive("--tokens", D)}
-        loss = float(law.predict([[inputs["N"], inputs["D"]]])[0])
-    return {"law": name, "inputs": inputs, "loss": loss}
+        X = [[inputs["N"], inputs["D"]]]
+    with np.errstate(all="ignore"):
+        iv = predict_intervals(law, X)
+    checked = dict(inputs)
+    if "N" in inputs and "D" in inputs:
+        checked["C"] = 6.0 * inputs["N"] * inputs["D"]
+    out: dict[str, Any] = {"law": name, "inputs": inputs, "loss": float(iv["loss"][0])}
+    out["ci95_mean"] = None if iv["ci"] is None else [float(v) for v in iv["ci"][0]]
+    out["pi95_new_run"] = None if iv["pi"] is None else [float(v) for v in iv["pi"][0]]
+    out["pi_kind"] = iv["pi_kind"]
+    out["warnings"] = far_outside(law, checked)
+    return out
 
 
 def optimal_point(law: Law, *, compute: float, inference_tokens: float | None = None,
@@ -60,6 +79,15 @@ def optimal_point(law: Law, *, compute: float, inference_tokens: float | None = 
         raise InputError("--unique-tokens applies to a datacon fit only")
     alloc = law.compute_optimal(compute, **kw)
     out["allocation"] = alloc.as_dict()
+    from scalelab.laws.intervals import far_outside, predict_intervals
+
+    out["warnings"] = far_outside(law, {"C": compute, "N": alloc.N, "D": alloc.D})
+    if alloc.loss is not None and "predict" in law.verbs and law.name == "chinchilla":
+        with np.errstate(all="ignore"):
+            iv = predict_intervals(law, [[alloc.N, alloc.D]])
+        out["ci95_mean"] = None if iv["ci"] is None else [float(v) for v in iv["ci"][0]]
+        out["pi95_new_run"] = None if iv["pi"] is None else [float(v) for v in iv["pi"][0]]
+        out["pi_kind"] = iv["pi_kind"]
     if law.optimal_exponents():
         out["exponents"] = law.optimal_exponents()
     return out

@@ -20,7 +20,7 @@ def fmt(v: Any) -> str:
 
 
 def params_table(law: Law) -> Table:
-    t = Table(title=law.title, title_justify="left", show_edge=False)
+    t = Table(show_edge=False)  # the caller prints law.title above: a title would wrap to the table's width
     t.add_column("parameter")
     t.add_column("value", justify="right")
     t.add_column("95% interval", justify="right")
@@ -42,9 +42,18 @@ def params_table(law: Law) -> Table:
 
 def fit_facts(law: Law) -> list[tuple[str, str]]:
     res = law.result_
-    rows = [("n_points", fmt(law.n_points_)),
+    rows = [("form", {"tied": "tied: alpha = beta (Gadre et al. 2024)", "fixed-e": "fixed-e: E held at --floor"}
+              .get(getattr(law, "form", "free"), "free"))] if hasattr(law, "form") else []
+    if getattr(law, "method", None):
+        rows.append(("method", "vpnls: variable projection, then the Huber polish" if law.method == "vpnls"
+                     else "lbfgs: multi-start L-BFGS"))
+    rows += [("n_points", fmt(law.n_points_)),
             ("objective", f"{res.fun:.10g}" if np.isfinite(getattr(res, "fun", np.nan)) else "-"),
             ("converged", "yes" if law.converged_ else "NO")]
+    noise = getattr(law, "noise_", None)
+    if noise and np.isfinite(noise.get("sigma_log", np.nan)):
+        rows.append(("scatter", f"{100 * noise['sigma_log']:.3g}% (sd of log residuals, {noise['dof']} dof: "
+                                "the noise in 95% prediction intervals for new runs)"))
     starts = getattr(res, "n_starts", None)
     if starts:
         rows.append(("starts", f"{starts:,} ({res.n_starts_converged:,} met a stopping test)"))
@@ -107,3 +116,49 @@ def two_columns(rows: list[tuple[str, ...]], headers: tuple[str, ...], justify: 
     for r in rows:
         t.add_row(*r)
     return t
+
+
+def backtest_table(bt: dict[str, Any]) -> Table:
+    """One row per candidate: the primary split, then the rolling backtest where there is one."""
+    t = Table(show_edge=False)
+    for col in ("law", "held out", "fit on", "mean |err|", "max |err|", "bias", "rolling mean", "rolling max",
+                "rolling bias"):
+        t.add_column(col, justify="left" if col in ("law", "held out") else "right")
+    pct = lambda v, sign=False: "-" if v is None else (f"{100 * v:+.2f}%" if sign else f"{100 * v:.2f}%")  # noqa: E731
+    for r in bt["candidates"]:
+        if r.get("mean_abs_err") is None:
+            t.add_row(r["law"], "not fitted: " + str(r.get("error", "")), "", "", "", "", "", "", "")
+            continue
+        ro = r.get("rolling") or {}
+        t.add_row(r["law"], f"{r['held_out']} ({r['n_test']} runs)", f"{r['n_train']} runs", pct(r["mean_abs_err"]),
+                  pct(r["max_abs_err"]), pct(r["bias"], True),
+                  pct(ro.get("mean_abs_err")) + (f" ({ro['folds']} splits)" if ro else ""),
+                  pct(ro.get("max_abs_err")), pct(ro.get("bias"), True))
+    return t
+
+
+def batch_table(result: dict[str, Any]) -> Table:
+    """`predict --table`: one row per run."""
+    t = Table(show_edge=False)
+    rows = result["rows"]
+    inputs = list(rows[0]["inputs"]) if rows else []
+    has_obs = bool(rows) and "observed" in rows[0]
+    for col in ["row", *inputs, "predicted", "95% CI (mean)", "95% PI (new run)"] + (["observed", "error"] if has_obs else []):
+        t.add_column(col, justify="left" if col == "row" else "right")
+    span = lambda v: "-" if not v else f"[{fmt(v[0])}, {fmt(v[1])}]"  # noqa: E731
+    for r in rows:
+        cells = [str(r["row"]), *(fmt(r["inputs"][k]) for k in inputs), fmt(r["loss"]), span(r["ci95_mean"]),
+                 span(r["pi95_new_run"])]
+        if has_obs:
+            cells += [fmt(r["observed"]), f"{100 * r['error']:+.2f}%" + ("" if r.get("in_pi", True) else " (outside PI)")]
+        t.add_row(*cells)
+    return t
+
+
+def batch_summary(result: dict[str, Any]) -> str:
+    s = result["summary"]
+    line = (f"{s['n']} runs: mean |error| {100 * s['mean_abs_err']:.2f}%, max {100 * s['max_abs_err']:.2f}%, "
+            f"bias {100 * s['bias']:+.2f}%")
+    if "inside_pi95" in s:
+        line += f"; {100 * s['inside_pi95']:.0f}% of observed losses inside their 95% prediction interval"
+    return line

@@ -1,0 +1,104 @@
+"""Prediction intervals beside the bootstrap CI of the mean, batch prediction from a table, and the
+far-extrapolation warning; bad input for each new option is one line with exit code 2."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalelab.laws import ChinchillaLaw
+from scalelab.laws.intervals import far_outside, predict_intervals
+from tests.test_cli_fit import TRUE, assert_one_line_error, chinchilla_csv, run
+
+COLS = ["--col", "N=params", "--col", "loss=val_loss"]
+
+
+def law_loss(N, D):
+    return TRUE["E"] + TRUE["A"] * N ** -TRUE["alpha"] + TRUE["B"] * D ** -TRUE["beta"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("iv")
+    return tmp, chinchilla_csv(tmp / "runs.csv")
+
+
+def _fit(tmp, csv, capsys, boot="100"):
+    code, out, err = run(["fit", csv, "--law", "chinchilla", *COLS, "--method", "vpnls", "--bootstrap", boot,
+                          "--out", tmp / "FIT.json"], capsys)
+    assert code == 0, err
+    return tmp / "FIT.json"
+
+
+def test_intervals_in_fit_json_and_predict(fitted, capsys):
+    tmp, csv = fitted
+    fit = _fit(tmp, csv, capsys)
+    doc = json.loads(fit.read_text())
+    assert {"range", "noise", "draws"} <= set(doc) and len(doc["draws"]["values"]) == 100
+    assert 0.0005 < doc["noise"]["sigma_log"] < 0.005      # the synthetic runs carry 0.2% noise
+    code, out, err = run(["predict", fit, "--params", "1e9", "--tokens", "2e10", "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    (clo, chi), (plo, phi) = r["ci95_mean"], r["pi95_new_run"]
+    assert plo < clo <= r["loss"] <= chi < phi and r["warnings"] == []
+    code, out, _ = run(["predict", fit, "--params", "1e9", "--tokens", "2e10"], capsys)
+    assert "95% interval of the mean" in out and "95% prediction interval for one new run" in out
+
+
+def test_prediction_interval_covers_new_runs():
+    rng = np.random.default_rng(5)
+    N, D = (a.ravel() for a in np.meshgrid(np.logspace(7, 9, 6), np.logspace(9, 11, 6)))
+    y = law_loss(N, D) * np.exp(rng.normal(0, 0.01, N.size))
+    law = ChinchillaLaw(method="vpnls", bootstrap=200).fit(np.column_stack([N, D]), y)
+    Nn, Dn = N.copy(), D.copy()
+    new = law_loss(Nn, Dn) * np.exp(rng.normal(0, 0.01, N.size))
+    iv = predict_intervals(law, np.column_stack([Nn, Dn]))
+    inside = np.mean((iv["pi"][:, 0] <= new) & (new <= iv["pi"][:, 1]))
+    in_ci = np.mean((iv["ci"][:, 0] <= new) & (new <= iv["ci"][:, 1]))
+    assert inside >= 0.85 and in_ci < inside
+
+
+def test_predict_table_with_and_without_losses(fitted, capsys):
+    tmp, csv = fitted
+    fit = _fit(tmp, csv, capsys, boot="30")
+    df = pd.read_csv(csv).head(5)
+    df.to_csv(tmp / "t.csv", index=False)
+    code, out, err = run(["predict", fit, "--table", tmp / "t.csv", *COLS, "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert len(r["rows"]) == 5 and r["summary"]["n"] == 5 and r["summary"]["mean_abs_err"] < 0.01
+    assert 0 <= r["summary"]["inside_pi95"] <= 1
+    df.drop(columns="val_loss").to_csv(tmp / "u.csv", index=False)
+    code, out, err = run(["predict", fit, "--table", tmp / "u.csv", "--col", "N=params"], capsys)
+    assert code == 0 and "predicted" in out and "observed" not in out
+
+
+def test_far_extrapolation_warns(fitted, capsys):
+    tmp, csv = fitted
+    fit = _fit(tmp, csv, capsys, boot="0")
+    code, out, err = run(["optimal", fit, "--compute", "1e300"], capsys)
+    assert code == 0 and "warning: C = 1e+300 is 10^" in err and "largest C fitted" in err
+    code, out, err = run(["predict", fit, "--params", "1e9", "--tokens", "2e10"], capsys)
+    assert code == 0 and "warning" not in err
+    code, out, err = run(["predict", fit, "--params", "1e15", "--tokens", "2e10"], capsys)
+    assert "warning: N = 1e+15" in err
+    law = ChinchillaLaw.from_dict(json.loads(fit.read_text()))
+    assert far_outside(law, {"N": 1.0}) and "below the smallest N" in far_outside(law, {"N": 1.0})[0]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["predict", "{fit}", "--params", "1e9", "--tokens", "1e10", "--unique-tokens", "1e9"],
+     "--unique-tokens applies to a datacon fit only"),
+    (["predict", "{fit}", "--table", "{csv}", "--params", "1e9"], "leave out --params"),
+    (["predict", "{fit}", "--params", "1e9", "--tokens", "1e10", "--col", "N=params"], "--col applies to --table"),
+    (["predict", "{fit}", "--table", "{csv}"], "column 'N' not found"),
+    (["predict", "{fit}", "--table", "{fit}"], "is a FIT.json (a fitted law), not a table of runs"),
+    (["predict", "{fit}", "--table", "{csv}", "--col", "N=param"], "did you mean 'params'"),
+])
+def test_bad_input_is_one_line(fitted, capsys, argv, needle):
+    tmp, csv = fitted
+    fit = _fit(tmp, csv, capsys, boot="0")
+    code, _, err = run([a.format(fit=fit, csv=csv) for a in argv], capsys)
+    assert_one_line_error(code, err, needle)
