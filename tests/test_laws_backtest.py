@@ -133,3 +133,14 @@ def test_one_standard_error_rule_prefers_the_simpler_form():
     assert choose([free, tied])["law"] == "tied" and tied["chosen_over"] == "free"
     far = row("tied", [0.030, 0.020, 0.025])
     assert choose([row("free", [0.010, 0.004, 0.006]), far])["law"] == "free"
+
+
+def test_one_standard_error_rule_stays_within_the_family():
+    from scalelab.laws.backtest import choose
+
+    def row(law, folds):
+        return {"law": law, "mean_abs_err": folds[0],
+                "rolling": {"mean_abs_err": float(np.mean(folds)), "per_fold": [{"mean_abs_err": f} for f in folds]}}
+
+    # L(C) has fewer parameters but is not nested in Chinchilla's law: it wins only by being lowest
+    assert choose([row("free", [0.010, 0.004, 0.006]), row("kaplan", [0.011, 0.005, 0.006])])["law"] == "free"

@@ -226,11 +226,13 @@ def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int 
     return {"holdout": holdout, "method": method, "criterion": CRITERION, "candidates": rows, "best": best["law"]}
 
 
-CRITERION = ("one-standard-error rule on the rolling backtest: among the forms whose mean |relative error| "
-             "is within one standard error (over the held-out splits) of the lowest, the one with the fewest "
-             "parameters; the lowest error when there is a single split")
-# Free parameters of each candidate: the tie-break towards the simpler form.
+CRITERION = ("one-standard-error rule on the rolling backtest: among the nested forms of the best one's "
+             "family whose mean |relative error| is within one standard error (over the held-out splits) of "
+             "the lowest, the one with the fewest parameters; the lowest error when there is a single split")
+# Free parameters of each candidate, and its family: the rule moves only between nested forms
+# (tied and fixed-e are Chinchilla's law with one parameter held), never to another family.
 N_PARAMS = {"kaplan": 3, "tied": 4, "fixed-e": 4, "free": 5, "datacon": 7}
+FAMILY = {"free": "chinchilla", "tied": "chinchilla", "fixed-e": "chinchilla", "kaplan": "kaplan", "datacon": "datacon"}
 
 
 def score(row: dict[str, Any]) -> float:
@@ -246,10 +248,12 @@ def score_se(row: dict[str, Any]) -> float:
 def choose(scored: list[dict[str, Any]]) -> dict[str, Any]:
     """Breiman et al. 1984's one-standard-error rule (Hastie et al. 2009, Sec. 7.10): an error
     estimated from a handful of held-out budgets cannot separate forms closer than its own
-    standard error, and the form with fewer parameters extrapolates with less variance."""
+    standard error, and of nested forms the one with fewer parameters extrapolates with less
+    variance. Forms of other families (L(C), datacon) are chosen only with the lowest error."""
     lowest = min(scored, key=score)
     limit = score(lowest) + score_se(lowest)
-    within = [r for r in scored if score(r) <= limit * (1 + 1e-12)]
+    within = [r for r in scored if score(r) <= limit * (1 + 1e-12)
+              and FAMILY.get(r["law"], r["law"]) == FAMILY.get(lowest["law"], lowest["law"])]
     pick = min(within, key=lambda r: (N_PARAMS.get(r["law"], 99), score(r)))
     for r in scored:
         r["score"], r["score_se"] = score(r), score_se(r)
