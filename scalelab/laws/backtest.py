@@ -8,13 +8,15 @@ any table of runs:
 * `largest-params`: hold out the largest model size, fit the smaller ones;
 * an integer K: hold out the K largest budgets at once.
 
-Rolling versions repeat the split one level lower each time (fit budgets < b, predict b) for up
-to `ROLLING` levels, as long as at least three levels stay below for fitting. Errors are
+The primary split needs two levels below the held-out one. Rolling versions repeat the split one
+level lower each time (fit budgets < b, predict b) for up to `ROLLING` levels, as long as at
+least three levels stay below for fitting. Errors are
 relative, prediction/observation - 1, as fractions: mean and max of |error|, and the signed
 mean (bias). Budgets are clusters of log10 C (0.1 dex, as `isoflop.budget_groups`); a table
 whose compute is a continuum is binned in 0.25 dex steps instead (×1.8 per budget); model sizes
 the same way (1% clusters, else 0.1 dex bins). A level of fewer than 3 runs joins the one below.
-`both` scores the largest-compute and the largest-params splits together.
+`both` scores the largest-compute and the largest-params splits together. `choose` picks a form
+from the scores (the one-standard-error rule, see there).
 
     >>> bt = backtest(runs_frame("runs.csv"), ["free", "tied", "kaplan"])
     >>> bt["best"], bt["candidates"][0]["mean_abs_err"]
