@@ -97,6 +97,8 @@ def runs_frame(table: Any, col_map: dict[str, str] | None = None) -> Runs:
     from scalelab.laws.tables_io import load_runs_table
 
     frame = table if isinstance(table, pd.DataFrame) else load_runs_table(table).frame
+    if "phase" in frame.columns and (frame["phase"] == "pretrain").any():
+        frame = frame[frame["phase"] == "pretrain"]   # a whole pipeline's runs: the pretraining ones, as fit reads them
     col_map = dict(col_map or {})
     prep = prepare(frame, ChinchillaLaw, col_map=col_map)
     out = prep.frame.copy()
