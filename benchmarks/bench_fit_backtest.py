@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def table(methods, holdouts) -> None:
 def targets() -> None:
     from scalelab.laws.select import fit_auto
 
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    tmp = Path(tempfile.gettempdir())
     cases = [("olmo 190M-1B", olmo(("190M", "370M", "760M", "1B")), olmo_targets(), None),
              ("olmo 190M-3B", olmo(), olmo_targets(), None),
              ("testbed sweep", testbed(), TESTBED_TARGET, None),
@@ -93,7 +94,7 @@ def targets() -> None:
 def speed() -> None:
     from scalelab.laws.select import fit_auto
 
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_backtest_epoch.csv"
+    path = Path(tempfile.gettempdir()) / "bench_backtest_epoch.csv"
     epoch240()[["N", "D", "loss"]].to_csv(path, index=False)
     t = time.perf_counter()
     law, _, sel = fit_auto(path)

@@ -133,3 +133,31 @@ def test_one_standard_error_rule_prefers_the_simpler_form():
     assert choose([free, tied])["law"] == "tied" and tied["chosen_over"] == "free"
     far = row("tied", [0.030, 0.020, 0.025])
     assert choose([row("free", [0.010, 0.004, 0.006]), far])["law"] == "free"
+
+
+def test_one_standard_error_rule_stays_within_the_family():
+    from scalelab.laws.backtest import choose
+
+    def row(law, folds):
+        return {"law": law, "mean_abs_err": folds[0],
+                "rolling": {"mean_abs_err": float(np.mean(folds)), "per_fold": [{"mean_abs_err": f} for f in folds]}}
+
+    # L(C) has fewer parameters but is not nested in Chinchilla's law: it wins only by being lowest
+    assert choose([row("free", [0.010, 0.004, 0.006]), row("kaplan", [0.011, 0.005, 0.006])])["law"] == "free"
+
+
+def test_auto_reads_the_pretraining_runs_of_a_runs_directory(tmp_path, capsys):
+    from scalelab.ledger import RunRecord, write_record
+
+    df = pd.read_csv(ladder(tmp_path / "l.csv"))
+    for i, row in df.iterrows():
+        rec = RunRecord(run_id=f"r{i}", phase="pretrain", technique="pretrain", task="testbed",
+                        n_params_nonembedding=int(row.N), tokens=int(row.D), flops={"pretrain": 6 * row.N * row.D})
+        rec.complete(loss=row.loss)
+        write_record(tmp_path / "runs" / f"r{i}", rec)
+    post = RunRecord(run_id="sft", phase="posttrain", technique="sft", task="testbed", flops={"posttrain": 1e12})
+    post.complete(accuracy=0.5)
+    write_record(tmp_path / "runs" / "sft", post)
+    code, out, err = run(["fit", tmp_path / "runs", "--law", "auto", "--bootstrap", "0"], capsys)
+    assert code == 0, err
+    assert out.startswith("chose ") and "left out 1 post-training" in err

@@ -35,11 +35,12 @@ def test_two_step_recovers_a_known_law(tmp_path):
 def test_cli_fits_and_predicts(tmp_path, capsys):
     *_, csv = data(tmp_path)
     code, out, err = run(["downstream", csv, "--chance", "0.25", "--ceiling", "1", "--params", "1e10",
-                          "--tokens", "1e12", "--out", tmp_path / "d.json"], capsys)
+                          "--tokens", "1e12", "--out", tmp_path / "d.json", "--plot", tmp_path / "d.png"], capsys)
     assert code == 0, err
     assert "step 1" in out and "step 2" in out and "accuracy" in out
     doc = json.loads((tmp_path / "d.json").read_text())
     assert doc["law"] == "two-step" and 0.25 < doc["prediction"]["accuracy"] < 1
+    assert (tmp_path / "d.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("extra, needle", [

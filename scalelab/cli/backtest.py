@@ -42,6 +42,6 @@ def backtest_cmd(
         return
     stdout, stderr = _consoles()
     for note in runs.notices:
-        stderr.print(f"note: {note}", highlight=False)
+        stderr.print(f"note: {note}", highlight=False, soft_wrap=True)
     stdout.print(backtest_table(bt))
-    stdout.print(reason(bt).replace("chose", "best:", 1), highlight=False)
+    stdout.print(reason(bt).replace("chose", "best:", 1), highlight=False, soft_wrap=True)

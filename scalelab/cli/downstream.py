@@ -23,6 +23,7 @@ def downstream_cmd(
     params: Optional[float] = typer.Option(None, "--params", help="predict for a model with N parameters"),
     tokens: Optional[float] = typer.Option(None, "--tokens", help="... trained on D tokens"),
     out: Optional[Path] = typer.Option(None, "--out", help="write both steps to this JSON file"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a figure (PNG) of both steps"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Two-step downstream law (Bhagia et al. 2024): (N, D) -> task loss -> accuracy."""
@@ -47,9 +48,9 @@ def downstream_cmd(
     for c in (loss_col, acc_col):
         if c not in ck.columns:
             raise InputError(_missing_message(c, ck, None))
-    law = TwoStepLaw(form=form, chance=chance, ceiling=ceiling).fit(
-        X, _numeric(frame, loss_col, repr(loss_col)), _numeric(ck, loss_col, repr(loss_col)),
-        pd_fraction(ck, acc_col))
+    task_loss, ck_loss, ck_acc = _numeric(frame, loss_col, repr(loss_col)), _numeric(ck, loss_col, repr(loss_col)), \
+        pd_fraction(ck, acc_col)
+    law = TwoStepLaw(form=form, chance=chance, ceiling=ceiling).fit(X, task_loss, ck_loss, ck_acc)
     doc = law.to_dict()
     if params is not None:
         p = law.predict([[params, tokens]])
@@ -70,6 +71,12 @@ def downstream_cmd(
         print(f"N = {params:.4g}, D = {tokens:.4g}: task loss {pr['task_loss']:.4f}, accuracy {pr['accuracy']:.4f}")
     if out is not None:
         print(f"wrote {out}")
+    if plot is not None:
+        from scalelab.laws.downstream import plot_two_step
+
+        plot_two_step(law, X, task_loss, ck_loss, ck_acc, plot,
+                      targets=None if params is None else np.array([[params, tokens]]))
+        print(f"wrote {plot}")
 
 
 def pd_fraction(frame, col):

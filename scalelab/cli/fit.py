@@ -106,29 +106,29 @@ def fit_cmd(
         else:
             est, prep = fit_table(table, est, col_map=parse_col_map(col), x=x, progress=tick)
     if selection is not None:
-        stdout.print(selection["selected_by"]["reason"], highlight=False)
+        stdout.print(selection["selected_by"]["reason"], highlight=False, soft_wrap=True)
     for note in prep.notices:
-        stderr.print(f"note: {note}", highlight=False)
-    stdout.print(est.title, highlight=False)
+        stderr.print(f"note: {note}", highlight=False, soft_wrap=True)
+    stdout.print(est.title, highlight=False, soft_wrap=True)
     stdout.print(report.params_table(est))
     budgets = report.budgets_table(est)
     if budgets is not None:
         stdout.print(budgets)
     stdout.print(report.two_columns(report.fit_facts(est), ("", ""), justify="left"))
     for w in getattr(est, "warnings_", []):
-        stderr.print(f"warning: {w}", highlight=False)
+        stderr.print(f"warning: {w}", highlight=False, soft_wrap=True)
     if not est.converged_:
         stderr.print(f"warning: the optimiser did not converge ({est.result_.message}); "
-                     "the parameters above are where it stopped", highlight=False)
+                     "the parameters above are where it stopped", highlight=False, soft_wrap=True)
     if out is not None:
         write_fit(out, est, source=str(table), notices=prep.notices, columns=parse_col_map(col) or None,
                   extra=selection)
-        stdout.print(f"wrote {out}", highlight=False)
+        stdout.print(f"wrote {out}", highlight=False, soft_wrap=True)
     if plot is not None:
         from scalelab.laws.plot import plot_fit
 
         plot_fit(est, prep.X, prep.y, plot)
-        stdout.print(f"wrote {plot}", highlight=False)
+        stdout.print(f"wrote {plot}", highlight=False, soft_wrap=True)
 
 
 def check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:
@@ -206,11 +206,11 @@ def predict_cmd(
         else:
             stdout.print(report.batch_table(result))
             if "summary" in result:
-                stdout.print(report.batch_summary(result), highlight=False)
+                stdout.print(report.batch_summary(result), highlight=False, soft_wrap=True)
         for w in result["notices"]:
-            stderr.print(f"note: {w}", highlight=False)
+            stderr.print(f"note: {w}", highlight=False, soft_wrap=True)
         for w in result["warnings"]:
-            stderr.print(f"warning: {w}", highlight=False)
+            stderr.print(f"warning: {w}", highlight=False, soft_wrap=True)
         return
     if col:
         raise InputError("--col applies to --table")
@@ -259,10 +259,10 @@ def optimal_cmd(
     console, _ = _consoles()
     if "inference" in result:
         console.print(f"inference-aware optimum (Sardana et al. 2024) at the loss of the compute-optimal "
-                      f"model for C = {compute:.4g}, serving {inference_tokens:.4g} tokens:", highlight=False)
+                      f"model for C = {compute:.4g}, serving {inference_tokens:.4g} tokens:", highlight=False, soft_wrap=True)
         console.print(report.two_columns(report.inference_rows(result["inference"]),
                                          ("", "inference-aware", "Chinchilla-optimal")))
-        console.print(f"total FLOPs saved: {100 * result['inference']['saving']:.2f}%", highlight=False)
+        console.print(f"total FLOPs saved: {100 * result['inference']['saving']:.2f}%", highlight=False, soft_wrap=True)
     else:
         console.print(report.two_columns(report.allocation_rows(result["allocation"]), ("", "")))
         sys.stdout.flush()

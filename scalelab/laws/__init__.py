@@ -51,6 +51,10 @@ _EXPORTS = {
     "inference_optimal": "scalelab.laws.inference", "InferenceOptimum": "scalelab.laws.inference",
     "prepare": "scalelab.laws.table", "parse_col_map": "scalelab.laws.table", "Prepared": "scalelab.laws.table",
     "write_fit": "scalelab.laws.fitfile", "load_law": "scalelab.laws.fitfile", "plot_fit": "scalelab.laws.plot",
+    "backtest": "scalelab.laws.backtest", "runs_frame": "scalelab.laws.backtest", "fit_auto": "scalelab.laws.select",
+    "predict_intervals": "scalelab.laws.intervals", "predict_table": "scalelab.laws.batch",
+    "TwoStepLaw": "scalelab.laws.downstream", "AccuracySigmoid": "scalelab.laws.downstream",
+    "next_runs": "scalelab.laws.nextrun",
 }
 
 

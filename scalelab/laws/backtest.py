@@ -8,13 +8,15 @@ any table of runs:
 * `largest-params`: hold out the largest model size, fit the smaller ones;
 * an integer K: hold out the K largest budgets at once.
 
-Rolling versions repeat the split one level lower each time (fit budgets < b, predict b) for up
-to `ROLLING` levels, as long as at least three levels stay below for fitting. Errors are
+The primary split needs two levels below the held-out one. Rolling versions repeat the split one
+level lower each time (fit budgets < b, predict b) for up to `ROLLING` levels, as long as at
+least three levels stay below for fitting. Errors are
 relative, prediction/observation - 1, as fractions: mean and max of |error|, and the signed
 mean (bias). Budgets are clusters of log10 C (0.1 dex, as `isoflop.budget_groups`); a table
 whose compute is a continuum is binned in 0.25 dex steps instead (×1.8 per budget); model sizes
 the same way (1% clusters, else 0.1 dex bins). A level of fewer than 3 runs joins the one below.
-`both` scores the largest-compute and the largest-params splits together.
+`both` scores the largest-compute and the largest-params splits together. `choose` picks a form
+from the scores (the one-standard-error rule, see there).
 
     >>> bt = backtest(runs_frame("runs.csv"), ["free", "tied", "kaplan"])
     >>> bt["best"], bt["candidates"][0]["mean_abs_err"]
@@ -95,6 +97,8 @@ def runs_frame(table: Any, col_map: dict[str, str] | None = None) -> Runs:
     from scalelab.laws.tables_io import load_runs_table
 
     frame = table if isinstance(table, pd.DataFrame) else load_runs_table(table).frame
+    if "phase" in frame.columns and (frame["phase"] == "pretrain").any():
+        frame = frame[frame["phase"] == "pretrain"]   # a whole pipeline's runs: the pretraining ones, as fit reads them
     col_map = dict(col_map or {})
     prep = prepare(frame, ChinchillaLaw, col_map=col_map)
     out = prep.frame.copy()
@@ -226,11 +230,13 @@ def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int 
     return {"holdout": holdout, "method": method, "criterion": CRITERION, "candidates": rows, "best": best["law"]}
 
 
-CRITERION = ("one-standard-error rule on the rolling backtest: among the forms whose mean |relative error| "
-             "is within one standard error (over the held-out splits) of the lowest, the one with the fewest "
-             "parameters; the lowest error when there is a single split")
-# Free parameters of each candidate: the tie-break towards the simpler form.
+CRITERION = ("one-standard-error rule on the rolling backtest: among the nested forms of the best one's "
+             "family whose mean |relative error| is within one standard error (over the held-out splits) of "
+             "the lowest, the one with the fewest parameters; the lowest error when there is a single split")
+# Free parameters of each candidate, and its family: the rule moves only between nested forms
+# (tied and fixed-e are Chinchilla's law with one parameter held), never to another family.
 N_PARAMS = {"kaplan": 3, "tied": 4, "fixed-e": 4, "free": 5, "datacon": 7}
+FAMILY = {"free": "chinchilla", "tied": "chinchilla", "fixed-e": "chinchilla", "kaplan": "kaplan", "datacon": "datacon"}
 
 
 def score(row: dict[str, Any]) -> float:
@@ -246,10 +252,12 @@ def score_se(row: dict[str, Any]) -> float:
 def choose(scored: list[dict[str, Any]]) -> dict[str, Any]:
     """Breiman et al. 1984's one-standard-error rule (Hastie et al. 2009, Sec. 7.10): an error
     estimated from a handful of held-out budgets cannot separate forms closer than its own
-    standard error, and the form with fewer parameters extrapolates with less variance."""
+    standard error, and of nested forms the one with fewer parameters extrapolates with less
+    variance. Forms of other families (L(C), datacon) are chosen only with the lowest error."""
     lowest = min(scored, key=score)
     limit = score(lowest) + score_se(lowest)
-    within = [r for r in scored if score(r) <= limit * (1 + 1e-12)]
+    within = [r for r in scored if score(r) <= limit * (1 + 1e-12)
+              and FAMILY.get(r["law"], r["law"]) == FAMILY.get(lowest["law"], lowest["law"])]
     pick = min(within, key=lambda r: (N_PARAMS.get(r["law"], 99), score(r)))
     for r in scored:
         r["score"], r["score_se"] = score(r), score_se(r)

@@ -132,3 +132,39 @@ class TwoStepLaw:
                           "objective": self.step2_.result_.fun, "converged": self.step2_.converged_,
                           "message": self.step2_.result_.message, "loss_range": self.step2_.range_,
                           "fixed": {"floor": self.chance, "ceiling": self.ceiling}}}
+
+
+def plot_two_step(law: TwoStepLaw, X: np.ndarray, task_loss: np.ndarray, ckpt_loss: np.ndarray,
+                  ckpt_acc: np.ndarray, path: Any, *, targets: np.ndarray | None = None) -> Any:
+    """Left: task loss against compute 6ND per model size, with step 1's curves. Right: accuracy
+    against task loss, every checkpoint, step 2's sigmoid, and the predicted targets (N, D rows)."""
+    from pathlib import Path
+
+    from scalelab.laws.plot import _pyplot
+
+    plt = _pyplot()
+    X = np.asarray(X, float)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    C = 6 * X[:, 0] * X[:, 1]
+    for n in np.unique(X[:, 0]):
+        m = X[:, 0] == n
+        a1.scatter(C[m], np.asarray(task_loss)[m], s=18, label=f"N = {n:.3g}")
+        d = np.geomspace(X[m, 1].min() / 2, X[:, 1].max() * 20, 50)
+        a1.plot(6 * n * d, law.step1_.predict(np.column_stack([np.full_like(d, n), d])), lw=0.8)
+    a1.set(xscale="log", xlabel="training compute 6ND (FLOPs)", ylabel="task loss", title="step 1: (N, D) → task loss")
+    a1.legend(fontsize=7)
+    a2.scatter(ckpt_loss, ckpt_acc, s=4, alpha=0.3, color="grey", label="ladder checkpoints")
+    lo = min(np.min(ckpt_loss), np.min(law.predict(targets)["task_loss"]) if targets is not None else np.inf)
+    grid = np.linspace(lo * 0.9, np.max(ckpt_loss) * 1.05, 200)
+    a2.plot(grid, law.step2_.predict(grid), color="k", lw=1, label="sigmoid")
+    if targets is not None:
+        p = law.predict(targets)
+        a2.scatter(p["task_loss"], p["accuracy"], marker="*", s=120, color="C3", label="predicted targets")
+    a2.set(xlabel="task loss", ylabel="accuracy", title="step 2: task loss → accuracy")
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
