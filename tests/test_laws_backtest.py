@@ -147,7 +147,7 @@ def test_one_standard_error_rule_stays_within_the_family():
 
 
 def test_auto_reads_the_pretraining_runs_of_a_runs_directory(tmp_path, capsys):
-    from scalelab.ledger import RunRecord, write_record
+    from scalelab.records import RunRecord, write_record
 
     df = pd.read_csv(ladder(tmp_path / "l.csv"))
     for i, row in df.iterrows():
