@@ -101,7 +101,9 @@ def test_backtest_and_auto_from_the_command_line(tmp_path, capsys):
     (["fit", "{json}", "--law", "chinchilla"], "is a FIT.json (a fitted law), not a table of runs"),
     (["fit", "{csv}", "--law", "chinchilla", "--form", "loose"], "--form 'loose': choose one of free, tied, fixed-e"),
     (["fit", "{csv}", "--law", "chinchilla", "--form", "fixed-e"], "--form fixed-e needs --floor"),
-    (["fit", "{csv}", "--law", "power", "--form", "tied"], "--form applies to --law chinchilla"),
+    (["fit", "{csv}", "--law", "power", "--form", "tied"], "--form applies to --law chinchilla / datacon, not power"),
+    (["fit", "{csv}", "--law", "coverage", "--form", "tied"], "--form applies to --law chinchilla / datacon"),
+    (["fit", "{csv}", "--law", "datacon", "--form", "fixed-e"], "--form 'fixed-e': choose one of free, tied"),
     (["fit", "{csv}", "--law", "isoflop", "--method", "vpnls"], "--method applies to --law chinchilla"),
     (["fit", "{csv}", "--law", "chinchilla", "--holdout", "2"], "--holdout applies to --law auto"),
     (["fit", "{csv}", "--law", "auto", "--form", "tied"], "--law auto chooses the form itself"),
@@ -161,3 +163,18 @@ def test_auto_reads_the_pretraining_runs_of_a_runs_directory(tmp_path, capsys):
     code, out, err = run(["fit", tmp_path / "runs", "--law", "auto", "--bootstrap", "0"], capsys)
     assert code == 0, err
     assert out.startswith("chose ") and "left out 1 post-training" in err
+
+
+def test_datacon_tied_form_from_the_command_line(tmp_path, capsys):
+    from scalelab.laws.datacon import datacon_loss
+
+    p = dict(TIED, R_D_star=15.0, R_N_star=5.0)
+    rows = [(N, D, U) for N in (5e7, 1e8, 2e8, 5e8, 1e9) for D in (2e9, 1e10, 5e10) for U in (D, D / 4, D / 16)]
+    X = np.array(rows)
+    pd.DataFrame({"N": X[:, 0], "D": X[:, 1], "U": X[:, 2],
+                  "loss": datacon_loss(X[:, 0], X[:, 1], X[:, 2], p)}).to_csv(tmp_path / "dc.csv", index=False)
+    code, out, err = run(["fit", tmp_path / "dc.csv", "--law", "datacon", "--form", "tied", "--bootstrap", "0",
+                          "--out", tmp_path / "dc.json"], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "dc.json").read_text())
+    assert doc["settings"]["tie_exponents"] is True and doc["params"]["alpha"] == doc["params"]["beta"]

@@ -102,3 +102,20 @@ def test_bad_input_is_one_line(fitted, capsys, argv, needle):
     fit = _fit(tmp, csv, capsys, boot="0")
     code, _, err = run([a.format(fit=fit, csv=csv) for a in argv], capsys)
     assert_one_line_error(code, err, needle)
+
+
+@pytest.mark.parametrize("form, hyper", [("free", {}), ("tied", {}), ("fixed-e", {"E_fixed": 1.6})])
+def test_forms_keep_the_estimator_contract(form, hyper):
+    rng = np.random.default_rng(2)
+    N, D = (a.ravel() for a in np.meshgrid(np.logspace(7, 9, 5), np.logspace(9, 11, 5)))
+    X = np.column_stack([N, D])
+    y = law_loss(N, D) * np.exp(rng.normal(0, 0.003, N.size))
+    law = ChinchillaLaw(form=form, method="vpnls", bootstrap=40, seed=3, **hyper)
+    assert law.fit(X, y) is law and law.converged_
+    assert law.get_params()["form"] == form
+    twin = ChinchillaLaw(form=form, method="vpnls", bootstrap=40, seed=3, **hyper).fit(X, y)
+    assert twin.params_ == law.params_ and twin.ci_ == law.ci_
+    again = ChinchillaLaw.from_dict(json.loads(json.dumps(law.to_dict())))
+    a, b = predict_intervals(law, X[:3]), predict_intervals(again, X[:3])
+    assert np.allclose(a["loss"], b["loss"]) and np.allclose(a["ci"], b["ci"]) and np.allclose(a["pi"], b["pi"])
+    assert again.range_ == law.range_ and again.noise_ == law.noise_

@@ -67,11 +67,15 @@ def fit_cmd(
     from scalelab.laws import LAWS
 
     for flag, value, hyper in (("--x", x, "x"), ("--n-init", n_init, "n_init"), ("--floor", floor, "E_fixed"),
-                               ("--form", form, "form"), ("--method", method, "method")):
+                               ("--method", method, "method")):
         if value is not None and law != "auto" and hyper not in LAWS[law]._hyper_names():
             able = [name for name in REGISTRY if hyper in LAWS[name]._hyper_names()]
             raise InputError(f"{flag} applies to --law {' / '.join(able)}, not {law}")
-    check_choice("--form", form, ("free", "tied", "fixed-e"))
+    # datacon's first stage is Chinchilla's law: --form free|tied reaches its tie_exponents
+    if form is not None and law not in ("chinchilla", "datacon", "auto"):
+        raise InputError(f"--form applies to --law chinchilla / datacon, not {law}")
+    datacon_form = law == "datacon" and form is not None
+    check_choice("--form", form, ("free", "tied") if law == "datacon" else ("free", "tied", "fixed-e"))
     check_choice("--method", method, ("lbfgs", "vpnls"))
     if law == "auto" and (form is not None or x is not None):
         raise InputError("--law auto chooses the form itself; --form and --x apply to a named law")
@@ -84,7 +88,7 @@ def fit_cmd(
     est = None
     if law != "auto":
         est = make_law(law, x=x, n_init=n_init, bootstrap=bootstrap, seed=seed, E_fixed=E_fixed, form=form,
-                       method=method)
+                       method=method, tie_exponents=(form == "tied") if datacon_form else None)
     n_boot = getattr(est, "bootstrap", 0) if est is not None else (1000 if bootstrap is None else bootstrap)
     progress = Progress(TextColumn("bootstrap"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=stderr, transient=True, auto_refresh=False,  # no refresh thread: fits fork

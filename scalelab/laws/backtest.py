@@ -177,8 +177,8 @@ def _fit_predict(cand: Candidate, frame: pd.DataFrame, train: np.ndarray, test: 
                  hyper: dict[str, Any]) -> np.ndarray:
     law = cand.make(**hyper)
     Xtr = frame.loc[train, list(cand.columns)].to_numpy(float)
-    law.fit(Xtr, frame.loc[train, "loss"].to_numpy(float))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):   # a candidate running off to inf is scored as failed below, not warned about
+        law.fit(Xtr, frame.loc[train, "loss"].to_numpy(float))
         pred = law.predict(frame.loc[test, list(cand.columns)].to_numpy(float))
     if not np.all(np.isfinite(pred)):
         raise ValueError("the fit predicts a non-finite loss on the held-out runs")
