@@ -109,7 +109,7 @@ class Law:
 
     # ---- FIT.json --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The FIT.json form (keys fixed by issue 2: law, params, ci95, n_points, objective,
+        """The FIT.json form (keys fixed since the first release: law, params, ci95, n_points, objective,
         converged, optimal), plus the settings and optimiser message that produced it."""
         self._check_fitted()
         res = self.result_

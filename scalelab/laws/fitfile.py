@@ -1,6 +1,6 @@
 """FIT.json: a fitted law on disk, read back by `scalelab predict` and `scalelab optimal`.
 
-Keys (issue 2): `law`; `params`; `ci95` (same keys, [low, high]); `n_points`; `objective`;
+Keys (fixed since the first release): `law`; `params`; `ci95` (same keys, [low, high]); `n_points`; `objective`;
 `converged`; `optimal` (a, b where the law defines them). scalelab adds `message` (the stopping
 test met), `check` (what scipy's L-BFGS-B made of the optimum), `settings` (the
 hyper-parameters), `source`, `columns`,
