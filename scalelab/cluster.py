@@ -63,7 +63,7 @@ def connect(address: str | None, *, timeout_s: float = 20.0, num_cpus: int | Non
         # On this thread: the processes a local instance starts die with the thread that started
         # them (Linux's parent-death signal), so a helper thread that returns would take them along.
         # address="local": a new instance always. ray.init() without an address joins the cluster
-        # named by RAY_ADDRESS or by the last `ray start` on this machine (/tmp/ray/ray_current_cluster),
+        # named by RAY_ADDRESS or by the last `ray start` on this machine (Ray's current-cluster file),
         # and when that cluster is gone it retried for minutes (docs/LOG.md, 2026-11-25).
         try:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kw)

@@ -7,10 +7,11 @@ that cannot be read are reported as `Skipped`, never dropped silently.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
@@ -164,3 +165,26 @@ def posttrain_table(runs_dir: str | Path) -> Any:
     if not rows:
         raise InputError(f"{runs_dir}: no complete post-training records with accuracy")
     return pd.DataFrame(rows)
+
+
+def jsonl_objects(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a user's JSONL file. A line that is not a
+    JSON object, or text that is not UTF-8, is a one-line error naming the file and the line;
+    `what` names the file's kind in the not-found message."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such {what}")
+    with open(p, encoding="utf-8", errors="strict") as f:
+        try:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{p} line {i}: not valid JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(obj, dict):
+                    raise InputError(f"{p} line {i}: expected a JSON object, found {type(obj).__name__}")
+                yield i, obj
+        except UnicodeDecodeError as e:
+            raise InputError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None

@@ -138,9 +138,7 @@ def plot_two_step(law: TwoStepLaw, X: np.ndarray, task_loss: np.ndarray, ckpt_lo
                   ckpt_acc: np.ndarray, path: Any, *, targets: np.ndarray | None = None) -> Any:
     """Left: task loss against compute 6ND per model size, with step 1's curves. Right: accuracy
     against task loss, every checkpoint, step 2's sigmoid, and the predicted targets (N, D rows)."""
-    from pathlib import Path
-
-    from scalelab.laws.plot import _pyplot
+    from scalelab.laws.plot import _pyplot, save_figure
 
     plt = _pyplot()
     X = np.asarray(X, float)
@@ -162,9 +160,4 @@ def plot_two_step(law: TwoStepLaw, X: np.ndarray, task_loss: np.ndarray, ckpt_lo
         a2.scatter(p["task_loss"], p["accuracy"], marker="*", s=120, color="C3", label="predicted targets")
     a2.set(xlabel="task loss", ylabel="accuracy", title="step 2: task loss → accuracy")
     a2.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)

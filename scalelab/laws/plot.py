@@ -30,6 +30,11 @@ def plot_fit(law: Law, X: np.ndarray, y: np.ndarray, path: str | Path, *, title:
     drawer = PLOTTERS.get(law.name, _plot_observed_predicted)
     fig = drawer(plt, law, np.asarray(X, float), np.asarray(y, float))
     fig.suptitle(title or law.title, fontsize=10)
+    return save_figure(plt, fig, path)
+
+
+def save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure; returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

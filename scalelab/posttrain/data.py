@@ -16,16 +16,16 @@ Loss on completions only: the prompt is given, so its tokens carry no signal abo
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 from pydantic import AfterValidator
 
 from scalelab.errors import InputError
+from scalelab.tables import jsonl_objects
 
 BOS, EOS = "<bos>", "<eos>"
 
@@ -83,25 +83,6 @@ def testbed_examples(src: Any, tokenizer: Any, n: int, *, split: str = "train", 
                      seed: int = 0) -> list[Example]:
     return [make_example(tokenizer, BOS + p.question(), p.solution(), steps=p.steps)
             for p in testbed_problems(src, n, split=split, steps=steps, seed=seed)]
-
-
-def jsonl_objects(path: str | Path, *, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) of each non-blank line of a JSONL file; a line that is not a JSON
-    object is a one-line error naming it. `what` names the file's kind in the not-found message."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such {what}")
-    with open(p, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{p} line {i}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{p} line {i}: expected a JSON object")
-            yield i, obj
 
 
 def require_strings(path: str | Path, i: int, obj: dict[str, Any], keys: Sequence[str]) -> None:

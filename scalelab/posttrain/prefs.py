@@ -72,7 +72,8 @@ def _label(v: Any) -> float | None:
 
 def read_feedback(path: str | Path) -> Feedback:
     """Pairs and thumbs from a JSONL file (module docstring); one-line errors name the line."""
-    from scalelab.posttrain.data import jsonl_objects, require_strings
+    from scalelab.posttrain.data import require_strings
+    from scalelab.tables import jsonl_objects
 
     pairs, thumbs = [], []
     what = "feedback file (JSONL of prompt/chosen/rejected or prompt/completion/label)"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Hashable, Iterable, Sequence
 
 from scalelab.errors import ConfigError, InputError
+from scalelab.tables import jsonl_objects
 from scalelab.tasks import answers as A
 from scalelab.tasks.base import Verdict
 from scalelab.tasks.mathanswer import canonical as math_canonical, equivalent as math_equivalent
@@ -71,21 +72,7 @@ def read_rows(path: str | Path) -> tuple[list[tuple[int, dict]], list[str]]:
         raise InputError(f"{path}: no such file")
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        rows = []
-        with open(p, encoding="utf-8", errors="strict") as f:
-            try:
-                for i, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise InputError(f"{path} line {i}: not valid JSON ({e.msg} at column {e.colno})") from None
-                    if not isinstance(row, dict):
-                        raise InputError(f"{path} line {i}: expected a JSON object, found {type(row).__name__}")
-                    rows.append((i, row))
-            except UnicodeDecodeError as e:
-                raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        rows = list(jsonl_objects(p))
     elif suffix in (".csv", ".tsv", ".parquet", ".pq"):
         import pandas as pd
 
