@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from scalelab.cli import task_options as T
 from scalelab.cli.app import app
 from scalelab.errors import ConfigError, InputError
 
@@ -88,8 +89,14 @@ def testtime_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="policy run directory (or HF checkpoint dir)"),
     strategies: str = typer.Option("cot,majority", "--strategies", help="comma-separated; see `scalelab testtime strategies`"),
     n: str = typer.Option("1,2,4,8,16,32,64", "--n", help="budgets: samples / beams / revisions"),
-    difficulties: str = typer.Option("1-8", "--difficulties", help="steps per problem, e.g. 3-6 or 2,4,6"),
+    difficulties: Optional[str] = typer.Option(None, "--difficulties", help="testbed: steps per problem, e.g. 3-6 "
+                                               "or 2,4,6 (default 1-8); task file: its difficulty bins (default all)"),
     problems: int = typer.Option(50, "--problems", help="problems per difficulty"),
+    split: str = typer.Option("test", "--split", help="testbed: val or test; task file: any split it has"),
+    task: Optional[str] = T.TASK, task_format: str = T.TASK_FORMAT, task_field: list[str] = T.TASK_FIELD,
+    task_regex: Optional[str] = T.TASK_REGEX, chat: str = T.CHAT, system: Optional[str] = T.SYSTEM,
+    fewshot: Optional[str] = T.FEWSHOT, shots: int = T.SHOTS, max_new_tokens: Optional[int] = T.MAX_NEW,
+    stop: list[str] = T.STOP, step_split: str = T.STEP_SPLIT,
     orm: Optional[str] = typer.Option(None, "--orm", help="outcome reward model run"),
     prm: Optional[str] = typer.Option(None, "--prm", help="process reward model run"),
     temperature: float = typer.Option(0.8, "--temperature"),
@@ -102,7 +109,7 @@ def testtime_cmd(
     sets: list[str] = _SET,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where records go"),
 ) -> None:
-    """Evaluate strategies on the testbed: one record per (strategy, n, difficulty)."""
+    """Evaluate strategies on the testbed or a task file: one record per (strategy, n, difficulty)."""
     if ctx.invoked_subcommand is not None:
         return
     if model is None:
@@ -111,9 +118,12 @@ def testtime_cmd(
     evaluate, where = _evaluator(executor, address, shards)
     from scalelab.testtime.evaluate import TesttimeConfig
 
+    fields = T.task_fields(task, task_format, task_field, task_regex, chat, system, fewshot, shots, max_new_tokens,
+                           stop, step_split)
     cfg = TesttimeConfig.build(model=model, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
-                               n=_ints(n, "--n"), difficulties=_ints(difficulties, "--difficulties"), problems=problems,
-                               orm=orm, prm=prm, temperature=temperature, seed=seed, threads=threads).override(sets)
+                               n=_ints(n, "--n"), difficulties=T.difficulty_labels(difficulties, _ints),
+                               problems=problems, split=split, orm=orm, prm=prm, temperature=temperature, seed=seed,
+                               threads=threads, **fields).override(sets)
     if where:
         print(f"testtime: sampling on {where}", file=sys.stderr)
     print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'chance':>10}{'FLOPs/question':>16}")
@@ -159,11 +169,16 @@ def train_verifier_cmd(
                                         "come from the policy"),
     init: str = typer.Option("policy", "--init", help="label head: policy (fine-tune a copy of the policy or judge) "
                              "| a ladder preset"),
+    task: Optional[str] = T.TASK, task_format: str = T.TASK_FORMAT, task_field: list[str] = T.TASK_FIELD,
+    task_regex: Optional[str] = T.TASK_REGEX, chat: str = T.CHAT, system: Optional[str] = T.SYSTEM,
+    fewshot: Optional[str] = T.FEWSHOT, shots: int = T.SHOTS, max_new_tokens: Optional[int] = T.MAX_NEW,
+    stop: list[str] = T.STOP, step_split: str = T.STEP_SPLIT,
     threads: Optional[int] = typer.Option(None, "--threads"),
     sets: list[str] = _SET,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
 ) -> None:
-    """Train an outcome or process reward model on the policy's own samples; writes a run."""
+    """Train an outcome or process reward model on the policy's own samples (of the testbed, or of a task
+    file's train split, labelled by its verifier); writes a run."""
     _setup(threads)
     from scalelab.rewards.trainer import VerifierConfig, train_verifier
 
@@ -172,7 +187,9 @@ def train_verifier_cmd(
     if head not in ("likelihood", "label"):
         raise InputError(f"--head {head!r}: choose likelihood or label")
     cfg = VerifierConfig.build(policy=policy, kind=kind, head=head, problems=problems, samples=samples, rollouts=rollouts,
-                               label=label, epochs=epochs, init=init, judge=judge, threads=threads).override(sets)
+                               label=label, epochs=epochs, init=init, judge=judge, threads=threads,
+                               **T.task_fields(task, task_format, task_field, task_regex, chat, system, fewshot, shots,
+                                               max_new_tokens, stop, step_split)).override(sets)
     with _progress() as bar:
         task = bar.add_task("loading", total=None)
         rec = train_verifier(cfg, runs_dir, progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))

@@ -47,10 +47,11 @@ from scalelab.runs import run_id
 from scalelab import passk as est
 from scalelab.rewards.models import BAD, FEATURES, GOOD, REWARD_FILE, likelihood_features, query_positions, token_logprobs, vocab_hash
 from scalelab.tasks.base import split_lines
+from scalelab.tasks.options import TASK_FIELDS, TaskOptions
 from scalelab.tasks.testbed import TestbedTask
 
 
-class VerifierConfig(Config):
+class VerifierConfig(TaskOptions):
     policy: str = Field(..., description="policy run directory (or checkpoint directory)")
     kind: Literal["orm", "prm"] = "prm"
     head: Literal["likelihood", "label"] = Field("likelihood", description="see testtime/verifiers.py")
@@ -77,10 +78,25 @@ class VerifierConfig(Config):
 
 
 def run_id_for(cfg: VerifierConfig, policy_id: str, judge_id: str | None = None) -> str:
-    key = cfg.model_dump(exclude={"max_batch", "threads", "policy", "judge"})
+    key = {**cfg.model_dump(exclude={"max_batch", "threads", "policy", "judge", *TASK_FIELDS}), **cfg.task_key()}
     if judge_id is not None:  # runs identified by name, not by where they lie (as the policy)
         key["judge"] = judge_id
     return run_id(cfg.kind, policy_id, key={**key, 'policy': policy_id})
+
+
+def _file_problems(task: Any, cfg: VerifierConfig) -> tuple[list[Any], list[Any]]:
+    """(training, validation) problems of a task file: its train split, validated on its val split
+    or, without one, on `val_problems` held out of the train split (never on the test split)."""
+    pool = task.problems("train", 10**9)
+    rng = np.random.default_rng(cfg.seed)
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    if "val" in task.splits():
+        return pool[:cfg.problems], task.problems("val", cfg.val_problems, seed=cfg.seed)
+    if len(pool) < 4:
+        raise ConfigError(f"{task.name}: {len(pool)} training problems; a reward model needs at least 4 (and a "
+                          "validation share held out of them)")
+    k = min(cfg.val_problems, len(pool) // 4)
+    return pool[k:k + cfg.problems], pool[:k]
 
 
 def _problems(src: Any, split: str, n: int, cfg: VerifierConfig, seed: int) -> list[Any]:
@@ -105,7 +121,7 @@ def _label_prm(eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[s
     keys = list(prefixes)
     labels: dict[tuple[int, str], float] = {}
     if keys:
-        params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed + 1,
+        params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed + 1, stop=tuple(getattr(task, "stop", ())),
                                 max_tokens=max(task.max_tokens(p) for p in probs))
         gen = eng.generate([task.prompt(probs[i]) + pre for i, pre in keys], cfg.rollouts, params, progress=progress)
         for (i, pre), comps in zip(keys, gen.completions):
@@ -121,7 +137,8 @@ def _label_prm(eng: Any, task: TestbedTask, probs: list[Any], texts: list[list[s
             # an empty sample (<eos> at once) has no line to label, nor a query position to score
             steps = [labels[(i, "".join(lines[:j + 1]))] for j in range(len(lines) - 1)]
             out[-1].append(steps + [final] if lines else [])
-            truth[-1].append([_prefix_ok(task, probs[i], "".join(lines[:j + 1])) for j in range(len(lines))])
+            if isinstance(task, TestbedTask):  # only the testbed can check a prefix's steps
+                truth[-1].append([_prefix_ok(task, probs[i], "".join(lines[:j + 1])) for j in range(len(lines))])
     return out, truth
 
 
@@ -171,19 +188,22 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
 
     t0 = time.perf_counter()
     eng = Engine.load(cfg.policy, max_batch=cfg.max_batch)
-    from scalelab.tasks.testbed import check_testbed_tokenizer
-
-    check_testbed_tokenizer(eng, pid)
+    task = cfg.task_for(eng, pid)
     base, jrec, jid = eng, None, None  # what the reward model is built from
     if cfg.judge is not None:
         base, jrec, jid = _load_judge(cfg, eng, pid)
-    src = testbed_for(parent)
-    if cfg.max_steps > src.config.max_steps:
-        raise ConfigError(f"max_steps={cfg.max_steps}: the policy's testbed has at most {src.config.max_steps} steps")
-    task = TestbedTask()
-    train_p = _problems(src, "train", cfg.problems, cfg, cfg.seed)
-    val_p = _problems(src, "val", cfg.val_problems, cfg, cfg.seed + 7)
-    params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed,
+    if cfg.on_testbed:
+        src = testbed_for(parent)
+        if cfg.max_steps > src.config.max_steps:
+            raise ConfigError(f"max_steps={cfg.max_steps}: the policy's testbed has at most {src.config.max_steps} steps")
+        train_p = _problems(src, "train", cfg.problems, cfg, cfg.seed)
+        val_p = _problems(src, "val", cfg.val_problems, cfg, cfg.seed + 7)
+    else:
+        if cfg.kind == "prm" and cfg.step_split != "lines":
+            raise ConfigError(f"--step-split {cfg.step_split}: process reward models are trained and queried at line "
+                              "ends; use --step-split lines")
+        train_p, val_p = _file_problems(task, cfg)
+    params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed, stop=tuple(getattr(task, "stop", ())),
                             max_tokens=max(task.max_tokens(p) for p in train_p + val_p))
     tick = lambda stage: (lambda d, t: progress(stage, d, t))  # noqa: E731
     gen = eng.generate([task.prompt(p) for p in train_p + val_p], cfg.samples, params, progress=tick("sampling"))
@@ -194,7 +214,7 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
         labels, truth = _label_prm(eng, task, train_p, tr_texts, cfg, tick("rollouts"))
         flat_l = np.array([x for a in labels for b in a for x in b])
         flat_t = np.array([x for a in truth for b in a for x in b])
-        agreement = float(((flat_l >= 0.5) == flat_t).mean())
+        agreement = float(((flat_l >= 0.5) == flat_t).mean()) if cfg.on_testbed else None
     else:
         labels = [[[float(c)] for c in row] for row in correct[:len(train_p)]]
         agreement = None
@@ -207,7 +227,7 @@ def _train(cfg: VerifierConfig, run_dir: Path, parent: Any, pid: str, progress: 
                "label": cfg.label, "vocab_hash": vocab_hash(tok),
                "query": "every line end" if cfg.kind == "prm" else "last token"}
     record = RunRecord(run_id=run_dir.name, parent_id=pid, phase="posttrain",
-                       technique=f"reward-model-{cfg.kind}", task="testbed", config=cfg.model_dump())
+                       technique=f"reward-model-{cfg.kind}", task=cfg.task_name(), config=cfg.model_dump())
     ledger = dict(parent.flops) if parent is not None else {}
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / CONFIG_FILE, cfg.model_dump())
@@ -263,7 +283,8 @@ def _load_judge(cfg: VerifierConfig, policy: Any, pid: str) -> tuple[Any, Any, s
     jrec = parent_record(cfg.judge)
     jid = run_name(cfg.judge, jrec)
     judge = Engine.load(cfg.judge, max_batch=cfg.max_batch)
-    check_testbed_tokenizer(judge, jid)
+    if cfg.on_testbed:
+        check_testbed_tokenizer(judge, jid)
     if vocab_hash(judge.tokenizer) != vocab_hash(policy.tokenizer):
         raise ConfigError(f"judge {jid} has another tokenizer than the policy {pid} (vocabularies of "
                           f"{len(judge.tokenizer)} and {len(policy.tokenizer)} tokens differ): a judge must read the "

@@ -357,6 +357,12 @@ class FileTask:
     def split_steps(self, text: str) -> list[str]:
         return self._steps(text)
 
+    def search_limits(self, problem: FileProblem) -> tuple[int, int]:
+        """(step lines, tokens per line) for a line-by-line search within `max_new_tokens` in all:
+        a line may take up to 128 tokens, and as many lines as fill the budget at 16 tokens a line."""
+        per_line = min(self.max_new_tokens, 128)
+        return max(1, -(-self.max_new_tokens // 16)), per_line
+
     def is_answer_line(self, step: str) -> bool:
         low = step[:A.MAX_SCAN].lower()
         if "answer is" in low or "answer:" in low:

@@ -5,7 +5,7 @@ Two ways, chosen by `chat` (auto|on|off):
 - chat: the tokenizer's own chat template (`apply_chat_template(..., add_generation_prompt=True)`)
   over messages [system?] + [user: shot question, assistant: shot solution]*K + [user: question].
   `auto` uses it when the tokenizer has a template; `on` without one is an error.
-- plain: `system` and a blank line, then each shot as the template followed by its solution and a
+- plain: the tokenizer's BOS text where it adds one by default, `system` and a blank line, then each shot as the template followed by its solution and a
   blank line, then the template for the question. The default template, "Question: {prompt}\\nAnswer:",
   is the few-shot layout of the GSM8K and MMLU evaluations in EleutherAI's lm-evaluation-harness.
 
@@ -57,6 +57,20 @@ class Prompter:
             raise ConfigError(f"--chat on: {what}; use --chat auto or off")
 
     @property
+    def bos(self) -> str:
+        """The tokenizer's BOS text when it would add one itself (a Llama tokenizer's <s>): written into
+        the plain prompt, so that every encoder reads it without special-token flags; a chat template
+        writes its own (lm-evaluation-harness's convention)."""
+        tok = self.tokenizer
+        if tok is None or getattr(tok, "bos_token_id", None) is None or not getattr(tok, "bos_token", None):
+            return ""
+        try:
+            ids = tok("a", add_special_tokens=True)["input_ids"]
+        except Exception:  # a tokenizer that cannot encode "a" has no default BOS to speak of
+            return ""
+        return tok.bos_token if ids and ids[0] == tok.bos_token_id else ""
+
+    @property
     def uses_chat(self) -> bool:
         return self.chat != "off" and has_chat_template(self.tokenizer)
 
@@ -67,7 +81,8 @@ class Prompter:
                 messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
             messages.append({"role": "user", "content": question})
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        parts = [self.system + "\n\n"] if self.system else []
+        parts = [self.bos] if self.bos else []
+        parts += [self.system + "\n\n"] if self.system else []
         for q, a in self.shots:
             parts.append(self.template.format(prompt=q) + " " + a.strip() + "\n\n")
         parts.append(self.template.format(prompt=question))

@@ -378,6 +378,11 @@ class TestbedTask:
     def split_steps(self, text: str) -> list[str]:
         return split_lines(text)
 
+    def search_limits(self, p: Problem) -> tuple[int, int]:
+        """(step lines, tokens per line) for a search: every step corrected once, and the answer line;
+        the longest line, "!h:999*999=999\n", is 15 characters."""
+        return 2 * p.steps + 2, 24
+
     @staticmethod
     def is_answer_line(line: str) -> bool:
         return line.startswith("A:")

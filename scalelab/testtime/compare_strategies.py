@@ -22,7 +22,7 @@ import numpy as np
 from scalelab.errors import InputError
 from scalelab.tables import load_runs
 from scalelab import passk as est
-SAME_PROBLEMS = ("seed", "problems", "split", "modulus")  # config fields that fix the problem set
+SAME_PROBLEMS = ("seed", "problems", "split", "modulus", "task")  # config fields that fix the problem set
 
 
 def _points(path: str | Path) -> dict[tuple[str, int], dict[int, Any]]:

@@ -13,6 +13,7 @@ import numpy as np
 from scalelab import passk as est
 from scalelab.errors import ConfigError
 from scalelab.rewards.models import PRM_AGGREGATES
+from scalelab.tasks.base import Task
 from scalelab.tasks.testbed import Problem, TestbedTask
 
 
@@ -74,7 +75,7 @@ class Context:
     orm: Any = None
     prm: Any = None
     options: Options = field(default_factory=Options)
-    task: TestbedTask = field(default_factory=TestbedTask)
+    task: Task = field(default_factory=TestbedTask)
     progress: Callable[[str, int, int], None] | None = None
     pools: dict[tuple[Problem, ...], list[Pool]] = field(default_factory=dict)
     pool_size: int = 0  # draw at least this many samples per problem (the largest budget of a sweep)
@@ -83,7 +84,8 @@ class Context:
         from scalelab.inference.engine import SamplingParams
 
         o = self.options
-        base = dict(temperature=o.temperature, top_p=o.top_p, top_k=o.top_k, seed=o.seed, max_tokens=max_tokens)
+        base = dict(temperature=o.temperature, top_p=o.top_p, top_k=o.top_k, seed=o.seed, max_tokens=max_tokens,
+                    stop=tuple(getattr(self.task, "stop", ())))  # a task file's stop strings (the next question)
         return SamplingParams(**{**base, **kw})
 
     def pool(self, problems: Sequence[Problem], n: int) -> list[Pool]:

@@ -1,9 +1,10 @@
-"""Evaluation: strategies x budgets x difficulties on the testbed, one run record per point.
+"""Evaluation: strategies x budgets x difficulties on a task, one run record per point.
 
     from scalelab.testtime.evaluate import TesttimeConfig, evaluate
     records = evaluate(TesttimeConfig.build(model="runs/d6-...", strategies=["cot", "majority"]), "runs/tt")
 
-Records go to RUNS_DIR/<model run>/<strategy>/d<steps>/<run id>/record.json, so that one curve
+Records go to RUNS_DIR/<model run>/<strategy>/d<steps>/<run id>/record.json (a task file's under
+RUNS_DIR/<model run>/<task file's stem>/...), so that one curve
 (one strategy, one difficulty, every n) is one folder: `scalelab fit RUNS_DIR/<model>/majority/d5
 --law testtime` fits it. A record holds `technique` = the strategy, `metrics.n`,
 `metrics.accuracy` (mean expected correctness over the problems) with its standard error,
@@ -11,15 +12,22 @@ Records go to RUNS_DIR/<model run>/<strategy>/d<steps>/<run id>/record.json, so 
 evaluation's totals over all its problems) next to the policy's pretraining (and post-training)
 FLOPs carried forward from the parent run. Points already recorded are skipped, so an
 interrupted evaluation resumes where it stopped.
+
+The task is the testbed (difficulty = steps per problem) or a task file (`task=FILE`, the
+`TaskOptions` fields): its problems of `split` grouped by the file's difficulty bins (`difficulties`
+picks bins; a file without difficulties is one group, "all"). A file task's records keep the bin in
+`metrics.difficulty`, an integer in `metrics.steps` (the bin when it is a number, else its rank from
+1; "all" is 0) and the folder `d<bin>`, so the fits, plots and comparisons read them as they read
+testbed records.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Optional, Union
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError
@@ -28,18 +36,20 @@ from scalelab.runs import run_id
 from scalelab import passk as est
 from scalelab.testtime.strategies import STRATEGIES, Context, Options, get_strategy, run_strategy
 from scalelab.rewards.models import PRM_AGGREGATES
-from scalelab.tasks.testbed import TestbedTask, check_testbed_tokenizer
+from scalelab.tasks.options import TASK_FIELDS, TaskOptions
+from scalelab.tasks.testbed import TestbedTask
 
 EXECUTION = {"max_batch", "threads", "strategies", "n", "difficulties"}
 
 
-class TesttimeConfig(Config):
+class TesttimeConfig(TaskOptions):
     model: str = Field(..., description="policy run directory (or checkpoint directory)")
     strategies: list[str] = Field(default_factory=lambda: ["cot", "majority"])
     n: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64], description="budgets")
-    difficulties: list[int] = Field(default_factory=lambda: list(range(1, 9)), description="steps per problem")
+    difficulties: Optional[list[Union[int, str]]] = Field(
+        None, description="testbed: steps per problem (default 1..8); task file: difficulty bins (default: all)")
     problems: int = Field(50, ge=1, le=100_000, description="problems per difficulty")
-    split: Literal["val", "test"] = "test"
+    split: str = Field("test", description="testbed: val | test; task file: any split it has")
     modulus: int | list[int] | None = Field(None, description="fix the modulus, or draw it uniformly from a list "
                                             "(a band of number sizes); default: the policy's mix")
     orm: str | None = None
@@ -89,12 +99,19 @@ class TesttimeConfig(Config):
             raise ValueError(f"moduli are integers in 2..997 (got {bad or 'none'})")
         return v
 
-    @field_validator("difficulties")
-    @classmethod
-    def _steps(cls, v: list[int]) -> list[int]:
-        if not v or min(v) < 1:
-            raise ValueError("difficulties are step counts >= 1")
-        return sorted(set(v))
+    @model_validator(mode="after")
+    def _on_testbed(self) -> "TesttimeConfig":
+        if not self.on_testbed:
+            return self
+        if self.split not in ("val", "test"):
+            raise ValueError(f"split={self.split!r}: the testbed evaluates on val or test")
+        if self.difficulties is not None:
+            if not self.difficulties or not all(isinstance(d, int) and d >= 1 for d in self.difficulties):
+                raise ValueError("difficulties on the testbed are step counts >= 1")
+        return self
+
+    def testbed_steps(self) -> list[int]:
+        return sorted(set(self.difficulties)) if self.difficulties else list(range(1, 9))  # type: ignore[arg-type]
 
 
 def _options(cfg: TesttimeConfig) -> Options:
@@ -105,7 +122,8 @@ def _options(cfg: TesttimeConfig) -> Options:
 
 
 def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context, Any, str, Any]:
-    """(strategy context, parent record, parent id, testbed source), reward models checked."""
+    """(strategy context, parent record, parent id, testbed source or None), the task and the reward
+    models checked against the policy before any sampling."""
     from scalelab.inference.engine import Engine
     from scalelab.inference.loading import parent_record, run_name, testbed_for
     from scalelab.rewards.models import RewardModel
@@ -113,6 +131,7 @@ def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context,
     eng = Engine.load(cfg.model, max_batch=cfg.max_batch)
     parent = parent_record(cfg.model)
     pid = run_name(cfg.model, parent)
+    task = load_policy_task(cfg, eng, pid)
     rms = {}
     for kind in ("orm", "prm"):
         path = getattr(cfg, kind)
@@ -130,9 +149,54 @@ def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context,
         raise ConfigError(f"strategies {', '.join(users)} need --{need} (a reward-model run from "
                           f"`scalelab testtime train-verifier --kind {need}`)")
     ctx = Context(engine=eng, orm=rms.get("orm"), prm=rms.get("prm"), options=_options(cfg), progress=progress,
-                  pool_size=max(cfg.n))
-    check_testbed_tokenizer(eng, pid)
-    return ctx, parent, pid, testbed_for(parent)
+                  pool_size=max(cfg.n), task=task)
+    return ctx, parent, pid, (testbed_for(parent) if cfg.on_testbed else None)
+
+
+def load_policy_task(cfg: TaskOptions, eng: Any, pid: str, strategies: Any = ()) -> Any:
+    """The task of `cfg` for this policy: the testbed (its tokenizer checked) or a task file prompted
+    with the policy's tokenizer (its chat template where it has one)."""
+    task = cfg.task_for(eng, pid)
+    if cfg.on_testbed:
+        return task
+    bad = [s for s in getattr(cfg, "strategies", ()) if s in TESTBED_ONLY]
+    if bad:
+        raise ConfigError(f"strategy {bad[0]!r} is written for the testbed's format ({TESTBED_ONLY[bad[0]]}); "
+                          f"on a task file use cot, majority, best_of_n, beam_search or dvts")
+    return task
+
+
+TESTBED_ONLY = {"direct": "its direct-answer question", "revision": "its '!' correction lines"}
+
+
+def problem_groups(cfg: TesttimeConfig, task: Any, src: Any) -> list[tuple[Any, int, list[Any]]]:
+    """(difficulty label, integer steps, problems) per group evaluated."""
+    if src is not None:  # the testbed: one group per step count
+        too_long = [d for d in cfg.testbed_steps() if d > src.config.max_steps]
+        if too_long:
+            raise ConfigError(f"difficulties {too_long}: the policy's testbed has at most {src.config.max_steps} steps")
+        return [(d, d, src.problems(cfg.split, cfg.problems, steps=d, modulus=cfg.modulus, seed=cfg.seed))
+                for d in cfg.testbed_steps()]
+    if cfg.modulus is not None:
+        raise ConfigError("modulus applies to the testbed, not to a task file")
+    bins = list(task.difficulty_bins())
+    task.problems(cfg.split, 1)  # names the splits the file has when this one is missing
+    if not bins:
+        if cfg.difficulties:
+            raise ConfigError(f"--difficulties {cfg.difficulties}: {task.name} has no difficulty column")
+        return [("all", 0, task.problems(cfg.split, cfg.problems, seed=cfg.seed))]
+    wanted = [str(d) for d in cfg.difficulties] if cfg.difficulties else bins
+    missing = [d for d in wanted if d not in bins]
+    if missing:
+        raise ConfigError(f"difficulty {missing[0]!r} is not in {task.name}; its difficulties: {', '.join(bins)}")
+    by_label = {str(d): d for d in {p.difficulty for p in task.all_problems if p.difficulty is not None}}
+    out = []
+    for rank, label in enumerate(bins, 1):
+        if label in wanted:
+            d = by_label[label]
+            steps = d if isinstance(d, int) else rank
+            out.append((label, steps, task.problems(cfg.split, cfg.problems, difficulty=d, seed=cfg.seed)))
+    return out
 
 
 def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
@@ -142,16 +206,16 @@ def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
 
     with torch_threads(cfg.threads):
         ctx, parent, pid, src = load_context(cfg, progress=progress)
-        too_long = [d for d in cfg.difficulties if d > src.config.max_steps]
-        if too_long:
-            raise ConfigError(f"difficulties {too_long}: the policy's testbed has at most {src.config.max_steps} steps")
+        groups = problem_groups(cfg, ctx.task, src)
+        if src is None:
+            for _, _, problems in groups:
+                check_prompts(ctx, problems)
         out = []
-        for d in cfg.difficulties:
-            problems = src.problems(cfg.split, cfg.problems, steps=d, modulus=cfg.modulus, seed=cfg.seed)
+        for label, steps, problems in groups:
             for name in cfg.strategies:
                 s = get_strategy(name)
                 for n in ([1] if s.kind == "single" else cfg.n):
-                    rec = _point(cfg, ctx, parent, pid, problems, name, d, n, Path(runs_dir))
+                    rec = _point(cfg, ctx, parent, pid, problems, name, (label, steps), n, Path(runs_dir))
                     out.append(rec)
                     if on_record is not None:
                         on_record(rec)
@@ -159,15 +223,28 @@ def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
         return out
 
 
-def run_dir_for(runs_dir: Path, cfg: TesttimeConfig, pid: str, strategy: str, steps: int, n: int) -> Path:
-    key = {**cfg.model_dump(exclude=EXECUTION | {"model"}), "policy": pid, "strategy": strategy,
-           "steps": steps, "n": n}
-    return runs_dir / pid / strategy / f"d{steps}" / run_id(strategy, f"d{steps}", f"n{n}", key=key)
+def check_prompts(ctx: Context, problems: list[Any]) -> None:
+    """Every prompt fits the policy's context with room to answer: refused before any sampling."""
+    eng, task = ctx.engine, ctx.task
+    for p in problems:
+        n = len(eng.encode(task.prompt(p)))
+        if n >= eng.context:
+            raise ConfigError(f"{task.name}: problem {p.id} (line {p.line}) gives a prompt of {n} tokens but the "
+                              f"model's context is {eng.context} (max_position_embeddings); shorten it or use "
+                              "fewer --shots")
 
 
-def _point(cfg: TesttimeConfig, ctx: Context, parent: Any, pid: str, problems: list[Any], name: str, d: int,
-           n: int, runs_dir: Path) -> RunRecord:
-    run_dir = run_dir_for(runs_dir, cfg, pid, name, d, n)
+def run_dir_for(runs_dir: Path, cfg: TesttimeConfig, pid: str, strategy: str, steps: Any, n: int) -> Path:
+    key = {**cfg.model_dump(exclude=EXECUTION | {"model"} | set(TASK_FIELDS)), **cfg.task_key(), "policy": pid,
+           "strategy": strategy, "steps": steps, "n": n}
+    home = runs_dir / pid if cfg.on_testbed else runs_dir / pid / Path(cfg.task).stem  # one task per curve folder
+    return home / strategy / f"d{steps}" / run_id(strategy, f"d{steps}", f"n{n}", key=key)
+
+
+def _point(cfg: TesttimeConfig, ctx: Context, parent: Any, pid: str, problems: list[Any], name: str,
+           group: tuple[Any, int], n: int, runs_dir: Path) -> RunRecord:
+    label, d = group
+    run_dir = run_dir_for(runs_dir, cfg, pid, name, label, n)
     if (run_dir / "record.json").is_file():
         old = read_record(run_dir)
         if old.status == "complete":
@@ -176,7 +253,7 @@ def _point(cfg: TesttimeConfig, ctx: Context, parent: Any, pid: str, problems: l
     t0 = time.perf_counter()
     outs = run_strategy(name, problems, n, ctx)
     wall = time.perf_counter() - t0
-    task = TestbedTask(direct=s.direct)
+    task = TestbedTask(direct=True) if s.direct else ctx.task
     acc, se = est.mean_and_se([o.correct for o in outs])
     ans, _ = est.mean_and_se([o.answer_correct for o in outs])
     inf = float(sum(o.flops_inference for o in outs))
@@ -185,7 +262,7 @@ def _point(cfg: TesttimeConfig, ctx: Context, parent: Any, pid: str, problems: l
     metrics: dict[str, Any] = {
         "n": n, "accuracy": acc, "accuracy_se": se, "answer_accuracy": ans,
         "chance": float(np.mean([task.chance(p) for p in problems])),
-        "difficulty": d, "steps": d, "problems": q, "kind": s.kind,
+        "difficulty": label, "steps": d, "problems": q, "kind": s.kind,
         "flops_per_question": (inf + ver) / q, "inference_flops_per_question": inf / q,
         "verifier_flops_per_question": ver / q, "tokens_per_question": float(np.mean([o.tokens for o in outs])),
         "estimator": {"parallel": "unbiased subsampling of one pool (passk.py)",
@@ -196,8 +273,8 @@ def _point(cfg: TesttimeConfig, ctx: Context, parent: Any, pid: str, problems: l
         pools = ctx.pools[tuple(problems)]
         metrics["pool_n"] = pools[0].N
         metrics["pool_correct"] = [int(p.correct.sum()) for p in pools]  # per problem, for the beta-binomial fit
-    rec = RunRecord(run_id=run_dir.name, parent_id=pid, phase="testtime", technique=name, task="testbed",
-                    config={**cfg.model_dump(), "strategy": name, "steps": d, "n_budget": n})
+    rec = RunRecord(run_id=run_dir.name, parent_id=pid, phase="testtime", technique=name,
+                    task=cfg.task_name(), config={**cfg.model_dump(), "strategy": name, "steps": d, "n_budget": n})
     if parent is not None:
         rec.n_params, rec.n_params_nonembedding = parent.n_params, parent.n_params_nonembedding
         rec.n_params_embedding, rec.n_params_active = parent.n_params_embedding, parent.n_params_active

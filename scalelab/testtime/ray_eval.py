@@ -45,9 +45,10 @@ def evaluate_on_ray(cfg: Any, runs_dir: str | Path, *, address: str | None = Non
                               f"actor that cannot be placed would wait forever; use fewer shards")
         with torch_threads(cfg.threads):
             ctx, parent, pid, src = E.load_context(cfg, progress=progress)
-            too_long = [d for d in cfg.difficulties if d > src.config.max_steps]
-            if too_long:
-                raise ConfigError(f"difficulties {too_long}: the policy's testbed has at most {src.config.max_steps} steps")
+            groups = E.problem_groups(cfg, ctx.task, src)
+            if src is None:
+                for _, _, problems in groups:
+                    E.check_prompts(ctx, problems)
             threads = max(1, int(cpus))
             actor = ray.remote(_EngineActor).options(
                 num_cpus=cpus, max_restarts=1, max_task_retries=1,
@@ -56,11 +57,10 @@ def evaluate_on_ray(cfg: Any, runs_dir: str | Path, *, address: str | None = Non
             model = str(Path(cfg.model).resolve())
             ctx.engine = ShardedEngine(ctx.engine, [actor.remote(model, cfg.max_batch, threads) for _ in range(workers)])
             out = []
-            for d in cfg.difficulties:
-                problems = src.problems(cfg.split, cfg.problems, steps=d, modulus=cfg.modulus, seed=cfg.seed)
+            for label, steps, problems in groups:
                 for name in cfg.strategies:
                     for n in ([1] if get_strategy(name).kind == "single" else cfg.n):
-                        rec = E._point(cfg, ctx, parent, pid, problems, name, d, n, Path(runs_dir))
+                        rec = E._point(cfg, ctx, parent, pid, problems, name, (label, steps), n, Path(runs_dir))
                         out.append(rec)
                         if on_record is not None:
                             on_record(rec)

@@ -53,7 +53,10 @@ from scalelab.tasks.testbed import LABELS, Problem
 from scalelab.testtime.context import Context, Outcome
 from scalelab.rewards.models import aggregate
 
-LINE_TOKENS = 24  # longest testbed line: "!h:999*999=999\n" is 15 characters
+def _limits(task: Any, problems: Sequence[Any]) -> tuple[int, int]:
+    """(most step lines a row may write, most tokens in one line), from the task."""
+    shapes = [task.search_limits(p) for p in problems]
+    return max(a for a, _ in shapes), max(b for _, b in shapes)
 
 
 def beam_search(problems: Sequence[Problem], n: int, ctx: Context) -> list[Outcome]:
@@ -78,8 +81,9 @@ def _tree(problems: Sequence[Problem], n: int, ctx: Context, mode: str) -> list[
     for chunk in _chunks(list(problems), eng.max_batch // rows_per):
         prompts = [task.prompt(p) for p in chunk]
         ids = [eng.encode(p) for p in prompts]
-        max_lines = max(2 * p.steps + 2 for p in chunk)  # every step corrected once, and the answer
-        pol = eng.session(len(chunk), max(map(len, ids)) + max_lines * LINE_TOKENS)
+        max_lines, line_tokens = _limits(task, chunk)
+        max_lines = max(1, min(max_lines, (eng.context - max(map(len, ids))) // line_tokens))  # within the context
+        pol = eng.session(len(chunk), max(map(len, ids)) + max_lines * line_tokens)
         pol.metered = True
         rms = ctx.prm.session(prompts)
         with torch.inference_mode():
@@ -93,17 +97,19 @@ def _tree(problems: Sequence[Problem], n: int, ctx: Context, mode: str) -> list[
                 for i in range(len(chunk) * rows_per)]
         done: dict[int, list[dict[str, Any]]] = defaultdict(list)
         tokens = np.zeros(len(chunk))
-        params = ctx.sampling(LINE_TOKENS, stop=("\n",))
+        params = ctx.sampling(line_tokens, stop=("\n",))
+        ends = tuple(s.strip("\n") for s in getattr(task, "stop", ()) if s.strip("\n"))  # e.g. the next "Question:"
         for _ in range(max_lines):
             with torch.inference_mode():
-                outs = pol.decode(params, LINE_TOKENS, gen)
+                outs = pol.decode(params, line_tokens, gen)
             lines = [eng.completion(t, r, params.stop).text for t, r in outs]
             scores = rms.add_lines(lines)
             for r, ((toks, reason), line, s) in enumerate(zip(outs, lines, scores)):
                 row = rows[r]
-                row["text"] += line
+                next_question = bool(ends) and line.lstrip().startswith(ends)
+                row["text"] += "" if next_question else line
                 row["scores"] = row["scores"] + [0.0 if math.isnan(s) else s]
-                row["finished"] = reason != "stop" or task.is_answer_line(line)
+                row["finished"] = reason != "stop" or task.is_answer_line(line) or next_question
                 tokens[row["p"]] += len(toks)
             for r, f in enumerate(pol.take_row_flops()):
                 f_inf[rows[r]["p"]] += f
