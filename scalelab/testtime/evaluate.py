@@ -195,7 +195,7 @@ def problem_groups(cfg: TesttimeConfig, task: Any, src: Any) -> list[tuple[Any, 
         if label in wanted:
             d = by_label[label]
             steps = d if isinstance(d, int) else rank
-            out.append((label, steps, task.problems(cfg.split, cfg.problems, difficulty=d, seed=cfg.seed)))
+            out.append((d, steps, task.problems(cfg.split, cfg.problems, difficulty=d, seed=cfg.seed)))
     return out
 
 
