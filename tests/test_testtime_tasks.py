@@ -128,3 +128,40 @@ def test_bad_task_input_is_one_line(capsys, user_model, user_task, tmp_path):
         assert code == 2, (args, err)
         assert needle in err and len(err.splitlines()) == 1, (args, err)
     assert not out.exists()  # nothing written by any of them
+
+
+def test_votes_count_any_hashable_answer():
+    """A model may write a number longer than int64, a fraction or a letter: voting compares them as codes."""
+    from fractions import Fraction
+
+    from scalelab import passk as est
+    from scalelab.testtime.context import answer_codes
+
+    codes = answer_codes([10**30, Fraction(1, 2), None, 10**30, "B", Fraction(2, 4), 10**30])
+    assert codes.tolist() == [0, 1, est.NO_ANSWER, 0, 2, 1, 0]
+    correct = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    assert est.vote_at_k(codes, correct, 7, draws=10) == 1.0  # three 10**30 outvote two halves
+
+
+def test_kv_cache_estimate_refuses_before_sampling(user_model, monkeypatch):
+    from scalelab.errors import ConfigError
+    from scalelab.inference import engine as E
+
+    eng = E.Engine.load(user_model)
+    c = eng.model.config  # 1 layer, 2 KV heads of width 8, float32: 2 * 1 * 2 * 8 * 4 bytes per row and token
+    assert eng.kv_bytes(3, 10) == 2 * c.num_hidden_layers * 3 * 10 * 2 * 8 * 4
+    monkeypatch.setattr(E, "available_memory", lambda: 10_000)
+    with pytest.raises(ConfigError, match=r"key/value cache.*lower --max-batch"):
+        eng.generate(["Question: 1"], 16, E.SamplingParams(max_tokens=64))
+    monkeypatch.setattr(E, "available_memory", lambda: 10**12)
+    assert eng.generate(["Question: 1"], 2, E.SamplingParams(max_tokens=3)).generated_tokens > 0
+
+
+def test_accuracy_interval_is_a_bootstrap_over_questions():
+    from scalelab import passk as est
+
+    assert est.interval95([1.0] * 5) == (1.0, 1.0)
+    lo, hi = est.interval95([0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    assert 0.0 <= lo < 0.25 < hi <= 1.0  # mean 0.25 inside, never outside [0, 1]
+    wide, narrow = est.interval95([0.0, 1.0] * 5), est.interval95([0.0, 1.0] * 200)
+    assert wide[1] - wide[0] > 2 * (narrow[1] - narrow[0])  # shrinks like 1/sqrt(questions)

@@ -260,7 +260,8 @@ def _point(cfg: TesttimeConfig, ctx: Context, parent: Any, pid: str, problems: l
     ver = float(sum(o.flops_verifier for o in outs))
     q = len(outs)
     metrics: dict[str, Any] = {
-        "n": n, "accuracy": acc, "accuracy_se": se, "answer_accuracy": ans,
+        "n": n, "accuracy": acc, "accuracy_se": se, "accuracy_ci95": list(est.interval95([o.correct for o in outs])),
+        "answer_accuracy": ans,
         "chance": float(np.mean([task.chance(p) for p in problems])),
         "difficulty": label, "steps": d, "problems": q, "kind": s.kind,
         "flops_per_question": (inf + ver) / q, "inference_flops_per_question": inf / q,
