@@ -165,3 +165,30 @@ def test_accuracy_interval_is_a_bootstrap_over_questions():
     assert 0.0 <= lo < 0.25 < hi <= 1.0  # mean 0.25 inside, never outside [0, 1]
     wide, narrow = est.interval95([0.0, 1.0] * 5), est.interval95([0.0, 1.0] * 200)
     assert wide[1] - wide[0] > 2 * (narrow[1] - narrow[0])  # shrinks like 1/sqrt(questions)
+
+
+def test_a_users_classifier_and_an_llm_judge_as_orms(user_model, user_task, tmp_path):
+    """A *ForSequenceClassification directory as --orm and a causal LM as --judge: best-of-n runs on
+    either, charged verifier FLOPs; a classifier is refused as a PRM."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from scalelab.errors import ConfigError
+    from scalelab.testtime.evaluate import evaluate
+
+    tok = AutoTokenizer.from_pretrained(user_model)
+    torch.manual_seed(0)
+    clf = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok) + 7, hidden_size=16, intermediate_size=32,
+                                                     num_hidden_layers=1, num_attention_heads=2, num_labels=1,
+                                                     pad_token_id=tok.pad_token_id))
+    clf.save_pretrained(tmp_path / "clf")
+    tok.save_pretrained(tmp_path / "clf")
+    for kw in ({"orm": str(tmp_path / "clf")}, {"judge": str(user_model)}):
+        recs = evaluate(_cfg(user_model, user_task, strategies=["best_of_n", "weighted_best_of_n"], n=[2],
+                             difficulties=[1], **kw), tmp_path / "runs")
+        assert len(recs) == 2
+        assert all(r.flops["verifier"] > 0 for r in recs), kw
+        assert all(0 <= r.metrics["accuracy"] <= 1 for r in recs)
+    with pytest.raises(ConfigError, match="give it as --orm"):
+        evaluate(_cfg(user_model, user_task, strategies=["beam_search"], n=[2], prm=str(tmp_path / "clf")),
+                 tmp_path / "runs")

@@ -97,8 +97,11 @@ def testtime_cmd(
     task_regex: Optional[str] = T.TASK_REGEX, chat: str = T.CHAT, system: Optional[str] = T.SYSTEM,
     fewshot: Optional[str] = T.FEWSHOT, shots: int = T.SHOTS, max_new_tokens: Optional[int] = T.MAX_NEW,
     stop: list[str] = T.STOP, step_split: str = T.STEP_SPLIT,
-    orm: Optional[str] = typer.Option(None, "--orm", help="outcome reward model run"),
+    orm: Optional[str] = typer.Option(None, "--orm", help="outcome reward model: a run of train-verifier, or a "
+                                      "Hugging Face *ForSequenceClassification directory"),
     prm: Optional[str] = typer.Option(None, "--prm", help="process reward model run"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="an LLM judge as the ORM: a causal LM directory asked "
+                                        "whether each solution is right (its FLOPs count as verifier FLOPs)"),
     temperature: float = typer.Option(0.8, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: all cores); "
@@ -122,7 +125,8 @@ def testtime_cmd(
                            stop, step_split)
     cfg = TesttimeConfig.build(model=model, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
                                n=_ints(n, "--n"), difficulties=T.difficulty_labels(difficulties, _ints),
-                               problems=problems, split=split, orm=orm, prm=prm, temperature=temperature, seed=seed,
+                               problems=problems, split=split, orm=orm, prm=prm, judge=judge,
+                               temperature=temperature, seed=seed,
                                threads=threads, **fields).override(sets)
     if where:
         print(f"testtime: sampling on {where}", file=sys.stderr)
