@@ -144,3 +144,22 @@ def test_wandb_exports_web_table_and_public_api(tmp_path):
     f = load_table(api).frame
     assert list(f["run_id"]) == ["run-a", "run-b"] and list(f["loss"]) == [3.1, 2.8]
     assert list(f["n_params"]) == [1e6, 4e6] and list(f["opt.lr"]) == [0.01, 0.02] and "_step" not in f
+
+
+def test_trl_sft_reports_to_the_same_mlflow_store_nested_under_the_stage(tiny_parent, tmp_path, store):
+    from scalelab.posttrain import get_technique
+    from scalelab.posttrain.stage import run_stage
+
+    tech = get_technique("sft")
+    cfg = tech.config.build(parent=str(tiny_parent), trainer="trl", examples=32, batch_size=8, eval_problems=2,
+                            eval_parent=False, threads=1, tracker="mlflow")
+    rec = run_stage(tech, cfg, tmp_path / "post")
+    client = mlflow.tracking.MlflowClient(store)
+    found = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    stage = [r for r in found if r.data.tags.get("scalelab.run_id") == rec.run_id and "scalelab.source" not in r.data.tags]
+    nested = [r for r in found if r.data.tags.get("scalelab.source") == "trainer"]
+    assert len(stage) == 1 and stage[0].info.status == "FINISHED"
+    assert stage[0].data.metrics["metrics.accuracy"] == rec.metrics["accuracy"]
+    assert len(nested) == 1 and nested[0].data.tags["mlflow.parentRunId"] == stage[0].info.run_id
+    assert "train_loss" in nested[0].data.metrics or "loss" in nested[0].data.metrics  # TRL's own log
+    assert len(load_table(f"{store}#sweep").frame) == 1  # the trainer's log is not a run of the table
