@@ -195,8 +195,13 @@ class MLflowTracker:
     name = "mlflow"
 
     def __init__(self) -> None:
+        import logging
+
         mlflow = _need("mlflow", "mlflow")
         from mlflow.tracking import MlflowClient
+
+        for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # "Creating initial tables" at INFO
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
         self.uri = mlflow.get_tracking_uri()  # $MLFLOW_TRACKING_URI, else MLflow's own default
         try:

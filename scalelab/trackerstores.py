@@ -68,6 +68,7 @@ def load_mlflow(spec: str, *, status: str | None = "complete") -> tuple[list[Run
         raise InputError(f"{spec}: reading an MLflow store needs mlflow; pip install 'scalelab[mlflow]'") from None
     base, _, wanted = spec.partition("#")
     uri = _uri(base)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per record.json otherwise
     try:
         client = MlflowClient(tracking_uri=uri)
         exp = _experiment(client, spec, wanted)
