@@ -154,7 +154,8 @@ def load_table(path: str | Path, *, status: Status | None = "complete") -> Table
 
 def posttrain_table(runs_dir: str | Path) -> Any:
     """A pandas table: run_id, parent_id, technique, difficulty ("mean" for the average), accuracy,
-    accuracy_se, parent_accuracy, chance, posttrain_flops, stage_flops, pretrain_flops."""
+    accuracy_se, parent_accuracy, chance, posttrain_flops, stage_flops, pretrain_flops, n_params,
+    train_examples, train_steps."""
     rows = []
     for r in load_runs(runs_dir).records:
         m = r.metrics
@@ -164,7 +165,9 @@ def posttrain_table(runs_dir: str | Path) -> Any:
                 "posttrain_flops": float(r.flops.get("posttrain", 0.0)),
                 "stage_flops": float(sum((getattr(r, "posttrain_ledger", None) or {}).values())),
                 "pretrain_flops": (getattr(r, "parent_flops", None) or {}).get("pretrain", math.nan),
-                "n_params": r.n_params_nonembedding}
+                "n_params": r.n_params_nonembedding,
+                # the budgets a post-training law can be drawn against (laws.posttrain_fit)
+                "train_examples": m.get("train_examples", math.nan), "train_steps": m.get("train_steps", math.nan)}
         parent = m.get("parent_accuracy_by_difficulty") or {}
         for d, acc in m["accuracy_by_difficulty"].items():
             rows.append({**base, "difficulty": str(d), "accuracy": acc,
