@@ -63,7 +63,8 @@ def posttrain_points(table: str | Path | pd.DataFrame, technique: str, *, x: str
     facts.update(x_column=xcol, variants=sorted(map(str, rows["technique"].unique())) if "technique" in rows else [],
                  parent_id=str(rows["parent_id"].iloc[0]) if "parent_id" in rows.columns and len(rows) else None)
     r0 = rows["parent_accuracy"].dropna() if "parent_accuracy" in rows.columns else pd.Series([], dtype=float)
-    facts["R0"], facts["R0_from"] = (float(r0.mean()), "the parent's accuracy") if len(r0) else (None, "fitted")
+    r0v = float(r0.iloc[0]) if r0.nunique() == 1 else float(r0.mean())  # one parent: one value, kept exact
+    facts["R0"], facts["R0_from"] = (r0v, "the parent's accuracy") if len(r0) else (None, "fitted")
     return _clean(pts, facts)
 
 
