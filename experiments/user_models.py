@@ -67,7 +67,8 @@ def texts_for(task_files: list[Path], tok, chat: bool) -> list[str]:
     return out
 
 
-def train(model, tok, texts: list[str], steps: int, batch: int, lr: float, seed: int, log) -> int:
+def train(model, tok, texts: list[str], steps: int, batch: int, lr: float, seed: int, log, save=None,
+          save_every: int = 0) -> int:
     rng = random.Random(seed)
     enc = [tok(t, add_special_tokens=True)["input_ids"] + [tok.eos_token_id] for t in texts]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
@@ -93,8 +94,21 @@ def train(model, tok, texts: list[str], steps: int, batch: int, lr: float, seed:
         tokens += int((labels != -100).sum())
         if step % 100 == 0 or step == steps - 1:
             log(f"  step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)")
+        if save is not None and save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+            model.eval()
+            save(step + 1, tokens)  # a usable model whenever the run is stopped
+            model.train()
     model.eval()
     return tokens
+
+
+def write_csv(models: Path) -> None:
+    """pretraining.csv: every model saved so far, its parameters N and training tokens D."""
+    with open(models / "pretraining.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["model", "N", "D"])
+        w.writeheader()
+        for d in sorted(models.glob("*/training.json")):
+            w.writerow({"model": str(d.parent), **{k: json.loads(d.read_text())[k] for k in ("N", "D")}})
 
 
 def main() -> None:
@@ -106,6 +120,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--only", default=None, help="train only these models (comma-separated)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--save-every", type=int, default=250, help="save the model every K steps too")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from scalelab.data.tokenizer import train_bpe
@@ -136,17 +151,16 @@ def main() -> None:
         model = build(arch, len(tok), d, layers, heads, mtok)
         n = sum(p.numel() for p in model.parameters())
         print(f"{name}: {arch}, {n:,} parameters, {'chat template' if chat else 'plain prompts'}", flush=True)
+        def save(steps: int, seen: int, name=name, model=model, mtok=mtok, n=n) -> None:
+            model.save_pretrained(models / name)
+            mtok.save_pretrained(models / name)
+            (models / name / "training.json").write_text(json.dumps({"N": n, "D": seen, "steps": steps}))
+            write_csv(models)
+
         seen = train(model, mtok, texts_for(files, mtok, chat), a.steps, a.batch, a.lr, 0,
-                     lambda s: print(s, flush=True))
-        model.save_pretrained(models / name)
-        mtok.save_pretrained(models / name)
-        (models / name / "training.json").write_text(json.dumps({"N": n, "D": seen, "steps": a.steps}))
+                     lambda s: print(s, flush=True), save, a.save_every)
+        save(a.steps, seen)
         rows.append(name)
-    with open(models / "pretraining.csv", "w", newline="") as f:  # every model trained so far
-        w = csv.DictWriter(f, fieldnames=["model", "N", "D"])
-        w.writeheader()
-        for d in sorted(models.glob("*/training.json")):
-            w.writerow({"model": str(d.parent), **{k: json.loads(d.read_text())[k] for k in ("N", "D")}})
     print(f"wrote {len(rows)} models under {models}")
 
 

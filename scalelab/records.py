@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scalelab import __version__
+from scalelab import __version__, trackers
 from scalelab.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -184,6 +184,7 @@ def write_record(run_dir: str | Path, record: RunRecord) -> Path:
     run_dir = Path(run_dir)
     path = run_dir / RECORD_FILE
     atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
+    trackers.record_written(run_dir, record)  # MLflow / TensorBoard, when one is on
     return path
 
 
@@ -208,6 +209,7 @@ def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
     """Append one row to metrics.jsonl (a torn last line from a kill is skipped on read)."""
     with open(Path(run_dir) / METRICS_FILE, "a") as f:
         f.write(json.dumps(row, default=_json_default) + "\n")
+    trackers.row_written(run_dir, row)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

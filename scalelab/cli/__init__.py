@@ -17,6 +17,7 @@ from scalelab.cli import train as _train  # noqa: F401,E402
 from scalelab.cli import testtime as _testtime  # noqa: F401,E402
 from scalelab.cli import posttrain as _posttrain  # noqa: F401,E402
 from scalelab.cli import posttrain_rl as _posttrain_rl  # noqa: F401,E402
+from scalelab.cli import posttrain_fit as _posttrain_fit  # noqa: F401,E402
 from scalelab.cli import demo as _demo  # noqa: F401,E402
 from scalelab.cli import curves as _curves  # noqa: F401,E402
 from scalelab.cli import report as _report  # noqa: F401,E402

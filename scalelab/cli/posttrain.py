@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from scalelab.cli.app import app
+from scalelab.cli.app import TRACKER, app
 from scalelab.cli.testtime import _ints, _progress, _setup
 from scalelab.errors import InputError
 
@@ -88,7 +88,8 @@ def sft_cmd(parent: str = FROM, lora_rank: Optional[int] = LORA,
             examples: Optional[int] = EXAMPLES, data_steps: Optional[str] = DATA_STEPS, epochs: Optional[int] = EPOCHS,
             lr: Optional[float] = LR, trainer: Optional[str] = typer.Option(None, "--trainer", help="own | trl"),
             eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
-            threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
+            threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
+            tracker: Optional[str] = TRACKER) -> None:
     """Supervised fine-tuning (full, or LoRA with --lora-rank) on worked solutions or a JSONL file."""
     _go("sft", dict(locals_of(locals())), sets, runs_dir, threads)
 
@@ -104,7 +105,8 @@ def distill_cmd(parent: str = FROM, teacher: str = typer.Option(..., "--teacher"
                 keep: Optional[str] = typer.Option(None, "--keep", help="offline: all | verified"),
                 epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR,
                 eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
-                threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
+                threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
+                tracker: Optional[str] = TRACKER) -> None:
     """Distil --teacher into the parent: logit-level KL, or offline on teacher-written solutions."""
     _go("distill", dict(locals_of(locals())), sets, runs_dir, threads)
 
@@ -118,7 +120,8 @@ def synth_cmd(parent: str = FROM, teacher: Optional[str] = TEACHER,
               temperature: Optional[float] = typer.Option(None, "--temperature"), lora_rank: Optional[int] = LORA,
               epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR,
               eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
-              threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
+              threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
+              tracker: Optional[str] = TRACKER) -> None:
     """Teacher-written, verifier-filtered solutions for scarce difficulties, mixed into fine-tuning."""
     _go("synth", dict(locals_of(locals())), sets, runs_dir, threads)
 
@@ -131,7 +134,8 @@ def prune_cmd(parent: str = FROM,
               axes: Optional[str] = typer.Option(None, "--axes", help="width: heads,mlp,hidden"),
               recover_tokens: Optional[int] = typer.Option(None, "--recover-tokens", help="distillation tokens after"),
               lr: Optional[float] = LR, eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
-              threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
+              threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
+              tracker: Optional[str] = TRACKER) -> None:
     """Unstructured (magnitude, Wanda) or structured (width, depth) pruning, then distillation."""
     fields = dict(locals_of(locals()))
     if axes is not None:
@@ -144,7 +148,8 @@ def quantize_cmd(parent: str = FROM,
                  method: Optional[str] = typer.Option(None, "--method", help="int8-weight | int8-dynamic | int4-weight"),
                  group_size: Optional[int] = typer.Option(None, "--group-size", help="int4: weights per scale"),
                  eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
-                 threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
+                 threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
+                 tracker: Optional[str] = TRACKER) -> None:
     """torchao weight quantization: size on disk, latency and accuracy against the parent."""
     _go("quantize", dict(locals_of(locals())), sets, runs_dir, threads)
 

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from scalelab.cli import task_options as T
-from scalelab.cli.app import app
+from scalelab.cli.app import TRACKER, app
 from scalelab.errors import ConfigError, InputError
 
 tt = typer.Typer(help="Test-time scaling: strategies, reward models, laws and allocation, in FLOPs.",
@@ -111,6 +111,7 @@ def testtime_cmd(
     shards: Optional[int] = typer.Option(None, "--shards", help="ray: actors that sample, each holding the policy (default 2)"),
     sets: list[str] = _SET,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where records go"),
+    tracker: Optional[str] = TRACKER,
 ) -> None:
     """Evaluate strategies on the testbed or a task file: one record per (strategy, n, difficulty)."""
     if ctx.invoked_subcommand is not None:
@@ -131,7 +132,9 @@ def testtime_cmd(
     if where:
         print(f"testtime: sampling on {where}", file=sys.stderr)
     print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'chance':>10}{'FLOPs/question':>16}")
-    with _progress() as bar:
+    from scalelab import trackers
+
+    with trackers.use(tracker), _progress() as bar:
         task = bar.add_task("loading", total=None)
 
         def tick(stage: str, done: int, total: int) -> None:

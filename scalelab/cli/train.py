@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from scalelab.cli.app import app
+from scalelab.cli.app import TRACKER, app
 from scalelab.errors import ConfigError, InputError
 
 _SET = typer.Option([], "--set", help="override a TrainConfig field: key=value (repeatable)")
@@ -40,11 +40,12 @@ def train_cmd(
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="with --nproc: nodes taking part (run this on each)"),
     rdzv: str = typer.Option(None, "--rdzv-endpoint", help="with --nnodes > 1: HOST:PORT of the rendezvous"),
     rdzv_timeout: float = typer.Option(60.0, "--rdzv-timeout", help="seconds to wait for the other nodes"),
+    tracker: str = TRACKER,
 ) -> None:
     """Train one model and write its run record."""
     from scalelab.pretrain.train import plan_run, run_id_for, train
 
-    cfg, source = _base(config, corpus, sets, [f"model={preset}"] if preset else [])
+    cfg, source = _base(config, corpus, sets, ([f"model={preset}"] if preset else []) + _tracking(tracker))
     p = plan_run(cfg, source.vocab_size)
     _err(f"run {run_id_for(cfg)}: {p['arch'].name} width {p['arch'].width} heads {p['arch'].n_heads}, "
          f"batch {p['batch_size']}x{cfg.seq_len}, {p['steps']} steps, lr {p['lr']:.3g} ({cfg.schedule}), "
@@ -84,7 +85,7 @@ def sweep_cmd(
     address: str = typer.Option(None, "--address", help="ray: the cluster's HOST:PORT (default: start Ray here)"),
     cpus: float = typer.Option(1.0, "--cpus-per-member", help="ray: CPUs each member asks for (= torch threads)"),
     gpus: float = typer.Option(0.0, "--gpus-per-member", help="ray: GPUs each member asks for"),
-    sets: list[str] = _SET, corpus: str = _CORPUS,
+    sets: list[str] = _SET, corpus: str = _CORPUS, tracker: str = TRACKER,
 ) -> None:
     """Run a grid or IsoFLOP sweep; re-running it skips finished members and resumes the rest."""
     import json
@@ -95,7 +96,10 @@ def sweep_cmd(
     pre = sweep_preset(preset, corpus or "testbed") if preset is not None else {}
     runner = _executor(executor, address, cpus, gpus)
     base_sets = [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in pre.get("base", {}).items()]
-    base, source = _base(None, corpus, sets, base_sets)
+    base, source = _base(None, corpus, sets, base_sets + _tracking(tracker))
+    from scalelab import trackers
+
+    trackers.make(base.tracker)  # opens (and creates) the store once, before any worker starts
     kind = plan or pre.get("plan")
     if kind == "isoflop":
         cs = read_budgets(budgets) if budgets else pre.get("budgets")
@@ -130,6 +134,11 @@ def sweep_cmd(
     if failed:
         _err(f"{len(failed)} of {len(outcomes)} members did not complete; re-run the same command to resume")
         raise typer.Exit(1)
+
+
+def _tracking(tracker: str | None) -> list[str]:
+    """--tracker as the config's field, so that sweep workers (processes, Ray tasks) track too."""
+    return [f"tracker={tracker}"] if tracker is not None else []
 
 
 def _executor(kind: str, address: str | None, cpus: float, gpus: float):

@@ -38,13 +38,14 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field
 
+from scalelab import trackers
 from scalelab.config import Config
 from scalelab.errors import ConfigError, InputError
 from scalelab.records import CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, \
     read_record, write_record
 from scalelab.runs import run_id
 
-EXECUTION_FIELDS = {"threads", "max_batch"}  # change how fast, never what: left out of the run id
+EXECUTION_FIELDS = {"threads", "max_batch", "tracker"}  # change how fast, never what: left out of the run id
 LEDGER_CONVENTION = (
     "exact (scalelab.model): matmul FLOPs, 2 per multiply-add, attention over the causal context; a training "
     "pass = 3 x forward minus the weight gradients of frozen matrices (2 x frozen weights per token); teacher "
@@ -63,6 +64,8 @@ class StageConfig(Config):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     threads: int | None = Field(None, ge=1, le=1024)
     max_batch: int = Field(256, ge=1, le=1_000_000, description="engine rows per batch (sampling, evaluation)")
+    tracker: Literal["none", "mlflow", "tensorboard"] | None = Field(
+        None, description="mirror rows and record to MLflow or TensorBoard (default: $SCALELAB_TRACKER)")
 
 
 # ---- runs: the parent, a teacher ----------------------------------------------------------------------
@@ -260,7 +263,7 @@ def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
     if inside == run_dir.resolve() or inside in run_dir.resolve().parents:
         raise ConfigError(f"--runs-dir {runs_dir}: is inside the parent run {parent.run_id}; a stage never writes "
                           "into its parent, choose a directory outside it")
-    with run_lock(run_dir):
+    with run_lock(run_dir), trackers.use(cfg.tracker):
         if (run_dir / "record.json").is_file():
             old = read_record(run_dir)
             if old.status == "complete":

@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field, field_validator
 
-from scalelab import checkpoint as ckpt
+from scalelab import checkpoint as ckpt, trackers
 from scalelab.runs import RunBusy, run_id, run_lock, torch_threads  # noqa: F401 (re-exported for sweeps)
 from scalelab import model as M
 from scalelab.config import Config
@@ -59,7 +59,7 @@ RULE_NAME = "lr: 2.5 x Kaplan 2020 eq. D.1; batch: DeepSeek LLM 2024 B_opt(C) / 
 # Evaluation may cost at most this share of the training FLOPs (a forward pass is 1/3 of a training
 # step per token), so short runs evaluate less often instead of spending most of their time there.
 EVAL_SHARE = 0.1
-EXECUTION_FIELDS = {"threads", "checkpoint_every", "checkpoint_interval_s", "compile"}
+EXECUTION_FIELDS = {"threads", "checkpoint_every", "checkpoint_interval_s", "compile", "tracker"}
 
 
 def quiet_import_noise() -> None:
@@ -116,6 +116,8 @@ class TrainConfig(Config):
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    tracker: Literal["none", "mlflow", "tensorboard"] | None = Field(
+        None, description="mirror rows and record to MLflow or TensorBoard (default: $SCALELAB_TRACKER)")
 
     @field_validator("model")
     @classmethod
@@ -221,7 +223,7 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = N
 
     par = parallel or SINGLE
     run_dir = Path(runs_dir) / run_id_for(config)
-    with par.lock(run_dir):
+    with par.lock(run_dir), trackers.use(config.tracker):
         done = _existing(run_dir)
         par.barrier()  # every rank has read the record before rank 0 writes it
         if done is not None and (done.status == "complete" or (done.error or "").startswith("diverged")):
