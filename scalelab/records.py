@@ -126,12 +126,30 @@ def environment_stamp() -> dict[str, Any]:
 
 
 # ---- atomic files ---------------------------------------------------------------------------
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (setting it, even back,
+    would race with files other threads create meanwhile)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never half."""
+    """Write `text` to `path` so that readers see the old file or the new one, never half. The file
+    gets the mode any new file gets (0666 less the user's umask), not mkstemp's private 0600."""
     path = Path(path)
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -144,6 +162,41 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             pass
         raise
     fsync_dir(path.parent)
+
+
+def check_output_dir(path: str | Path, what: str = "") -> Path:
+    """Refuse, before any work, a folder that cannot be made or written: under a regular file, a
+    file itself, or in a read-only place. `what` names the option (`--runs-dir`) in the message."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{label}: is a file, not a directory")
+    _check_ancestors(path, label)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "") -> Path:
+    """As `check_output_dir`, for a file to be written: its folder must be makeable and writable,
+    and the path itself must not be a folder."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.is_dir():
+        raise InputError(f"{label}: is a folder; give a file name")
+    _check_ancestors(path.parent, label)
+    return path
+
+
+def _check_ancestors(folder: Path, label: str) -> None:
+    """The nearest existing ancestor of `folder` (itself included) must be a writable directory."""
+    p = folder.absolute()
+    while not p.exists() and p != p.parent:
+        if p.is_symlink():  # a dangling link: mkdir would fail on it
+            raise InputError(f"{label}: {p} is a broken link")
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"{label}: {p} is a file, not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise InputError(f"{label}: {p} is not writable")
 
 
 def fsync_dir(d: Path) -> None:

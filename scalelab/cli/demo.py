@@ -35,6 +35,9 @@ def demo_cmd(
     from scalelab.errors import InputError
     from scalelab.pretrain.train import quiet_import_noise
 
+    from scalelab.records import check_output_dir
+
+    check_output_dir(out, "--out")
     if bootstrap is not None and bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
     if workers < 1:

@@ -36,6 +36,9 @@ def downstream_cmd(
     from scalelab.laws.tables_io import load_runs_table
     from scalelab.records import atomic_write_json
 
+    from scalelab.cli.fit import check_outputs
+
+    check_outputs(("--out", out), ("--plot", plot))
     check_choice("--form", form, ("free", "tied"))
     if (params is None) != (tokens is None):
         raise InputError("give both --params and --tokens to predict, or neither")

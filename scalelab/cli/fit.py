@@ -58,6 +58,7 @@ def fit_cmd(
     from scalelab.laws import render as report
     from scalelab.laws.fitfile import write_fit
 
+    check_outputs(("--out", out), ("--plot", plot))
     if law not in REGISTRY and law != "auto":
         raise InputError(f"--law {law!r}: choose one of {', '.join(REGISTRY)}, auto")
     if n_init is not None and n_init < 1:
@@ -133,6 +134,15 @@ def fit_cmd(
 
         plot_fit(est, prep.X, prep.y, plot)
         stdout.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+
+
+def check_outputs(*pairs: tuple[str, Path | str | None]) -> None:
+    """Every file a verb will write can be written: checked before any work starts."""
+    from scalelab.records import check_output_file
+
+    for flag, path in pairs:
+        if path is not None:
+            check_output_file(path, flag)
 
 
 def check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:

@@ -29,6 +29,9 @@ def exchange_cmd(
     from scalelab.laws.exchange_tables import measure_exchange, summary_lines, testtime_table
     from scalelab.records import atomic_write_json
 
+    from scalelab.cli.fit import check_outputs
+
+    check_outputs(("--out", out), ("--plot", plot))
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
     doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier)
@@ -63,6 +66,9 @@ def plan_cmd(
 
     if (target_accuracy is None) == (target_loss is None):
         raise InputError("give exactly one of --target-accuracy and --target-loss")
+    if not queries > 0:  # the library takes 0 (training alone); on the command line it is a slip
+        raise InputError(f"--queries {queries:g}: expected a positive number of queries to serve; for training "
+                         "alone, `scalelab optimal FIT --compute C` gives the compute-optimal model")
     cfg = PlanConfig.build(budget=budget, queries=queries, tokens_per_query=tokens_per_query,
                            target_accuracy=target_accuracy, target_loss=target_loss, difficulty=difficulty)
     plan = make_plan(cfg, load_fits(fits, need_exchange=target_accuracy is not None))

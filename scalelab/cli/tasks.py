@@ -50,6 +50,8 @@ def show_cmd(
     from scalelab.tasks.files import load_task, summary
     from scalelab.tasks.prompting import load_tokenizer
 
+    if examples < 0:
+        raise InputError(f"--examples {examples}: expected 0 or more")
     tok = load_tokenizer(model) if model else None
     task = load_task(file, fmt, field, regex, fewshot=fewshot, shots=shots, system=system, chat=chat, tokenizer=tok,
                      template=template)
@@ -98,6 +100,9 @@ def export_cmd(
     """Write the testbed's test problems (the ones `scalelab testtime` evaluates) as a GSM8K-format file."""
     from scalelab.tasks.wordproblems import testbed_rows, write_jsonl
 
+    from scalelab.cli.fit import check_outputs
+
+    check_outputs(("--out", out))
     if source != "testbed":
         raise InputError(f"tasks export {source!r}: only 'testbed' can be exported")
     if fmt != "gsm8k":
@@ -118,7 +123,9 @@ def generate_cmd(
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
     """Generate seeded word problems (train/test splits) as a task file."""
+    from scalelab.cli.fit import check_outputs
     from scalelab.tasks.wordproblems import generate, write_jsonl
 
+    check_outputs(("--out", out))
     rows = generate(fmt, problems, seed=seed, max_ops=max_ops)
     print(f"wrote {write_jsonl(out, rows, force=force)} ({len(rows)} problems)")

@@ -229,8 +229,10 @@ def plot_cmd(
     difficulties: Optional[str] = typer.Option(None, "--difficulties", help="panels (default: all)"),
 ) -> None:
     """Accuracy against FLOPs per question, every strategy on one axis, chance drawn."""
+    from scalelab.cli.fit import check_outputs
     from scalelab.testtime.plots import plot_accuracy_vs_flops
 
+    check_outputs(("--out", out))
     path = plot_accuracy_vs_flops(runs, out, difficulties=_ints(difficulties, "--difficulties") if difficulties else None)
     print(f"wrote {path}")
 

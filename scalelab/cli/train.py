@@ -43,17 +43,23 @@ def train_cmd(
 ) -> None:
     """Train one model and write its run record."""
     from scalelab.pretrain.train import plan_run, run_id_for, train
+    from scalelab.records import check_output_dir
 
+    check_output_dir(runs_dir, "--runs-dir")
     cfg, source = _base(config, corpus, sets, [f"model={preset}"] if preset else [])
     p = plan_run(cfg, source.vocab_size)
+    mode = None
+    if nproc > 1 or nnodes > 1:
+        from scalelab.pretrain.launch import choose_mode
+
+        mode = choose_mode(parallel, cfg, source.vocab_size)
     _err(f"run {run_id_for(cfg)}: {p['arch'].name} width {p['arch'].width} heads {p['arch'].n_heads}, "
          f"batch {p['batch_size']}x{cfg.seq_len}, {p['steps']} steps, lr {p['lr']:.3g} ({cfg.schedule}), "
          f"{p['flops_per_token'] * cfg.tokens:.3g} FLOPs on {source.name}")
-    if nproc > 1 or nnodes > 1:
-        from scalelab.pretrain.launch import choose_mode, launch
+    if mode is not None:
+        from scalelab.pretrain.launch import launch
         from scalelab.records import read_record
 
-        mode = choose_mode(parallel, cfg, source.vocab_size)
         _err(f"  torchrun: {nnodes} node(s) x {nproc} process(es), {mode}: {p['batch_size']} sequences per step "
              f"split over {nproc * nnodes} processes")
         rec = read_record(launch(cfg, runs_dir, nproc, mode=mode, nnodes=nnodes, rdzv_endpoint=rdzv,
@@ -92,11 +98,16 @@ def sweep_cmd(
     from scalelab.tables import load_runs
     from scalelab.pretrain.sweep import plan_grid, plan_isoflop, read_budgets, run_sweep, sweep_preset
 
+    from scalelab.records import check_output_dir
+
+    check_output_dir(runs_dir, "--runs-dir")
     pre = sweep_preset(preset, corpus or "testbed") if preset is not None else {}
+    kind = plan or pre.get("plan")
+    _check_plan_options(kind, {"--budgets": budgets, "--points-per-budget": points, "--tokens-per-param": ratio},
+                        {"--sizes": sizes, "--tokens": tokens})
     runner = _executor(executor, address, cpus, gpus)
     base_sets = [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in pre.get("base", {}).items()]
     base, source = _base(None, corpus, sets, base_sets)
-    kind = plan or pre.get("plan")
     if kind == "isoflop":
         cs = read_budgets(budgets) if budgets else pre.get("budgets")
         if not cs:
@@ -130,6 +141,18 @@ def sweep_cmd(
     if failed:
         _err(f"{len(failed)} of {len(outcomes)} members did not complete; re-run the same command to resume")
         raise typer.Exit(1)
+
+
+def _check_plan_options(kind: str | None, isoflop: dict, grid: dict) -> None:
+    """An option of the other plan would be ignored without a word: refuse it instead."""
+    other = {"isoflop": grid, "grid": isoflop}.get(kind or "", {})
+    given = [flag for flag, value in other.items() if value is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} belong(s) to the {'grid' if kind == 'isoflop' else 'isoflop'} plan, "
+                         f"not --plan {kind}; leave {'it' if len(given) == 1 else 'them'} out")
+    for flag, value in isoflop.items():
+        if isinstance(value, (int, float)) and not value > 0:
+            raise InputError(f"{flag} {value}: expected a positive number")
 
 
 def _executor(kind: str, address: str | None, cpus: float, gpus: float):

@@ -138,8 +138,10 @@ def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context,
 def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
              progress: Callable[[str, int, int], None] | None = None,
              on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
+    from scalelab.records import check_output_dir
     from scalelab.runs import torch_threads
 
+    check_output_dir(runs_dir, "--runs-dir")  # before any sampling: a bad path is found at once
     with torch_threads(cfg.threads):
         ctx, parent, pid, src = load_context(cfg, progress=progress)
         too_long = [d for d in cfg.difficulties if d > src.config.max_steps]
