@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -213,7 +214,30 @@ def fsync_dir(d: Path) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, dumps_json(obj, indent=2) + "\n")
+
+
+def dumps_json(obj: Any, **kw: Any) -> str:
+    """Strict JSON (RFC 8259: no NaN or Infinity, which strict readers reject) for every file and
+    every `--json`: NaN becomes null (no value), infinity the string "inf" (or "-inf"), as the
+    exchange documents have always written them; `float("inf")` reads the string back."""
+    return json.dumps(strict_json(obj), allow_nan=False, default=_json_default, **kw)
+
+
+def strict_json(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None if o != o else ("inf" if o > 0 else "-inf")
+    if isinstance(o, dict):
+        return {k: strict_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [strict_json(v) for v in o]
+    if isinstance(o, (str, int, bool)) or o is None:
+        return o
+    if hasattr(o, "item") and getattr(o, "ndim", 0) == 0:  # numpy / torch scalars
+        return strict_json(o.item())
+    if hasattr(o, "tolist"):
+        return strict_json(o.tolist())
+    return o
 
 
 def _json_default(o: Any) -> Any:
@@ -260,7 +284,7 @@ def read_record(run_dir: str | Path) -> RunRecord:
 def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
     """Append one row to metrics.jsonl (a torn last line from a kill is skipped on read)."""
     with open(Path(run_dir) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(row, default=_json_default) + "\n")
+        f.write(dumps_json(row) + "\n")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -3,13 +3,13 @@ planner). Parsing and printing only; the work is in `scalelab.laws.exchange_tabl
 `scalelab.pipeline.plan`. `plan` exits with code 1 when the budget cannot reach the target (2: bad input)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from scalelab.cli.app import app
+from scalelab.records import dumps_json
 
 
 @app.command("exchange")
@@ -35,7 +35,7 @@ def exchange_cmd(
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
     doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier)
-    print(json.dumps(doc) if as_json else "\n".join(summary_lines(doc)))
+    print(dumps_json(doc) if as_json else "\n".join(summary_lines(doc)))
     written = []
     if out is not None:
         atomic_write_json(out, doc)
@@ -72,6 +72,6 @@ def plan_cmd(
     cfg = PlanConfig.build(budget=budget, queries=queries, tokens_per_query=tokens_per_query,
                            target_accuracy=target_accuracy, target_loss=target_loss, difficulty=difficulty)
     plan = make_plan(cfg, load_fits(fits, need_exchange=target_accuracy is not None))
-    print(json.dumps(plan.as_dict()) if as_json else "\n".join(explain(plan)))
+    print(dumps_json(plan.as_dict()) if as_json else "\n".join(explain(plan)))
     if not plan.reachable:
         raise typer.Exit(1)

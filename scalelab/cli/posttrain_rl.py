@@ -171,7 +171,7 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="the base run, then t
                 seed: int = typer.Option(0, "--seed"), threads: Optional[int] = THREADS,
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Greedy accuracy of runs on the same problems, and each one's paired change against the first."""
-    import json
+    from scalelab.records import dumps_json
 
     from scalelab.cli.testtime import _ints, _progress, _setup
     from scalelab.posttrain.compare_runs import compare
@@ -187,7 +187,7 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="the base run, then t
         cmp = compare(runs, split=split, problems=problems, difficulties=ds, seed=seed,
                       progress=lambda s, d, t: bar.update(task, completed=d))
     if as_json:
-        print(json.dumps(cmp.as_dict()))
+        print(dumps_json(cmp.as_dict()))
         return
     ds = cmp.difficulties
     n = "/".join(str(cmp.correct[(cmp.models[0], d)].size) for d in ds)

@@ -3,13 +3,13 @@ it, write the testbed or generated word problems as task files. Parsing and prin
 work is in `scalelab.tasks.files` and `scalelab.tasks.wordproblems`."""
 from __future__ import annotations
 
-import json
 import sys
 from typing import Optional
 
 import typer
 
 from scalelab.cli.app import app
+from scalelab.records import dumps_json
 from scalelab.errors import InputError
 
 tk = typer.Typer(help="Task files: show one, score completions, export the testbed, generate word problems.",
@@ -58,7 +58,7 @@ def show_cmd(
     out = summary(task, examples, split=split)
     print(f"note: detected {task.detected}" if fmt == "auto" else f"note: format {task.detected}", file=sys.stderr)
     if as_json:
-        print(json.dumps(out, ensure_ascii=False))
+        print(dumps_json(out, ensure_ascii=False))
         return
     print(f"format      {out['format']}\nproblems    {out['n_problems']}")
     print("splits      " + ", ".join(f"{k}: {v}" for k, v in out["splits"].items()))
@@ -80,7 +80,7 @@ def score_cmd(
 
     result = score(load_task(file, fmt, field, regex), completions)
     if as_json:
-        print(json.dumps({"accuracy": result["accuracy"], "correct": result["correct"]}))
+        print(dumps_json({"accuracy": result["accuracy"], "correct": result["correct"]}))
         return
     for pid, ok, ans in zip(result["ids"], result["correct"], result["answers"]):
         print(f"{pid}\t{'correct' if ok else 'wrong'}\t{ans}")

@@ -40,6 +40,7 @@ def train_cmd(
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="with --nproc: nodes taking part (run this on each)"),
     rdzv: str = typer.Option(None, "--rdzv-endpoint", help="with --nnodes > 1: HOST:PORT of the rendezvous"),
     rdzv_timeout: float = typer.Option(60.0, "--rdzv-timeout", help="seconds to wait for the other nodes"),
+    as_json: bool = typer.Option(False, "--json", help="print the run record as JSON"),
 ) -> None:
     """Train one model and write its run record."""
     from scalelab.pretrain.train import plan_run, run_id_for, train
@@ -71,6 +72,11 @@ def train_cmd(
     if rec.status != "complete":
         _err(f"run {rec.run_id} {rec.status}: {rec.error}")
         raise typer.Exit(1)
+    if as_json:
+        from scalelab.records import dumps_json
+
+        print(dumps_json(rec.model_dump()))
+        return
     print(f"{rec.run_id}: loss {rec.metrics['loss']:.4f} nats/token, {rec.metrics['bpb']:.4f} bits/byte, "
           f"{rec.tokens:,} tokens, {rec.flops['pretrain']:.3g} FLOPs, {rec.wall_s:.1f} s -> {runs_dir / rec.run_id}")
 

@@ -15,7 +15,6 @@ Command line: `scalelab train --preset d4 --set tokens=2e6 --runs-dir runs`.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from scalelab.config import Config
 from scalelab.errors import ConfigError, InputError
 from scalelab.records import (
     CONFIG_FILE, METRICS_FILE, RunRecord, SIXN_CONVENTION, append_metrics, atomic_write_json,
-    atomic_write_text, check_output_dir, read_metrics, read_record, write_record,
+    atomic_write_text, check_output_dir, dumps_json, read_metrics, read_record, write_record,
 )
 
 # ---- the learning-rate and batch rule -------------------------------------------------------
@@ -442,4 +441,4 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
 
 
 def _jsonl(r: dict[str, Any]) -> str:
-    return json.dumps(r) + "\n"
+    return dumps_json(r) + "\n"
