@@ -158,9 +158,11 @@ def quantize_cmd(parent: str = FROM,
 def plot_cmd(runs: Path = typer.Argument(..., help="runs directory with post-training records"),
              out: Path = typer.Option(..., "--out", help="PNG file")) -> None:
     """Accuracy against post-training FLOPs (one line per technique) and against pretraining FLOPs."""
+    from scalelab.cli.fit import check_outputs
     from scalelab.posttrain.plots import plot_posttrain
     from scalelab.tables import posttrain_table
 
+    check_outputs(("--out", out))
     df = posttrain_table(runs)
     mean = df[df.difficulty == "mean"].sort_values(["technique", "posttrain_flops"])
     print(f"{'technique':<24}{'post-training FLOPs':>20}{'accuracy':>10}{'parent':>8}  run")

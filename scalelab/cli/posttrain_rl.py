@@ -150,8 +150,10 @@ def plot_rl_cmd(runs: Path = typer.Argument(..., help="runs directory with rlvr/
     """Accuracy against RL FLOPs for every RL-family run, and the reward over-optimisation curve."""
     import sys
 
+    from scalelab.cli.fit import check_outputs
     from scalelab.posttrain.rlcurves import plot_overoptimisation, plot_rl, rl_table
 
+    check_outputs(("--out", out), ("--overopt", overopt))
     df = rl_table(runs)
     last = df.sort_values("flops").groupby("run_id").tail(1).sort_values(["label", "flops"])
     first = df.sort_values("flops").groupby("run_id").head(1).set_index("run_id")
@@ -173,7 +175,7 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="the base run, then t
                 seed: int = typer.Option(0, "--seed"), threads: Optional[int] = THREADS,
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Greedy accuracy of runs on the same problems, and each one's paired change against the first."""
-    import json
+    from scalelab.records import dumps_json
 
     from scalelab.cli.testtime import _ints, _progress, _setup
     from scalelab.posttrain.compare_runs import compare
@@ -189,7 +191,7 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="the base run, then t
         cmp = compare(runs, split=split, problems=problems, difficulties=ds, seed=seed,
                       progress=lambda s, d, t: bar.update(task, completed=d))
     if as_json:
-        print(json.dumps(cmp.as_dict()))
+        print(dumps_json(cmp.as_dict()))
         return
     ds = cmp.difficulties
     n = "/".join(str(cmp.correct[(cmp.models[0], d)].size) for d in ds)

@@ -142,8 +142,8 @@ def testtime_cmd(
 
         def show(rec) -> None:
             m = rec.metrics
-            bar.console.print(f"{rec.technique:<24}{m['steps']:>6}{m['n']:>5}{m['accuracy']:>10.3f}{_fmt(m['accuracy_se']):>8}"
-                              f"{m['chance']:>10.2g}{m['flops_per_question']:>16.4g}", highlight=False, soft_wrap=True)
+            print(f"{rec.technique:<24}{m['steps']:>6}{m['n']:>5}{m['accuracy']:>10.3f}{_fmt(m['accuracy_se']):>8}"
+                  f"{m['chance']:>10.2g}{m['flops_per_question']:>16.4g}", flush=True)  # results: stdout
             bar.update(task, description=f"d{m['steps']} {rec.technique} n={m['n']}")
 
         recs = evaluate(cfg, runs_dir, progress=tick, on_record=show)
@@ -227,6 +227,7 @@ def predict_cmd(
                                       "for all the difficulties, a beta per difficulty"),
     bootstrap: int = typer.Option(0, "--bootstrap", help="standard error of each error over this many resamples of "
                                   "the problems"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
 ) -> None:
     """Fit each curve on small budgets and predict a large one: predicted, observed, error."""
     from scalelab.testtime.extrapolate import predict_curves, summary
@@ -235,6 +236,11 @@ def predict_cmd(
                           strategies=strategies.split(",") if strategies else None, pooled=pooled,
                           difficulties=_ints(difficulties, "--difficulties") if difficulties else None,
                           shared_alpha=shared_alpha, bootstrap=bootstrap)
+    if as_json:
+        from scalelab.records import dumps_json
+
+        print(dumps_json(rows))
+        return
     se_head = f"{'± se':>6}" if bootstrap else ""
     print(f"{'strategy':<24}{'steps':>6}{'points':>7}{'predicted':>11}{'observed':>10}{'error':>8}{se_head}  fit")
     for r in rows:
@@ -253,8 +259,10 @@ def plot_cmd(
     difficulties: Optional[str] = typer.Option(None, "--difficulties", help="panels (default: all)"),
 ) -> None:
     """Accuracy against FLOPs per question, every strategy on one axis, chance drawn."""
+    from scalelab.cli.fit import check_outputs
     from scalelab.testtime.plots import plot_accuracy_vs_flops
 
+    check_outputs(("--out", out))
     path = plot_accuracy_vs_flops(runs, out, difficulties=_ints(difficulties, "--difficulties") if difficulties else None)
     print(f"wrote {path}")
 
@@ -296,6 +304,7 @@ def compare_cmd(
                                "each strategy may spend"),
     difficulties: Optional[str] = typer.Option(None, "--difficulties", help="e.g. 3-6 (default: all)"),
     strategies: Optional[str] = typer.Option(None, "--strategies", help="only these (default: every one)"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
 ) -> None:
     """Each strategy at its largest n within a FLOPs budget against a baseline, with paired errors."""
     from scalelab.testtime.compare_strategies import compare_at_budget
@@ -306,6 +315,11 @@ def compare_cmd(
     rows = compare_at_budget(runs, baseline=baseline, budget=(name, int(k)),
                              difficulties=_ints(difficulties, "--difficulties") if difficulties else None,
                              strategies=strategies.split(",") if strategies else None)
+    if as_json:
+        from scalelab.records import dumps_json
+
+        print(dumps_json(rows))
+        return
     print(f"{'strategy':<24}{'steps':>7}{'n':>4}{'FLOPs/q':>10}{'budget':>10}{'accuracy':>10}{'± se':>7}"
           f"{baseline:>9}{'gap':>8}{'± se':>7}")
     for r in rows:

@@ -15,7 +15,6 @@ Command line: `scalelab train --preset d4 --set tokens=2e6 --runs-dir runs`.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from scalelab.config import Config
 from scalelab.errors import ConfigError, InputError
 from scalelab.records import (
     CONFIG_FILE, METRICS_FILE, RunRecord, SIXN_CONVENTION, append_metrics, atomic_write_json,
-    atomic_write_text, read_metrics, read_record, write_record,
+    atomic_write_text, check_output_dir, dumps_json, read_metrics, read_record, write_record,
 )
 
 # ---- the learning-rate and batch rule -------------------------------------------------------
@@ -122,8 +121,10 @@ class TrainConfig(Config):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        if not M.PRESET_PATTERN.match(v):
-            raise ValueError(f"expected a ladder preset like d4, moe-d4, gpu-d12 ({', '.join(M.CPU_LADDER)})")
+        try:
+            M.check_preset(v)
+        except ConfigError as e:
+            raise ValueError(str(e).split(": ", 1)[1]) from None
         return v
 
 
@@ -222,6 +223,7 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = N
     from scalelab.pretrain.parallel import SINGLE
 
     par = parallel or SINGLE
+    check_output_dir(runs_dir, "--runs-dir")
     run_dir = Path(runs_dir) / run_id_for(config)
     with par.lock(run_dir), trackers.use(config.tracker):
         done = _existing(run_dir)
@@ -447,4 +449,4 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
 
 
 def _jsonl(r: dict[str, Any]) -> str:
-    return json.dumps(r) + "\n"
+    return dumps_json(r) + "\n"

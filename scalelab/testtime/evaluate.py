@@ -218,8 +218,10 @@ def problem_groups(cfg: TesttimeConfig, task: Any, src: Any) -> list[tuple[Any, 
 def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
              progress: Callable[[str, int, int], None] | None = None,
              on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
+    from scalelab.records import check_output_dir
     from scalelab.runs import torch_threads
 
+    check_output_dir(runs_dir, "--runs-dir")  # before any sampling: a bad path is found at once
     with torch_threads(cfg.threads):
         ctx, parent, pid, src = load_context(cfg, progress=progress)
         groups = problem_groups(cfg, ctx.task, src)
