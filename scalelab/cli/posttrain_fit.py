@@ -25,7 +25,9 @@ def fit_cmd(table: str = typer.Argument(..., help="runs directory, CSV or MLflow
 
     res = fit_posttrain_law(table, technique, x=x, law=law, parent=parent, bootstrap=bootstrap, seed=seed)
     if as_json:
-        print(json.dumps(res, allow_nan=False))
+        from scalelab.records import dumps_json
+
+        print(dumps_json(res))
         return
     print(f"{technique}: {res['n_points']} points of accuracy against {res['x']} ({res['x_column']}), "
           f"parent {res['parent_id']}; R0 {_f(res['R0'])} ({res['R0_from']})")
