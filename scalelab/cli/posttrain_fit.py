@@ -3,7 +3,6 @@ compute) fitted on the smaller budgets and checked on the largest. Parsing and p
 work is `scalelab.laws.posttrain_fit.fit_posttrain_law`."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
