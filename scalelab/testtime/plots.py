@@ -79,7 +79,8 @@ def accuracy_figure(recs: list[RunRecord], *, difficulties: list[int] | None = N
         ax.axis("off")
     # two keys in one legend: strategies by colour, models (with their pretraining FLOPs) by marker
     handles = [Line2D([], [], color=colour[t], lw=1.5, label=t) for t in names]
-    handles += [Line2D([], [], color="0.3", marker=marker[m], ls="none", label=f"{m} ({pretrain[m]:.2g} FLOPs)")
+    handles += [Line2D([], [], color="0.3", marker=marker[m], ls="none",
+                       label=f"{m} ({pretrain[m]:.2g} FLOPs)" if pretrain[m] else m)  # a plain HF model: unknown
                 for m in models]
     handles += [Line2D([], [], color=h.get_color(), ls=h.get_linestyle(), lw=0.8, label=k) for k, h in chance.items()]
     fig.legend(handles=handles, loc="center right", fontsize=8, title="colour: strategy; marker: model",
