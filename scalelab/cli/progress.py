@@ -8,19 +8,22 @@ from typing import Any
 
 class StageDisplay:
     """One rich progress line per stage on stderr, with its ETA, and one result line per finished
-    stage. Where stderr is not a terminal the bars stay hidden and only the result lines are printed."""
+    stage. Where stderr is not a terminal the bars stay hidden: periodic plain lines (scalelab.progress)
+    and the result lines are printed."""
 
     def __init__(self, stages: tuple[str, ...], enabled: bool = True):
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from scalelab.progress import progress_bars
 
         self.console = Console(stderr=True)
         self.live = enabled and self.console.is_terminal
         self.plain = enabled and not self.live
-        self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(bar_width=24),
-                                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[what]}"), console=self.console,
-                                 disable=not self.live)
+        self.progress = progress_bars(TextColumn("{task.description:<10}"), BarColumn(bar_width=24),
+                                      TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("ETA"),
+                                      TimeRemainingColumn(), TextColumn("{task.fields[what]}"), console=self.console,
+                                      disable=not self.live, plain=self.plain)
         self.tasks = {s: self.progress.add_task(s, total=None, start=False, what="waiting") for s in stages}
 
     def __enter__(self) -> "StageDisplay":

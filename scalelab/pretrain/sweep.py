@@ -300,17 +300,18 @@ class _ProgressBar:
     """A rich bar on stderr over the FLOPs of the members still to run, with an ETA."""
 
     def __init__(self, todo: list[TrainConfig], vocab_size: int, skipped: int, runs_dir: Path):
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from scalelab.progress import progress_bars
 
         self.total = {run_id_for(c): c.tokens * plan_run(c, vocab_size)["flops_per_token"] for c in todo}
         # Work already in checkpoints counts as done from the start, so resuming does not read as
         # a burst of speed that would make the ETA optimistic.
         self.done = {rid: _checkpointed_flops(runs_dir / rid) for rid in self.total}
         self.members, self.finished = len(todo) + skipped, skipped
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.percentage:>3.0f}% of FLOPs"), TimeElapsedColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True))
+        self.progress = progress_bars(TextColumn("{task.description}"), BarColumn(),
+                                      TextColumn("{task.percentage:>3.0f}% of FLOPs"), TimeElapsedColumn(),
+                                      TextColumn("ETA"), TimeRemainingColumn())
         self.task = self.progress.add_task(self._label(), total=sum(self.total.values()),
                                            completed=sum(self.done.values()))
 
