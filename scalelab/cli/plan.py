@@ -22,25 +22,30 @@ def exchange_cmd(
                                   help="leave out models below the compute frontier (by greedy accuracy), or keep all"),
     bootstrap: int = typer.Option(200, "--bootstrap", help="resamples of the problems for the 95% intervals"),
     seed: int = typer.Option(0, "--seed"),
+    pretraining: Optional[Path] = typer.Option(None, "--pretraining", help="CSV of model, N, and D or C: pretraining "
+                                               "compute of models that are not scalelab runs (model = the --model "
+                                               "directory as given to testtime)"),
+    task: Optional[str] = typer.Option(None, "--task", help="the task whose records to use, when RUNS holds several"),
     as_json: bool = typer.Option(False, "--json", help="print the document as JSON"),
 ) -> None:
     """Test-time FLOPs worth 10x pretraining, where test time cannot replace it, and what post-training is worth."""
     from scalelab.errors import InputError
-    from scalelab.laws.exchange_tables import measure_exchange, summary_lines, testtime_table
+    from scalelab.laws.exchange_tables import measure_exchange, strict_json, summary_lines, testtime_table
     from scalelab.records import atomic_write_json
 
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
-    doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier)
-    print(json.dumps(doc) if as_json else "\n".join(summary_lines(doc)))
+    doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier, pretraining=pretraining,
+                           task=task)
+    print(json.dumps(strict_json(doc), allow_nan=False) if as_json else "\n".join(summary_lines(doc)))
     written = []
     if out is not None:
-        atomic_write_json(out, doc)
+        atomic_write_json(out, strict_json(doc))
         written.append(out)
     if plot is not None:
         from scalelab.laws.exchange_plot import plot_frontier
 
-        plot_frontier(testtime_table(runs)[0], doc, plot, strategy=strategy)
+        plot_frontier(testtime_table(runs, pretraining=pretraining, task=task)[0], doc, plot, strategy=strategy)
         written.append(plot)
     for path in written if not as_json else []:  # --json keeps stdout one JSON document
         print(f"wrote {path}")
