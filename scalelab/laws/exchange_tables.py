@@ -272,7 +272,10 @@ def measure_exchange(runs_dir: str | Path, *, bootstrap: int = 200, seed: int = 
     if table.empty or table.model.nunique() < 2:
         found = 0 if table.empty else table.model.nunique()
         bare = [n.split(": ", 1)[1] for n in notices if n.startswith("left out of the ladder (no pretraining")]
+        below = [n.split(": ", 1)[1] for n in notices if "below the compute frontier" in n]
         hint = (f"; without pretraining FLOPs: {', '.join(bare)} (give --pretraining CSV with model,N,D)" if bare
+                else f"; below the compute frontier (greedy accuracy no better than a cheaper model's): "
+                     f"{', '.join(below)} (--all-models keeps them)" if below
                 else f"; make them with `{MAKE}` for each model")
         raise InputError(f"{runs_dir}: test-time records of {found} pretrained model(s); exchange rates need 2 or more "
                          f"of different pretraining FLOPs{hint}")
@@ -316,8 +319,9 @@ def reach(lad: pd.DataFrame, strategies: dict[str, Any]) -> dict[str, Any]:
                      "trained differently, another architecture) moves b and the exchange rate with it")
     words.append("the test-time slope c is measured within each model's budgets n (one pool subsampled); budgets "
                  "beyond the largest n measured are extrapolated, and the ceiling is taken as 1")
-    words.append("the rate is per FLOP: it says nothing about models larger than the ladder's largest serving "
-                 "queries, which the planner prices separately")
+    words.append("post-training multipliers are read off this ladder's greedy accuracy: a child beyond the "
+                 "largest model's accuracy gets a lower bound only, and every multiplier assumes the ladder's "
+                 "models differ by pretraining compute alone (here also by architecture and data, if they do)")
     return {"models": k, "C_train_range": [lo, hi], "decades": span, "statements": words}
 
 
@@ -326,7 +330,8 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     from scalelab.laws.render import fmt
 
     lines = [f"ladder: {len(doc['ladder'])} pretrained models, C_train "
-             + ", ".join(fmt(m["C_train"]) for m in doc["ladder"]) + " FLOPs (exact)"]
+             + ", ".join(fmt(m["C_train"]) for m in doc["ladder"])
+             + (" FLOPs (exact, or 6ND from --pretraining)" if doc.get("pretraining") else " FLOPs (exact)")]
     lines.append("train <-> test: test-time FLOPs multiplier worth 10x pretraining FLOPs (95% bootstrap interval)")
     lines.append(f"{'strategy':<12}{'steps':>6}{'multiplier':>12}  {'95% interval':<26}{'b':>7}{'c':>7}  replaces")
     for s, e in doc["strategies"].items():

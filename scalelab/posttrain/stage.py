@@ -168,9 +168,9 @@ def open_run(path: str | Path, *, role: str = "--from") -> RunRef:
 
 def same_tokenizer(a: RunRef, b: RunRef, *, role: str = "--teacher") -> None:
     """Token-level training (logits, KL, a reference's log-probabilities) needs one vocabulary: the same
-    token at every id either model can produce. Tokens a loader adds past both models' output rows
-    (transformers' Qwen2 tokenizer class adds "<|endoftext|>" to a BPE it loads) are never produced,
-    so they do not count."""
+    token at every id either model can produce. Special tokens a loader adds past both models' output
+    rows (transformers' Qwen2 tokenizer class adds "<|endoftext|>" to a BPE it loads) are never
+    produced from text, so they do not count; an ordinary token there does."""
     from scalelab.rewards.models import vocab_hash
 
     if vocab_hash(a.tokenizer) == vocab_hash(b.tokenizer):
@@ -179,7 +179,9 @@ def same_tokenizer(a: RunRef, b: RunRef, *, role: str = "--teacher") -> None:
 
     rows = [getattr(AutoConfig.from_pretrained(r.checkpoint), "vocab_size", None) for r in (a, b)]
     producible = [{t: i for t, i in r.tokenizer.get_vocab().items() if i < (rows[0] or 0)} for r in (a, b)]
-    if rows[0] is not None and rows[0] == rows[1] and producible[0] == producible[1]:
+    only_special = all(i < (rows[0] or 0) or getattr(r.tokenizer.added_tokens_decoder.get(i), "special", False)
+                       for r in (a, b) for i in r.tokenizer.get_vocab().values())
+    if rows[0] is not None and rows[0] == rows[1] and producible[0] == producible[1] and only_special:
         return
     raise InputError(f"{role} {b.run_id} uses another tokenizer than {a.run_id} (vocabularies of "
                      f"{len(b.tokenizer)} and {len(a.tokenizer)} tokens differ): token-level training needs one vocabulary")
