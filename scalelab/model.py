@@ -12,7 +12,7 @@ Two families share the dial: "cpu" (aspect 16, head dim 16: d2..d8 span 25k..1.6
 parameters, 64x, and train on one core) and "gpu" (aspect 64, head dim 64, nanochat's ratio:
 gpu-d12 is GPT-2-small shaped). `moe-` variants swap each MLP for a Mixtral sparse block.
 
-Preset names: `d4`, `moe-d4`, `gpu-d12`, `gpu-moe-d12` (any depth works, see `parse_preset`).
+Preset names: `d4`, `moe-d4`, `gpu-d12`, `gpu-moe-d12` (any depth up to `MAX_DEPTH` works, see `parse_preset`).
 
 FLOPs conventions (each number says which it is):
   exact  matmul FLOPs only, 2 per multiply-add: every projection, attention scores (QK^T) and
@@ -45,6 +45,10 @@ FAMILIES: dict[str, dict[str, int]] = {
     "cpu": {"aspect": 16, "head_dim": 16, "ffn_multiple": 8},
     "gpu": {"aspect": 64, "head_dim": 64, "ffn_multiple": 64},
 }
+# The depths each family is meant for: cpu-d16 (13M non-embedding parameters) already takes hours
+# on one core, gpu-d48 (5.4B) is a multi-GPU run. Past them a typo (d99 for d9) would silently
+# build a model thousands of times larger, so names beyond are refused, not extrapolated.
+MAX_DEPTH = {"cpu": 16, "gpu": 48}
 CPU_LADDER = [f"d{n}" for n in range(2, 9)]          # 25k .. 1.6M non-embedding parameters
 GPU_LADDER = [f"gpu-d{n}" for n in (12, 16, 20, 24)]  # 85M .. 680M
 MOE_EXPERTS = 8  # Mixtral uses 8 experts, top-2 (Jiang et al. 2024)
@@ -106,8 +110,8 @@ def ladder(depth: int, vocab_size: int, max_seq_len: int, *, family: Family = "c
     """The decoder at `depth` in `family`; every other size follows from it (module docstring)."""
     if family not in FAMILIES:
         raise ConfigError(f"family={family!r}: expected one of {', '.join(FAMILIES)}")
-    if not 1 <= depth <= 128:
-        raise ConfigError(f"depth={depth}: expected 1..128")
+    if not 1 <= depth <= MAX_DEPTH[family]:
+        raise ConfigError(f"depth={depth}: expected 1..{MAX_DEPTH[family]} for the {family} family")
     if vocab_size < 2 or max_seq_len < 1:
         raise ConfigError(f"vocab_size={vocab_size}, max_seq_len={max_seq_len}: expected >= 2 and >= 1")
     f = FAMILIES[family]
@@ -125,14 +129,23 @@ def ladder(depth: int, vocab_size: int, max_seq_len: int, *, family: Family = "c
 
 def parse_preset(name: str, vocab_size: int, max_seq_len: int, *, tie_embeddings: bool = False) -> Arch:
     """`d4`, `moe-d4`, `gpu-d12`, `gpu-moe-d12` -> Arch."""
-    m = PRESET_PATTERN.match(name.strip())
-    if not m:
-        raise ConfigError(
-            f"model={name!r}: expected a preset like d4, moe-d4, gpu-d12 or gpu-moe-d12 "
-            f"(CPU ladder: {', '.join(CPU_LADDER)})"
-        )
+    m = check_preset(name)
     return ladder(int(m["depth"]), vocab_size, max_seq_len, family="gpu" if m["gpu"] else "cpu",
                   moe=bool(m["moe"]), tie_embeddings=tie_embeddings)
+
+
+def check_preset(name: str) -> re.Match:
+    """A preset name within its family's depths, or a ConfigError that lists the valid ones."""
+    m = PRESET_PATTERN.match(name.strip())
+    valid = (f"d1 .. d{MAX_DEPTH['cpu']} (presets {', '.join(CPU_LADDER)}), moe-d1 .. moe-d{MAX_DEPTH['cpu']}, "
+             f"gpu-d1 .. gpu-d{MAX_DEPTH['gpu']} (presets {', '.join(GPU_LADDER)}), gpu-moe-d1 ..")
+    if not m:
+        raise ConfigError(f"model {name!r}: not a ladder preset; valid: {valid}")
+    family = "gpu" if m["gpu"] else "cpu"
+    if not 1 <= int(m["depth"]) <= MAX_DEPTH[family]:
+        raise ConfigError(f"model {name!r}: beyond the {family} ladder (a model that size is not extrapolated "
+                          f"from a name); valid: {valid}")
+    return m
 
 
 # ---- transformers config and model ----------------------------------------------------------

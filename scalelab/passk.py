@@ -111,3 +111,15 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
         return math.nan, math.nan
     se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
     return float(v.mean()), se
+
+
+def interval95(values: Sequence[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean over questions (the sampling unit), in [0, 1] for
+    per-question accuracies. The bootstrap rather than mean +- 1.96 se: with few questions, or accuracy
+    near 0 or 1, the normal interval leaves [0, 1] (and is [p, p] when every question agrees)."""
+    v = np.asarray(values, float)
+    if v.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))

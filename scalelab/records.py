@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scalelab import __version__
+from scalelab import __version__, trackers
 from scalelab.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -126,12 +127,30 @@ def environment_stamp() -> dict[str, Any]:
 
 
 # ---- atomic files ---------------------------------------------------------------------------
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (setting it, even back,
+    would race with files other threads create meanwhile)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never half."""
+    """Write `text` to `path` so that readers see the old file or the new one, never half. The file
+    gets the mode any new file gets (0666 less the user's umask), not mkstemp's private 0600."""
     path = Path(path)
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -144,6 +163,41 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             pass
         raise
     fsync_dir(path.parent)
+
+
+def check_output_dir(path: str | Path, what: str = "") -> Path:
+    """Refuse, before any work, a folder that cannot be made or written: under a regular file, a
+    file itself, or in a read-only place. `what` names the option (`--runs-dir`) in the message."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{label}: is a file, not a directory")
+    _check_ancestors(path, label)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "") -> Path:
+    """As `check_output_dir`, for a file to be written: its folder must be makeable and writable,
+    and the path itself must not be a folder."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.is_dir():
+        raise InputError(f"{label}: is a folder; give a file name")
+    _check_ancestors(path.parent, label)
+    return path
+
+
+def _check_ancestors(folder: Path, label: str) -> None:
+    """The nearest existing ancestor of `folder` (itself included) must be a writable directory."""
+    p = folder.absolute()
+    while not p.exists() and p != p.parent:
+        if p.is_symlink():  # a dangling link: mkdir would fail on it
+            raise InputError(f"{label}: {p} is a broken link")
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"{label}: {p} is a file, not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise InputError(f"{label}: {p} is not writable")
 
 
 def fsync_dir(d: Path) -> None:
@@ -160,7 +214,30 @@ def fsync_dir(d: Path) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, dumps_json(obj, indent=2) + "\n")
+
+
+def dumps_json(obj: Any, **kw: Any) -> str:
+    """Strict JSON (RFC 8259: no NaN or Infinity, which strict readers reject) for every file and
+    every `--json`: NaN becomes null (no value), infinity the string "inf" (or "-inf"), as the
+    exchange documents have always written them; `float("inf")` reads the string back."""
+    return json.dumps(strict_json(obj), allow_nan=False, default=_json_default, **kw)
+
+
+def strict_json(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None if o != o else ("inf" if o > 0 else "-inf")
+    if isinstance(o, dict):
+        return {k: strict_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [strict_json(v) for v in o]
+    if isinstance(o, (str, int, bool)) or o is None:
+        return o
+    if hasattr(o, "item") and getattr(o, "ndim", 0) == 0:  # numpy / torch scalars
+        return strict_json(o.item())
+    if hasattr(o, "tolist"):
+        return strict_json(o.tolist())
+    return o
 
 
 def _json_default(o: Any) -> Any:
@@ -184,6 +261,7 @@ def write_record(run_dir: str | Path, record: RunRecord) -> Path:
     run_dir = Path(run_dir)
     path = run_dir / RECORD_FILE
     atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
+    trackers.record_written(run_dir, record)  # MLflow / TensorBoard, when one is on
     return path
 
 
@@ -207,7 +285,8 @@ def read_record(run_dir: str | Path) -> RunRecord:
 def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
     """Append one row to metrics.jsonl (a torn last line from a kill is skipped on read)."""
     with open(Path(run_dir) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(row, default=_json_default) + "\n")
+        f.write(dumps_json(row) + "\n")
+    trackers.row_written(run_dir, row)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Tables of runs: a runs directory or a user's CSV read into one pandas frame.
+"""Tables of runs: a runs directory, a user's CSV or an experiment tracker's runs read into one
+pandas frame.
 
 Fitters never parse logs: `load_table` reads a runs directory (every `record.json` below it) or a
 CSV into one table with the standard columns N, D, C and loss (`records.STANDARD_COLUMNS`), so
@@ -116,7 +117,18 @@ class Table:
 
 
 def load_table(path: str | Path, *, status: Status | None = "complete") -> Table:
-    """Read a runs directory or a CSV file into one table (see module docstring)."""
+    """Read a runs directory, a CSV file (a W&B runs export included) or an MLflow tracking store
+    (`scalelab.trackerstores`) into one table (see module docstring)."""
+    from scalelab import trackerstores
+
+    if trackerstores.is_mlflow(str(path)):
+        recs, rows, problems = trackerstores.load_mlflow(str(path), status=status)
+        frame = records_to_frame(recs)
+        if rows:  # runs logged by other tools: their params and metrics, mapped with --col
+            frame = pd.concat([frame, pd.DataFrame(rows)], ignore_index=True) if recs else pd.DataFrame(rows)
+        if frame.empty:
+            raise InputError(f"{path}: no finished runs to read ({len(problems)} left out, first: {problems[0][1]})")
+        return Table(frame, str(path), [Skipped(w, why) for w, why in problems])
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or directory")
@@ -136,12 +148,14 @@ def load_table(path: str | Path, *, status: Status | None = "complete") -> Table
         raise InputError(f"{p}: not a valid CSV ({str(e).splitlines()[0]})") from None
     if frame.empty:
         raise InputError(f"{p}: the table has a header but no rows")
-    return Table(frame, str(p), [])
+    frame, problems = trackerstores.wandb_frame(frame, str(p))
+    return Table(frame, str(p), [Skipped(w, why) for w, why in problems])
 
 
 def posttrain_table(runs_dir: str | Path) -> Any:
     """A pandas table: run_id, parent_id, technique, difficulty ("mean" for the average), accuracy,
-    accuracy_se, parent_accuracy, chance, posttrain_flops, stage_flops, pretrain_flops."""
+    accuracy_se, parent_accuracy, chance, posttrain_flops, stage_flops, pretrain_flops, n_params,
+    train_examples, train_steps."""
     rows = []
     for r in load_runs(runs_dir).records:
         m = r.metrics
@@ -151,7 +165,9 @@ def posttrain_table(runs_dir: str | Path) -> Any:
                 "posttrain_flops": float(r.flops.get("posttrain", 0.0)),
                 "stage_flops": float(sum((getattr(r, "posttrain_ledger", None) or {}).values())),
                 "pretrain_flops": (getattr(r, "parent_flops", None) or {}).get("pretrain", math.nan),
-                "n_params": r.n_params_nonembedding}
+                "n_params": r.n_params_nonembedding,
+                # the budgets a post-training law can be drawn against (laws.posttrain_fit)
+                "train_examples": m.get("train_examples", math.nan), "train_steps": m.get("train_steps", math.nan)}
         parent = m.get("parent_accuracy_by_difficulty") or {}
         for d, acc in m["accuracy_by_difficulty"].items():
             rows.append({**base, "difficulty": str(d), "accuracy": acc,

@@ -57,3 +57,42 @@ def train_tiny(runs_dir: Path, model: str = "d3", tokens: int = 30_000, source_o
 def tiny_parent(tmp_path_factory) -> Path:
     """A d3 (3 layers, 3 heads, width 48) trained once per test session; tests must not modify it."""
     return train_tiny(tmp_path_factory.mktemp("tiny_parent"), "d3", 30_000)
+
+
+# ---- a user-shaped model and task file (no scalelab run record, no testbed) ------------------------
+def write_user_model(out: Path, texts: list[str], *, arch: str = "llama", chat_template: str | None = None) -> Path:
+    """A plain Hugging Face model directory, as a user brings one: a byte-level BPE tokenizer trained on
+    `texts` and an untrained tiny causal LM of `arch` (llama, qwen2 or gpt2), saved with save_pretrained."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from scalelab.data.tokenizer import train_bpe
+
+    tok = train_bpe(texts, 300)
+    if chat_template:
+        tok.chat_template = chat_template
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=256, **ids))
+    else:
+        cls, cfg = {"llama": (LlamaForCausalLM, LlamaConfig), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}[arch]
+        model = cls(cfg(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256, **ids))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def user_task(tmp_path_factory) -> Path:
+    """A GSM8K-format task file of generated word problems (train and test splits, difficulty 1..2)."""
+    from scalelab.tasks.wordproblems import generate, write_jsonl
+
+    return write_jsonl(tmp_path_factory.mktemp("user_task") / "gsm8k.jsonl", generate("gsm8k", 60, seed=0, max_ops=2))
+
+
+@pytest.fixture(scope="session")
+def user_model(tmp_path_factory, user_task) -> Path:
+    """An untrained tiny Llama directory with a BPE tokenizer that reads the user task's text."""
+    return write_user_model(tmp_path_factory.mktemp("user_model") / "llama", user_task.read_text().splitlines())

@@ -63,6 +63,12 @@ def synthetic(name: str, seed: int = 0):
     if name == "testtime":  # accuracy against samples, saturating at 0.8
         n = np.array([1, 2, 4, 8, 16, 32, 64], float)
         return n[:, None], noisy(0.8 - 0.5 * n ** -0.6, rng)
+    if name == "scalerl":  # RL accuracy against FLOPs: ScaleRL's sigmoid from 0.1 to 0.7
+        C = np.logspace(13, 16, 10)
+        return C[:, None], noisy(0.1 + 0.6 / (1 + (5e14 / C) ** 1.5), rng)
+    if name == "posttrain-power":  # fine-tuning accuracy against FLOPs, saturating at 0.75
+        C = np.logspace(13, 16, 10)
+        return C[:, None], noisy(0.75 - 4 * C ** -0.08, rng)
     raise KeyError(f"no synthetic data for law {name!r}: add a generator to tests/test_laws.py")
 
 

@@ -367,7 +367,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_parent_alone(capsys, parent
     out = tmp_path / "out"
     cases = [
         (["sft", "--from", no_ckpt], "has no checkpoint"),
-        (["sft", "--from", running], "still running"),
+        (["sft", "--from", running], "did not finish"),
         (["sft", "--from", tmp_path / "missing"], "no such run"),
         (["distill", "--from", parent, "--teacher", other], "uses another tokenizer"),
         (["synth", "--from", parent, "--teacher", other], "uses another tokenizer"),

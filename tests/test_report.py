@@ -87,6 +87,10 @@ def test_the_report_holds_the_fitted_numbers_and_embeds_every_figure(report):
     assert all(s in page for s in ("<td>child-sft</td>", "<td>0.6125</td>", f"<td>{fmt(3.25e10)}</td>"))
     assert f"<td>{fmt(1.25e7 * 16)}</td>" in page and "<td>majority</td>" in page
     assert re.search(r"frontier: L - 0\.3000 = ", page)
+    # the 10x prediction names its interval: of one new run (residual noise; with >= 20 bootstrap
+    # draws the interval of the law's mean is printed before it)
+    assert re.search(r"predicted loss of [\d.]+ \((95% interval of the mean \[[\d.]+, [\d.]+\]; )?"
+                     r"95% prediction interval of one new run \[[\d.]+, [\d.]+\]\)", page)
     # every section found, five figures inlined, nothing fetched from elsewhere
     assert page.count('class="found"') == 3 and "not found" not in page
     imgs = re.findall(r'<img [^>]*src="([^"]+)"', page)

@@ -133,3 +133,15 @@ def test_bad_input_is_one_line(tmp_path, rows, kwargs, message):
     with pytest.raises(InputError, match=message) as err:
         load_task(path, **kwargs)
     assert "\n" not in str(err.value) and "bad.jsonl" in str(err.value)
+
+
+def test_score_cuts_completions_at_the_stop_string(tmp_path):
+    """A completion that ran on into the next few-shot question is read only up to it."""
+    from scalelab.tasks.files import load_task, score
+
+    f = tmp_path / "t.jsonl"
+    f.write_text(json.dumps({"id": "a", "question": "2+3?", "answer": "2 + 3 = 5\n#### 5"}) + "\n")
+    comp = tmp_path / "c.jsonl"
+    comp.write_text(json.dumps({"id": "a", "completion": " 2 + 3 = 5\nQuestion: 7+1?\nAnswer: 8"}) + "\n")
+    assert score(load_task(f), comp)["correct"] == [True]       # the last number before the stop is 5
+    assert score(load_task(f, stop=["\nNever"]), comp)["correct"] == [False]  # read to the end: 8

@@ -1,15 +1,14 @@
 """Command line: `scalelab VERB ...`. Thin: each verb parses, calls library functions, prints.
 
-Bad input raises `ScalelabError`; `main` prints it on one line and exits with code 2.
+Bad input raises `ScalelabError`; `main` prints it on one line and exits with code 2 (the whole
+contract, argument-parser errors and bugs included, is in `scalelab.cli.oneline`).
 Verb modules import heavy libraries (torch, transformers) inside their functions, so that
 `scalelab fit` starts in a fraction of a second.
 """
 from __future__ import annotations
 
-import sys
-
 from scalelab.cli.app import app
-from scalelab.errors import ScalelabError
+from scalelab.cli.oneline import run
 
 # Importing a verb module registers its commands on `app`.
 from scalelab.cli import fit as _fit  # noqa: F401,E402
@@ -17,6 +16,7 @@ from scalelab.cli import train as _train  # noqa: F401,E402
 from scalelab.cli import testtime as _testtime  # noqa: F401,E402
 from scalelab.cli import posttrain as _posttrain  # noqa: F401,E402
 from scalelab.cli import posttrain_rl as _posttrain_rl  # noqa: F401,E402
+from scalelab.cli import posttrain_fit as _posttrain_fit  # noqa: F401,E402
 from scalelab.cli import demo as _demo  # noqa: F401,E402
 from scalelab.cli import curves as _curves  # noqa: F401,E402
 from scalelab.cli import report as _report  # noqa: F401,E402
@@ -28,11 +28,4 @@ from scalelab.cli import nextrun as _nextrun  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        app(args=argv, prog_name="scalelab")
-    except ScalelabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    run(app, argv)

@@ -1,4 +1,4 @@
-"""The typer application that every verb module registers on."""
+"""The typer application that every verb module registers on, and the options verbs share."""
 import typer
 
 app = typer.Typer(
@@ -14,3 +14,7 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """scalelab: fit, train, post-train, sample, plan and report, all in FLOPs."""
+
+
+# train, sweep, posttrain and testtime: where rows, config and record are mirrored (scalelab.trackers)
+TRACKER = typer.Option(None, "--tracker", help="none | mlflow | tensorboard (default: $SCALELAB_TRACKER, else none)")

@@ -4,12 +4,12 @@ Thin: parsing and printing; the work is `scalelab.laws.backtest.backtest`.
 """
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
 
 from scalelab.cli.app import app
+from scalelab.records import dumps_json
 
 
 @app.command("backtest")
@@ -38,7 +38,7 @@ def backtest_cmd(
     bt = backtest(runs, list(dict.fromkeys(law)) or default_candidates(runs.frame, E), holdout=ho, method=method,
                   floor=E)
     if as_json:
-        print(json.dumps(bt))
+        print(dumps_json(bt))
         return
     stdout, stderr = _consoles()
     for note in runs.notices:

@@ -14,8 +14,10 @@ def curves_cmd(
     out: Path = typer.Option(Path("curves.png"), "--out", help="figure to write (PNG)"),
 ) -> None:
     """Plot every member's loss against training FLOPs and fit a power law to the best loss per budget."""
+    from scalelab.cli.fit import check_outputs
     from scalelab.pretrain.curves import plot_curves
 
+    check_outputs(("--out", out))
     path, front = plot_curves(runs, out)
     print("\n".join(front.lines()))
     print(f"wrote {path}")

@@ -2,7 +2,6 @@
 pipeline is `scalelab.pipeline.demo.run_demo`, the bundled-table fit `scalelab.pipeline.demo.fit_bundled`."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from scalelab.cli.app import app
+from scalelab.records import dumps_json
 
 
 @app.command("demo")
@@ -35,6 +35,9 @@ def demo_cmd(
     from scalelab.errors import InputError
     from scalelab.pretrain.train import quiet_import_noise
 
+    from scalelab.records import check_output_dir
+
+    check_output_dir(out, "--out")
     if bootstrap is not None and bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
     if workers < 1:
@@ -43,14 +46,14 @@ def demo_cmd(
         raise InputError("--bundled fits the bundled table, --quick runs the pipeline: give one of them")
     if bundled:
         s = fit_bundled(out, bootstrap=1000 if bootstrap is None else bootstrap)
-        print(json.dumps(s, default=float) if as_json else "\n".join(bundled_lines(s)))
+        print(dumps_json(s) if as_json else "\n".join(bundled_lines(s)))
         return
     quiet_import_noise()
     cfg = DemoConfig.preset("quick" if quick else "default")
     if bootstrap is not None:
         cfg = cfg.override([f"bootstrap={bootstrap}"])
     s = run_demo(cfg, out, workers=workers, display=StageDisplay(STAGES))
-    print(json.dumps(s, default=float) if as_json else "\n".join(summary_lines(s)))
+    print(dumps_json(s) if as_json else "\n".join(summary_lines(s)))
     for f in s["failures"]:
         print(f"error: {f}", file=sys.stderr)
     if s["failures"]:

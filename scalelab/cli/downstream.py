@@ -2,13 +2,13 @@
 accuracy from (N, D). Thin: parsing and printing; the work is `scalelab.laws.downstream`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from scalelab.cli.app import app
+from scalelab.records import dumps_json
 
 
 @app.command("downstream")
@@ -36,6 +36,9 @@ def downstream_cmd(
     from scalelab.laws.tables_io import load_runs_table
     from scalelab.records import atomic_write_json
 
+    from scalelab.cli.fit import check_outputs
+
+    check_outputs(("--out", out), ("--plot", plot))
     check_choice("--form", form, ("free", "tied"))
     if (params is None) != (tokens is None):
         raise InputError("give both --params and --tokens to predict, or neither")
@@ -59,7 +62,7 @@ def downstream_cmd(
     if out is not None:
         atomic_write_json(out, doc)
     if as_json:
-        print(json.dumps(doc))
+        print(dumps_json(doc))
         return
     s1, s2 = law.step1_.params_, law.step2_.params_
     print(f"step 1 ({form}): task loss = {s1['E']:.4g} + {s1['A']:.4g}/N^{s1['alpha']:.4g} + {s1['B']:.4g}/D^{s1['beta']:.4g}"

@@ -5,7 +5,6 @@ that other verbs start fast). Bad input raises InputError: one line on stderr, e
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,6 +12,7 @@ from typing import Optional
 import typer
 
 from scalelab.cli.app import app
+from scalelab.records import dumps_json
 from scalelab.laws import REGISTRY
 
 
@@ -49,6 +49,7 @@ def fit_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="write a figure (PNG) of the fit"),
     floor: Optional[str] = typer.Option(None, "--floor", help="chinchilla: a known irreducible loss E, not fitted: "
                                         "a number, or 'auto' for the entropy floor the testbed's runs record"),
+    as_json: bool = typer.Option(False, "--json", help="print the fit document (as --out writes it) instead of tables"),
 ) -> None:
     """Fit a scaling law to the runs in TABLE and print its parameters with 95% intervals."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -58,6 +59,7 @@ def fit_cmd(
     from scalelab.laws import render as report
     from scalelab.laws.fitfile import write_fit
 
+    check_outputs(("--out", out), ("--plot", plot))
     if law not in REGISTRY and law != "auto":
         raise InputError(f"--law {law!r}: choose one of {', '.join(REGISTRY)}, auto")
     if n_init is not None and n_init < 1:
@@ -109,16 +111,23 @@ def fit_cmd(
                                             bootstrap=bootstrap, seed=seed, n_init=n_init, progress=tick)
         else:
             est, prep = fit_table(table, est, col_map=parse_col_map(col), x=x, progress=tick)
-    if selection is not None:
-        stdout.print(selection["selected_by"]["reason"], highlight=False, soft_wrap=True)
     for note in prep.notices:
         stderr.print(f"note: {note}", highlight=False, soft_wrap=True)
-    stdout.print(est.title, highlight=False, soft_wrap=True)
-    stdout.print(report.params_table(est))
-    budgets = report.budgets_table(est)
-    if budgets is not None:
-        stdout.print(budgets)
-    stdout.print(report.two_columns(report.fit_facts(est), ("", ""), justify="left"))
+    if as_json:  # the document --out writes; the tables stay out of stdout, "wrote" lines go to stderr
+        from scalelab.laws.fitfile import fit_document
+
+        print(dumps_json(fit_document(est, source=str(table), notices=prep.notices,
+                                      columns=parse_col_map(col) or None, extra=selection)))
+        stdout = stderr
+    else:
+        if selection is not None:
+            stdout.print(selection["selected_by"]["reason"], highlight=False, soft_wrap=True)
+        stdout.print(est.title, highlight=False, soft_wrap=True)
+        stdout.print(report.params_table(est))
+        budgets = report.budgets_table(est)
+        if budgets is not None:
+            stdout.print(budgets)
+        stdout.print(report.two_columns(report.fit_facts(est), ("", ""), justify="left"))
     for w in getattr(est, "warnings_", []):
         stderr.print(f"warning: {w}", highlight=False, soft_wrap=True)
     if not est.converged_:
@@ -133,6 +142,15 @@ def fit_cmd(
 
         plot_fit(est, prep.X, prep.y, plot)
         stdout.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+
+
+def check_outputs(*pairs: tuple[str, Path | str | None]) -> None:
+    """Every file a verb will write can be written: checked before any work starts."""
+    from scalelab.records import check_output_file
+
+    for flag, path in pairs:
+        if path is not None:
+            check_output_file(path, flag)
 
 
 def check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:
@@ -206,7 +224,7 @@ def predict_cmd(
             raise InputError("--table predicts the rows of a table; leave out --params, --tokens and --unique-tokens")
         result = predict_table(law, table, col_map=parse_col_map(col))
         if as_json:
-            print(json.dumps(result))
+            print(dumps_json(result))
         else:
             stdout.print(report.batch_table(result))
             if "summary" in result:
@@ -220,7 +238,7 @@ def predict_cmd(
         raise InputError("--col applies to --table")
     result = predict_point(law, N=params, D=tokens, U=unique_tokens)
     if as_json:
-        print(json.dumps(result))
+        print(dumps_json(result))
     else:
         inputs = ", ".join(f"{k}={v:.4g}" for k, v in result["inputs"].items())
         print(f"predicted loss {result['loss']:.6g}  ({result['law']} fit; {inputs})")
@@ -258,7 +276,7 @@ def optimal_cmd(
     for w in result.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     if as_json:
-        print(json.dumps(result))
+        print(dumps_json(result))
         return
     console, _ = _consoles()
     if "inference" in result:

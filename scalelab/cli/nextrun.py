@@ -2,12 +2,12 @@
 Thin: parsing and printing; the work is `scalelab.laws.nextrun.next_runs`."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
 
 from scalelab.cli.app import app
+from scalelab.records import dumps_json
 
 
 @app.command("next")
@@ -31,7 +31,7 @@ def next_cmd(
     law, prep = fit_table(table, ChinchillaLaw(form=form, method="vpnls", bootstrap=0), col_map=parse_col_map(col))
     res = next_runs(law, prep.X, budget=budget, k=k, at=at)
     if as_json:
-        print(json.dumps(res))
+        print(dumps_json(res))
         return
     t = res["target"]
     print(f"target: the compute-optimal model at C = {fmt(t['compute'])} (N = {fmt(t['N'])}, D = {fmt(t['D'])}), "

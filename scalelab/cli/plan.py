@@ -3,13 +3,13 @@ planner). Parsing and printing only; the work is in `scalelab.laws.exchange_tabl
 `scalelab.pipeline.plan`. `plan` exits with code 1 when the budget cannot reach the target (2: bad input)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from scalelab.cli.app import app
+from scalelab.records import dumps_json
 
 
 @app.command("exchange")
@@ -30,17 +30,20 @@ def exchange_cmd(
 ) -> None:
     """Test-time FLOPs worth 10x pretraining, where test time cannot replace it, and what post-training is worth."""
     from scalelab.errors import InputError
-    from scalelab.laws.exchange_tables import measure_exchange, strict_json, summary_lines, testtime_table
+    from scalelab.laws.exchange_tables import measure_exchange, summary_lines, testtime_table
     from scalelab.records import atomic_write_json
 
+    from scalelab.cli.fit import check_outputs
+
+    check_outputs(("--out", out), ("--plot", plot))
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
     doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier, pretraining=pretraining,
                            task=task)
-    print(json.dumps(strict_json(doc), allow_nan=False) if as_json else "\n".join(summary_lines(doc)))
+    print(dumps_json(doc) if as_json else "\n".join(summary_lines(doc)))
     written = []
     if out is not None:
-        atomic_write_json(out, strict_json(doc))
+        atomic_write_json(out, doc)
         written.append(out)
     if plot is not None:
         from scalelab.laws.exchange_plot import plot_frontier
@@ -68,9 +71,12 @@ def plan_cmd(
 
     if (target_accuracy is None) == (target_loss is None):
         raise InputError("give exactly one of --target-accuracy and --target-loss")
+    if not queries > 0:  # the library takes 0 (training alone); on the command line it is a slip
+        raise InputError(f"--queries {queries:g}: expected a positive number of queries to serve; for training "
+                         "alone, `scalelab optimal FIT --compute C` gives the compute-optimal model")
     cfg = PlanConfig.build(budget=budget, queries=queries, tokens_per_query=tokens_per_query,
                            target_accuracy=target_accuracy, target_loss=target_loss, difficulty=difficulty)
     plan = make_plan(cfg, load_fits(fits, need_exchange=target_accuracy is not None))
-    print(json.dumps(plan.as_dict()) if as_json else "\n".join(explain(plan)))
+    print(dumps_json(plan.as_dict()) if as_json else "\n".join(explain(plan)))
     if not plan.reachable:
         raise typer.Exit(1)

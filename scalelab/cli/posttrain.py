@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from scalelab.cli.app import app
+from scalelab.cli.app import TRACKER, app
 from scalelab.cli.task_options import difficulty_labels, with_task_options
 from scalelab.cli.testtime import _ints, _progress, _setup
 from scalelab.errors import InputError
@@ -94,6 +94,7 @@ def sft_cmd(parent: str = FROM, lora_rank: Optional[int] = LORA,
             lr: Optional[float] = LR, trainer: Optional[str] = typer.Option(None, "--trainer", help="own | trl"),
             eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
             threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
+            tracker: Optional[str] = TRACKER,
             task_options: Optional[dict] = None) -> None:
     """Supervised fine-tuning (full, or LoRA with --lora-rank) on worked solutions or a JSONL file."""
     _go("sft", dict(locals_of(locals())), sets, runs_dir, threads)
@@ -112,7 +113,8 @@ def distill_cmd(parent: str = FROM, teacher: str = typer.Option(..., "--teacher"
                 epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR,
                 eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
                 threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-            task_options: Optional[dict] = None) -> None:
+                tracker: Optional[str] = TRACKER,
+                task_options: Optional[dict] = None) -> None:
     """Distil --teacher into the parent: logit-level KL, or offline on teacher-written solutions."""
     _go("distill", dict(locals_of(locals())), sets, runs_dir, threads)
 
@@ -128,7 +130,8 @@ def synth_cmd(parent: str = FROM, teacher: Optional[str] = TEACHER,
               epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR,
               eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-            task_options: Optional[dict] = None) -> None:
+              tracker: Optional[str] = TRACKER,
+              task_options: Optional[dict] = None) -> None:
     """Teacher-written, verifier-filtered solutions for scarce difficulties, mixed into fine-tuning."""
     _go("synth", dict(locals_of(locals())), sets, runs_dir, threads)
 
@@ -143,7 +146,8 @@ def prune_cmd(parent: str = FROM,
               recover_tokens: Optional[int] = typer.Option(None, "--recover-tokens", help="distillation tokens after"),
               lr: Optional[float] = LR, eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-            task_options: Optional[dict] = None) -> None:
+              tracker: Optional[str] = TRACKER,
+              task_options: Optional[dict] = None) -> None:
     """Unstructured (magnitude, Wanda) or structured (width, depth) pruning, then distillation."""
     fields = dict(locals_of(locals()))
     if axes is not None:
@@ -158,7 +162,8 @@ def quantize_cmd(parent: str = FROM,
                  group_size: Optional[int] = typer.Option(None, "--group-size", help="int4: weights per scale"),
                  eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
                  threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-            task_options: Optional[dict] = None) -> None:
+                 tracker: Optional[str] = TRACKER,
+                 task_options: Optional[dict] = None) -> None:
     """torchao weight quantization: size on disk, latency and accuracy against the parent."""
     _go("quantize", dict(locals_of(locals())), sets, runs_dir, threads)
 
@@ -167,9 +172,11 @@ def quantize_cmd(parent: str = FROM,
 def plot_cmd(runs: Path = typer.Argument(..., help="runs directory with post-training records"),
              out: Path = typer.Option(..., "--out", help="PNG file")) -> None:
     """Accuracy against post-training FLOPs (one line per technique) and against pretraining FLOPs."""
+    from scalelab.cli.fit import check_outputs
     from scalelab.posttrain.plots import plot_posttrain
     from scalelab.tables import posttrain_table
 
+    check_outputs(("--out", out))
     df = posttrain_table(runs)
     mean = df[df.difficulty == "mean"].sort_values(["technique", "posttrain_flops"])
     print(f"{'technique':<24}{'post-training FLOPs':>20}{'accuracy':>10}{'parent':>8}  run")

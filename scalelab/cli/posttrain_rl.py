@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 
+from scalelab.cli.app import TRACKER
 from scalelab.cli.posttrain import DIFFS, FROM, LR, PROBLEMS, RUNS, SET, THREADS, _go, _summary, locals_of, pt
 from scalelab.cli.task_options import with_task_options
 from scalelab.errors import InputError
@@ -49,7 +50,8 @@ def reward_model_cmd(parent: str = FROM, data: Optional[str] = DATA,
                      init: Optional[str] = typer.Option(None, "--init", help="parent | RUN (same tokenizer)"),
                      epochs: Optional[int] = typer.Option(None, "--epochs"), lr: Optional[float] = LR,
                      data_steps: Optional[str] = DATA_STEPS, threads: Optional[int] = THREADS,
-                     sets: list[str] = SET, runs_dir: Path = RUNS, task_options: Optional[dict] = None) -> None:
+                     sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER,
+                     task_options: Optional[dict] = None) -> None:
     """A reward model from preference pairs (Bradley-Terry) or thumbs labels; held-out pairwise accuracy."""
     rec = _run("reward-model", locals_of(locals()), sets, runs_dir, threads)
     m = rec.metrics
@@ -82,7 +84,8 @@ def rlvr_cmd(parent: str = FROM, steps: Optional[int] = STEPS, algorithm: Option
              data_steps: Optional[str] = DATA_STEPS,
              reference: Optional[str] = REF, eval_problems: Optional[int] = PROBLEMS,
              eval_difficulties: Optional[str] = DIFFS, threads: Optional[int] = THREADS,
-             sets: list[str] = SET, runs_dir: Path = RUNS, task_options: Optional[dict] = None) -> None:
+             sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER,
+             task_options: Optional[dict] = None) -> None:
     """RL with verifiable rewards: GRPO (or RLOO) with the exact verifier as the reward."""
     _rl("rlvr", locals_of(locals()), sets, runs_dir, threads)
 
@@ -95,7 +98,9 @@ def rlhf_cmd(parent: str = FROM, reward_model: str = typer.Option(..., "--reward
              negative_weight: Optional[float] = NEG, lr: Optional[float] = LR,
              data_steps: Optional[str] = DATA_STEPS, reference: Optional[str] = REF,
              eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
-             threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS, task_options: Optional[dict] = None) -> None:
+             threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
+             tracker: Optional[str] = TRACKER,
+             task_options: Optional[dict] = None) -> None:
     """RLHF: GRPO (or RLOO) against a learned reward model, with a KL penalty to the reference."""
     _rl("rlhf", locals_of(locals()), sets, runs_dir, threads)
 
@@ -109,7 +114,9 @@ def rlaif_cmd(parent: str = FROM, judge: str = typer.Option(..., "--judge", help
              negative_weight: Optional[float] = NEG, lr: Optional[float] = LR,
               data_steps: Optional[str] = DATA_STEPS, reference: Optional[str] = REF,
               eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
-              threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS, task_options: Optional[dict] = None) -> None:
+              threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
+              tracker: Optional[str] = TRACKER,
+              task_options: Optional[dict] = None) -> None:
     """RLAIF: GRPO (or RLOO) against an AI judge (a larger model's judgement, not the verifier)."""
     _rl("rlaif", locals_of(locals()), sets, runs_dir, threads)
 
@@ -121,7 +128,9 @@ def dpo_cmd(parent: str = FROM, data: Optional[str] = DATA,
             epochs: Optional[int] = typer.Option(None, "--epochs"), lr: Optional[float] = LR,
             reference: Optional[str] = REF, data_steps: Optional[str] = DATA_STEPS,
             eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
-            threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS, task_options: Optional[dict] = None) -> None:
+            threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
+            tracker: Optional[str] = TRACKER,
+            task_options: Optional[dict] = None) -> None:
     """Direct preference optimisation on pairs (a JSONL file, or the parent's ranked testbed samples)."""
     rec = _run("dpo", locals_of(locals()), sets, runs_dir, threads)
     _summary(rec, runs_dir)
@@ -138,7 +147,8 @@ def rft_cmd(parent: str = FROM, rounds: Optional[int] = typer.Option(None, "--ro
             lora_rank: Optional[int] = typer.Option(None, "--lora-rank"), lr: Optional[float] = LR,
             data_steps: Optional[str] = DATA_STEPS, eval_problems: Optional[int] = PROBLEMS,
             eval_difficulties: Optional[str] = DIFFS, threads: Optional[int] = THREADS,
-            sets: list[str] = SET, runs_dir: Path = RUNS, task_options: Optional[dict] = None) -> None:
+            sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER,
+            task_options: Optional[dict] = None) -> None:
     """Rejection-sampling fine-tuning / expert iteration, best-of-n distillation, search as the sampler."""
     rec = _run("rft", locals_of(locals()), sets, runs_dir, threads)
     _curve(rec)
@@ -153,8 +163,10 @@ def plot_rl_cmd(runs: Path = typer.Argument(..., help="runs directory with rlvr/
     """Accuracy against RL FLOPs for every RL-family run, and the reward over-optimisation curve."""
     import sys
 
+    from scalelab.cli.fit import check_outputs
     from scalelab.posttrain.rlcurves import plot_overoptimisation, plot_rl, rl_table
 
+    check_outputs(("--out", out), ("--overopt", overopt))
     df = rl_table(runs)
     last = df.sort_values("flops").groupby("run_id").tail(1).sort_values(["label", "flops"])
     first = df.sort_values("flops").groupby("run_id").head(1).set_index("run_id")
@@ -176,7 +188,7 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="the base run, then t
                 seed: int = typer.Option(0, "--seed"), threads: Optional[int] = THREADS,
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Greedy accuracy of runs on the same problems, and each one's paired change against the first."""
-    import json
+    from scalelab.records import dumps_json
 
     from scalelab.cli.testtime import _ints, _progress, _setup
     from scalelab.posttrain.compare_runs import compare
@@ -192,7 +204,7 @@ def compare_cmd(runs: list[str] = typer.Argument(..., help="the base run, then t
         cmp = compare(runs, split=split, problems=problems, difficulties=ds, seed=seed,
                       progress=lambda s, d, t: bar.update(task, completed=d))
     if as_json:
-        print(json.dumps(cmp.as_dict()))
+        print(dumps_json(cmp.as_dict()))
         return
     ds = cmp.difficulties
     n = "/".join(str(cmp.correct[(cmp.models[0], d)].size) for d in ds)

@@ -20,6 +20,9 @@ def report_cmd(
     from scalelab.errors import InputError
     from scalelab.pipeline.report import build_report
 
+    from scalelab.cli.fit import check_outputs
+
+    check_outputs(("--out", out))
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
     if fits is not None and not fits.is_dir():

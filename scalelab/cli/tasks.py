@@ -3,13 +3,13 @@ it, write the testbed or generated word problems as task files. Parsing and prin
 work is in `scalelab.tasks.files` and `scalelab.tasks.wordproblems`."""
 from __future__ import annotations
 
-import json
 import sys
 from typing import Optional
 
 import typer
 
 from scalelab.cli.app import app
+from scalelab.records import dumps_json
 from scalelab.errors import InputError
 
 tk = typer.Typer(help="Task files: show one, score completions, export the testbed, generate word problems.",
@@ -50,13 +50,15 @@ def show_cmd(
     from scalelab.tasks.files import load_task, summary
     from scalelab.tasks.prompting import load_tokenizer
 
+    if examples < 0:
+        raise InputError(f"--examples {examples}: expected 0 or more")
     tok = load_tokenizer(model) if model else None
     task = load_task(file, fmt, field, regex, fewshot=fewshot, shots=shots, system=system, chat=chat, tokenizer=tok,
                      template=template)
     out = summary(task, examples, split=split)
     print(f"note: detected {task.detected}" if fmt == "auto" else f"note: format {task.detected}", file=sys.stderr)
     if as_json:
-        print(json.dumps(out, ensure_ascii=False))
+        print(dumps_json(out, ensure_ascii=False))
         return
     print(f"format      {out['format']}\nproblems    {out['n_problems']}")
     print("splits      " + ", ".join(f"{k}: {v}" for k, v in out["splits"].items()))
@@ -78,7 +80,7 @@ def score_cmd(
 
     result = score(load_task(file, fmt, field, regex), completions)
     if as_json:
-        print(json.dumps({"accuracy": result["accuracy"], "correct": result["correct"]}))
+        print(dumps_json({"accuracy": result["accuracy"], "correct": result["correct"]}))
         return
     for pid, ok, ans in zip(result["ids"], result["correct"], result["answers"]):
         print(f"{pid}\t{'correct' if ok else 'wrong'}\t{ans}")
@@ -98,6 +100,9 @@ def export_cmd(
     """Write the testbed's test problems (the ones `scalelab testtime` evaluates) as a GSM8K-format file."""
     from scalelab.tasks.wordproblems import testbed_rows, write_jsonl
 
+    from scalelab.cli.fit import check_outputs
+
+    check_outputs(("--out", out))
     if source != "testbed":
         raise InputError(f"tasks export {source!r}: only 'testbed' can be exported")
     if fmt != "gsm8k":
@@ -118,7 +123,9 @@ def generate_cmd(
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
     """Generate seeded word problems (train/test splits) as a task file."""
+    from scalelab.cli.fit import check_outputs
     from scalelab.tasks.wordproblems import generate, write_jsonl
 
+    check_outputs(("--out", out))
     rows = generate(fmt, problems, seed=seed, max_ops=max_ops)
     print(f"wrote {write_jsonl(out, rows, force=force)} ({len(rows)} problems)")

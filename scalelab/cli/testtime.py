@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from scalelab.cli import task_options as T
-from scalelab.cli.app import app
+from scalelab.cli.app import TRACKER, app
 from scalelab.errors import ConfigError, InputError
 
 tt = typer.Typer(help="Test-time scaling: strategies, reward models, laws and allocation, in FLOPs.",
@@ -97,8 +97,11 @@ def testtime_cmd(
     task_regex: Optional[str] = T.TASK_REGEX, chat: str = T.CHAT, system: Optional[str] = T.SYSTEM,
     fewshot: Optional[str] = T.FEWSHOT, shots: int = T.SHOTS, max_new_tokens: Optional[int] = T.MAX_NEW,
     stop: list[str] = T.STOP, step_split: str = T.STEP_SPLIT,
-    orm: Optional[str] = typer.Option(None, "--orm", help="outcome reward model run"),
+    orm: Optional[str] = typer.Option(None, "--orm", help="outcome reward model: a run of train-verifier, or a "
+                                      "Hugging Face *ForSequenceClassification directory"),
     prm: Optional[str] = typer.Option(None, "--prm", help="process reward model run"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="an LLM judge as the ORM: a causal LM directory asked "
+                                        "whether each solution is right (its FLOPs count as verifier FLOPs)"),
     temperature: float = typer.Option(0.8, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: all cores); "
@@ -108,6 +111,7 @@ def testtime_cmd(
     shards: Optional[int] = typer.Option(None, "--shards", help="ray: actors that sample, each holding the policy (default 2)"),
     sets: list[str] = _SET,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where records go"),
+    tracker: Optional[str] = TRACKER,
 ) -> None:
     """Evaluate strategies on the testbed or a task file: one record per (strategy, n, difficulty)."""
     if ctx.invoked_subcommand is not None:
@@ -122,12 +126,15 @@ def testtime_cmd(
                            stop, step_split)
     cfg = TesttimeConfig.build(model=model, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
                                n=_ints(n, "--n"), difficulties=T.difficulty_labels(difficulties, _ints),
-                               problems=problems, split=split, orm=orm, prm=prm, temperature=temperature, seed=seed,
+                               problems=problems, split=split, orm=orm, prm=prm, judge=judge,
+                               temperature=temperature, seed=seed,
                                threads=threads, **fields).override(sets)
     if where:
         print(f"testtime: sampling on {where}", file=sys.stderr)
     print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'chance':>10}{'FLOPs/question':>16}")
-    with _progress() as bar:
+    from scalelab import trackers
+
+    with trackers.use(tracker), _progress() as bar:
         task = bar.add_task("loading", total=None)
 
         def tick(stage: str, done: int, total: int) -> None:
@@ -135,8 +142,8 @@ def testtime_cmd(
 
         def show(rec) -> None:
             m = rec.metrics
-            bar.console.print(f"{rec.technique:<24}{m['steps']:>6}{m['n']:>5}{m['accuracy']:>10.3f}{_fmt(m['accuracy_se']):>8}"
-                              f"{m['chance']:>10.2g}{m['flops_per_question']:>16.4g}", highlight=False, soft_wrap=True)
+            print(f"{rec.technique:<24}{m['steps']:>6}{m['n']:>5}{m['accuracy']:>10.3f}{_fmt(m['accuracy_se']):>8}"
+                  f"{m['chance']:>10.2g}{m['flops_per_question']:>16.4g}", flush=True)  # results: stdout
             bar.update(task, description=f"d{m['steps']} {rec.technique} n={m['n']}")
 
         recs = evaluate(cfg, runs_dir, progress=tick, on_record=show)
@@ -220,6 +227,7 @@ def predict_cmd(
                                       "for all the difficulties, a beta per difficulty"),
     bootstrap: int = typer.Option(0, "--bootstrap", help="standard error of each error over this many resamples of "
                                   "the problems"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
 ) -> None:
     """Fit each curve on small budgets and predict a large one: predicted, observed, error."""
     from scalelab.testtime.extrapolate import predict_curves, summary
@@ -228,6 +236,11 @@ def predict_cmd(
                           strategies=strategies.split(",") if strategies else None, pooled=pooled,
                           difficulties=_ints(difficulties, "--difficulties") if difficulties else None,
                           shared_alpha=shared_alpha, bootstrap=bootstrap)
+    if as_json:
+        from scalelab.records import dumps_json
+
+        print(dumps_json(rows))
+        return
     se_head = f"{'± se':>6}" if bootstrap else ""
     print(f"{'strategy':<24}{'steps':>6}{'points':>7}{'predicted':>11}{'observed':>10}{'error':>8}{se_head}  fit")
     for r in rows:
@@ -246,8 +259,10 @@ def plot_cmd(
     difficulties: Optional[str] = typer.Option(None, "--difficulties", help="panels (default: all)"),
 ) -> None:
     """Accuracy against FLOPs per question, every strategy on one axis, chance drawn."""
+    from scalelab.cli.fit import check_outputs
     from scalelab.testtime.plots import plot_accuracy_vs_flops
 
+    check_outputs(("--out", out))
     path = plot_accuracy_vs_flops(runs, out, difficulties=_ints(difficulties, "--difficulties") if difficulties else None)
     print(f"wrote {path}")
 
@@ -289,6 +304,7 @@ def compare_cmd(
                                "each strategy may spend"),
     difficulties: Optional[str] = typer.Option(None, "--difficulties", help="e.g. 3-6 (default: all)"),
     strategies: Optional[str] = typer.Option(None, "--strategies", help="only these (default: every one)"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
 ) -> None:
     """Each strategy at its largest n within a FLOPs budget against a baseline, with paired errors."""
     from scalelab.testtime.compare_strategies import compare_at_budget
@@ -299,6 +315,11 @@ def compare_cmd(
     rows = compare_at_budget(runs, baseline=baseline, budget=(name, int(k)),
                              difficulties=_ints(difficulties, "--difficulties") if difficulties else None,
                              strategies=strategies.split(",") if strategies else None)
+    if as_json:
+        from scalelab.records import dumps_json
+
+        print(dumps_json(rows))
+        return
     print(f"{'strategy':<24}{'steps':>7}{'n':>4}{'FLOPs/q':>10}{'budget':>10}{'accuracy':>10}{'± se':>7}"
           f"{baseline:>9}{'gap':>8}{'± se':>7}")
     for r in rows:

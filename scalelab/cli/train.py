@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from scalelab.cli.app import app
+from scalelab.cli.app import TRACKER, app
 from scalelab.errors import ConfigError, InputError
 
 _SET = typer.Option([], "--set", help="override a TrainConfig field: key=value (repeatable)")
@@ -40,20 +40,28 @@ def train_cmd(
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="with --nproc: nodes taking part (run this on each)"),
     rdzv: str = typer.Option(None, "--rdzv-endpoint", help="with --nnodes > 1: HOST:PORT of the rendezvous"),
     rdzv_timeout: float = typer.Option(60.0, "--rdzv-timeout", help="seconds to wait for the other nodes"),
+    tracker: str = TRACKER,
+    as_json: bool = typer.Option(False, "--json", help="print the run record as JSON"),
 ) -> None:
     """Train one model and write its run record."""
     from scalelab.pretrain.train import plan_run, run_id_for, train
+    from scalelab.records import check_output_dir
 
-    cfg, source = _base(config, corpus, sets, [f"model={preset}"] if preset else [])
+    check_output_dir(runs_dir, "--runs-dir")
+    cfg, source = _base(config, corpus, sets, ([f"model={preset}"] if preset else []) + _tracking(tracker))
     p = plan_run(cfg, source.vocab_size)
+    mode = None
+    if nproc > 1 or nnodes > 1:
+        from scalelab.pretrain.launch import choose_mode
+
+        mode = choose_mode(parallel, cfg, source.vocab_size)
     _err(f"run {run_id_for(cfg)}: {p['arch'].name} width {p['arch'].width} heads {p['arch'].n_heads}, "
          f"batch {p['batch_size']}x{cfg.seq_len}, {p['steps']} steps, lr {p['lr']:.3g} ({cfg.schedule}), "
          f"{p['flops_per_token'] * cfg.tokens:.3g} FLOPs on {source.name}")
-    if nproc > 1 or nnodes > 1:
-        from scalelab.pretrain.launch import choose_mode, launch
+    if mode is not None:
+        from scalelab.pretrain.launch import launch
         from scalelab.records import read_record
 
-        mode = choose_mode(parallel, cfg, source.vocab_size)
         _err(f"  torchrun: {nnodes} node(s) x {nproc} process(es), {mode}: {p['batch_size']} sequences per step "
              f"split over {nproc * nnodes} processes")
         rec = read_record(launch(cfg, runs_dir, nproc, mode=mode, nnodes=nnodes, rdzv_endpoint=rdzv,
@@ -65,6 +73,11 @@ def train_cmd(
     if rec.status != "complete":
         _err(f"run {rec.run_id} {rec.status}: {rec.error}")
         raise typer.Exit(1)
+    if as_json:
+        from scalelab.records import dumps_json
+
+        print(dumps_json(rec.model_dump()))
+        return
     print(f"{rec.run_id}: loss {rec.metrics['loss']:.4f} nats/token, {rec.metrics['bpb']:.4f} bits/byte, "
           f"{rec.tokens:,} tokens, {rec.flops['pretrain']:.3g} FLOPs, {rec.wall_s:.1f} s -> {runs_dir / rec.run_id}")
 
@@ -84,7 +97,7 @@ def sweep_cmd(
     address: str = typer.Option(None, "--address", help="ray: the cluster's HOST:PORT (default: start Ray here)"),
     cpus: float = typer.Option(1.0, "--cpus-per-member", help="ray: CPUs each member asks for (= torch threads)"),
     gpus: float = typer.Option(0.0, "--gpus-per-member", help="ray: GPUs each member asks for"),
-    sets: list[str] = _SET, corpus: str = _CORPUS,
+    sets: list[str] = _SET, corpus: str = _CORPUS, tracker: str = TRACKER,
 ) -> None:
     """Run a grid or IsoFLOP sweep; re-running it skips finished members and resumes the rest."""
     import json
@@ -92,11 +105,19 @@ def sweep_cmd(
     from scalelab.tables import load_runs
     from scalelab.pretrain.sweep import plan_grid, plan_isoflop, read_budgets, run_sweep, sweep_preset
 
+    from scalelab.records import check_output_dir
+
+    check_output_dir(runs_dir, "--runs-dir")
     pre = sweep_preset(preset, corpus or "testbed") if preset is not None else {}
+    kind = plan or pre.get("plan")
+    _check_plan_options(kind, {"--budgets": budgets, "--points-per-budget": points, "--tokens-per-param": ratio},
+                        {"--sizes": sizes, "--tokens": tokens})
     runner = _executor(executor, address, cpus, gpus)
     base_sets = [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in pre.get("base", {}).items()]
-    base, source = _base(None, corpus, sets, base_sets)
-    kind = plan or pre.get("plan")
+    base, source = _base(None, corpus, sets, base_sets + _tracking(tracker))
+    from scalelab import trackers
+
+    trackers.make(base.tracker)  # opens (and creates) the store once, before any worker starts
     if kind == "isoflop":
         cs = read_budgets(budgets) if budgets else pre.get("budgets")
         if not cs:
@@ -130,6 +151,23 @@ def sweep_cmd(
     if failed:
         _err(f"{len(failed)} of {len(outcomes)} members did not complete; re-run the same command to resume")
         raise typer.Exit(1)
+
+
+def _tracking(tracker: str | None) -> list[str]:
+    """--tracker as the config's field, so that sweep workers (processes, Ray tasks) track too."""
+    return [f"tracker={tracker}"] if tracker is not None else []
+
+
+def _check_plan_options(kind: str | None, isoflop: dict, grid: dict) -> None:
+    """An option of the other plan would be ignored without a word: refuse it instead."""
+    other = {"isoflop": grid, "grid": isoflop}.get(kind or "", {})
+    given = [flag for flag, value in other.items() if value is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} belong(s) to the {'grid' if kind == 'isoflop' else 'isoflop'} plan, "
+                         f"not --plan {kind}; leave {'it' if len(given) == 1 else 'them'} out")
+    for flag, value in isoflop.items():
+        if isinstance(value, (int, float)) and not value > 0:
+            raise InputError(f"{flag} {value}: expected a positive number")
 
 
 def _executor(kind: str, address: str | None, cpus: float, gpus: float):

@@ -157,7 +157,29 @@ class Engine:
                               f"(max_position_embeddings): nothing can be generated after it")
 
     def session(self, rows: int, capacity: int) -> Session:
+        self.check_memory(rows, capacity)
         return Session(self, rows, capacity)
+
+    def kv_bytes(self, rows: int, tokens: int) -> int:
+        """Bytes of the key/value cache for `rows` sequences of `tokens` (every layer, K and V)."""
+        c = self.model.config
+        c = getattr(c, "text_config", None) or c
+        layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", 1)
+        heads = getattr(c, "num_attention_heads", None) or getattr(c, "n_head", 1)
+        kv = getattr(c, "num_key_value_heads", None) or heads
+        width = getattr(c, "hidden_size", None) or getattr(c, "n_embd", 0)
+        head_dim = getattr(c, "head_dim", None) or width // heads
+        return 2 * layers * rows * tokens * kv * head_dim * self._torch.finfo(self.dtype).bits // 8
+
+    def check_memory(self, rows: int, tokens: int) -> None:
+        """Refuse, before anything is allocated, a cache that would not fit in the memory free now."""
+        if self.device.type != "cpu":  # an accelerator's memory is its own; torch reports running out there
+            return
+        need, free = self.kv_bytes(rows, tokens), available_memory()
+        if free is not None and need > 0.8 * free:
+            raise ConfigError(f"sampling {rows} rows of up to {tokens} tokens needs a {need / 2**30:.1f} GiB "
+                              f"key/value cache, and {free / 2**30:.1f} GiB of memory is free: lower --max-batch "
+                              f"(now {self.max_batch}), n, or --max-new-tokens")
 
     # ---- one-shot generation -----------------------------------------------------------------
     def generate(self, prompts: Sequence[str] | Sequence[list[int]], n: int = 1,
@@ -184,6 +206,7 @@ class Engine:
         for chunk in _chunks(len(ids), n, self.max_batch):  # [(prompt index, first sample, count)]
             uniq = sorted({p for p, _, _ in chunk})
             cap = max(len(ids[p]) for p in uniq) + max_new
+            self.check_memory(sum(c for _, _, c in chunk), cap)  # the rows the prompts are copied into
             sess = Session(self, len(uniq), cap)
             with torch.inference_mode():
                 sess.feed([ids[p] for p in uniq])
@@ -236,3 +259,15 @@ def _chunks(n_prompts: int, n: int, max_batch: int) -> list[list[tuple[int, int,
     for p0 in range(0, n_prompts, per):
         out.append([(p, 0, n) for p in range(p0, min(p0 + per, n_prompts))])
     return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new allocations (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

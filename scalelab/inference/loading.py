@@ -23,6 +23,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise InputError(f"{p}: no such run or checkpoint directory")
     if not p.is_dir():
         raise InputError(f"{p}: not a directory (expected a run directory or a Hugging Face checkpoint)")
+    record = parent_record(p)
+    if record is not None and record.status != "complete":
+        raise InputError(f"{p}: {unfinished(record)}")
     if (p / "checkpoint" / "config.json").is_file():  # a run directory (its config.json is the run's)
         return p / "checkpoint"
     if (p / "config.json").is_file():
@@ -30,6 +33,58 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (p / "record.json").is_file():
         raise InputError(f"{p}: this run has no checkpoint/ (it made no model, or it failed before saving one)")
     raise InputError(f"{p}: no config.json here or in {p / 'checkpoint'}: not a model checkpoint")
+
+
+def unfinished(record: Any) -> str:
+    """What to say about a run whose record is not complete: its weights are not the result."""
+    why = f"failed: {record.error}" if record.status == "failed" else "stopped or still going"
+    return (f"run {record.run_id} did not finish ({why}); re-run the command that made it (it picks up where "
+            "it stopped), then use the finished run")
+
+
+def check_weights(ckpt: Path, role: str = "") -> None:
+    """The checkpoint's safetensors files exist and are whole: each header parses and describes
+    exactly the bytes on disk. Checked before loading, so that a truncated copy or an interrupted
+    download is one line naming the file rather than a deserialiser's traceback."""
+    label = f"{role} " if role else ""
+    index = ckpt / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+            raise InputError(f"{label}{index}: not a valid safetensors index (no weight_map)") from None
+    elif (ckpt / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise InputError(f"{label}{ckpt}: no model.safetensors; scalelab loads safetensors weights only "
+                         "(a .bin file is a pickle and is never loaded)")
+    for name in files:
+        check_safetensors(ckpt / str(name), label)
+
+
+def check_safetensors(path: Path, label: str = "") -> None:
+    """One safetensors file: an 8-byte little-endian header length, a JSON header whose tensors'
+    data_offsets cover the rest of the file exactly (the format's own rule)."""
+    where = f"{label}{path}"
+    if not path.is_file():
+        raise InputError(f"{where}: missing (named by the checkpoint's index)")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or n > size - 8 or n > 100_000_000:
+            raise InputError(f"{where}: not a whole safetensors file ({size} bytes; truncated or not safetensors)")
+        try:
+            header = json.loads(f.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, IndexError,
+                AttributeError):
+            raise InputError(f"{where}: corrupt safetensors header") from None
+    expected = 8 + n + max(ends, default=0)
+    if expected != size:
+        cut = "truncated" if size < expected else "has trailing bytes"
+        raise InputError(f"{where}: {cut}: {size} bytes on disk, its header describes {expected}; "
+                         "copy or save the checkpoint again")
 
 
 def check_causal_lm(ckpt: Path) -> dict[str, Any]:
@@ -80,9 +135,7 @@ def load_causal_lm(path: str | Path, *, device: str = "cpu", model_class: Any = 
     ckpt = resolve_checkpoint(path)
     check_causal_lm(ckpt)
     check_tokenizer(ckpt)
-    if not any((ckpt / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
-        raise InputError(f"{ckpt}: no model.safetensors; scalelab loads safetensors weights only "
-                         "(a .bin file is a pickle and is never loaded)")
+    check_weights(ckpt)
     with quiet_transformers():
         try:
             tok = AutoTokenizer.from_pretrained(ckpt)

@@ -23,6 +23,8 @@ REGISTRY: dict[str, str] = {
     "datacon": "scalelab.laws.datacon:DataConstrainedLaw",
     "coverage": "scalelab.laws.coverage:CoverageLaw",
     "testtime": "scalelab.laws.sampling:TesttimeLaw",
+    "scalerl": "scalelab.laws.posttrain:ScaleRLLaw",
+    "posttrain-power": "scalelab.laws.posttrain:PosttrainPowerLaw",
 }
 
 
@@ -55,6 +57,8 @@ _EXPORTS = {
     "predict_intervals": "scalelab.laws.intervals", "predict_table": "scalelab.laws.batch",
     "TwoStepLaw": "scalelab.laws.downstream", "AccuracySigmoid": "scalelab.laws.downstream",
     "next_runs": "scalelab.laws.nextrun",
+    "ScaleRLLaw": "scalelab.laws.posttrain", "PosttrainPowerLaw": "scalelab.laws.posttrain",
+    "fit_posttrain_law": "scalelab.laws.posttrain_fit",
 }
 
 

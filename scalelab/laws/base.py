@@ -139,8 +139,10 @@ class Law:
         missing = [k for k in cls.param_names if k not in (d.get("params") or {})]
         if missing:
             raise InputError(f"FIT.json for law '{cls.name}' lacks params: {', '.join(missing)}")
-        law.params_ = {k: float(v) for k, v in d["params"].items()}
-        law.ci_ = {k: tuple(v) for k, v in (d.get("ci95") or {}).items()}
+        # strict JSON: no value is null, infinity the string "inf" (scalelab.records.dumps_json)
+        num = lambda v: math.nan if v is None else float(v)  # noqa: E731
+        law.params_ = {k: num(v) for k, v in d["params"].items()}
+        law.ci_ = {k: tuple(num(x) for x in v) for k, v in (d.get("ci95") or {}).items()}
         law.n_points_ = int(d.get("n_points") or 0)
         law.result_ = OptimizeResult(
             fun=d.get("objective") if d.get("objective") is not None else math.nan,

@@ -373,23 +373,6 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     return lines + [f"note: {n}" for n in doc["notices"]]
 
 
-def strict_json(obj: Any) -> Any:
-    """The document as strict JSON values: NaN -> null, +-infinity -> "inf" / "-inf" (the string form
-    `float()` reads back, as the exchange law writes its own infinite multipliers)."""
-    if isinstance(obj, dict):
-        return {k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        x = float(obj)
-        return x if math.isfinite(x) else None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
 def _num(v: Any) -> float:
     return math.nan if v is None else float(v)  # float("inf") reads the JSON form of infinity
 

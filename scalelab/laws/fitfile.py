@@ -11,6 +11,7 @@ Written atomically.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def read_fit(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{p}: not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(doc, dict) or "law" not in doc or "params" not in doc:
         raise InputError(f"{p}: not a FIT.json (expected an object with 'law' and 'params')")
-    if doc["law"] not in LAWS:
+    if not isinstance(doc["law"], str) or doc["law"] not in LAWS:
         raise InputError(f"{p}: unknown law {doc['law']!r} (known: {', '.join(LAWS)})")
     return doc
 
@@ -73,7 +74,14 @@ def load_law(path: str | Path, *, verb: str | None = None) -> Law:
         raise InputError(f"{path}: holds a '{doc['law']}' fit, but `{verb}` needs one of: {', '.join(able)}")
     if not isinstance(doc["params"], dict):
         raise InputError(f"{path}: 'params' must be an object")
+    bad = [k for k, v in doc["params"].items() if isinstance(v, bool) or not isinstance(v, (int, float))
+           or not math.isfinite(v)]
+    if bad:
+        raise InputError(f"{path}: params {', '.join(map(repr, bad))}: expected finite numbers")
+    for key in ("ci95", "settings", "range", "noise", "draws"):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise InputError(f"{path}: {key!r} must be an object")
     try:
         return cls.from_dict(doc)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
         raise InputError(f"{path}: cannot rebuild the '{doc['law']}' fit ({e})") from None

@@ -4,8 +4,9 @@ mean (`ci95_mean`), the 95% prediction interval for one new run (`pi95_new_run`)
 for inputs far outside the fitted range."""
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -19,6 +20,17 @@ def _positive(name: str, v: float | None) -> float:
     if not (math.isfinite(v) and v > 0):
         raise InputError(f"{name} must be a finite number > 0, got {v}")
     return float(v)
+
+
+@contextlib.contextmanager
+def _no_value(law: Law) -> Iterator[None]:
+    """Parameters read from a FIT.json that no fit would give (a zero exponent, a negative
+    coefficient) make the arithmetic fail: that is the file's fault, said in one line."""
+    try:
+        yield
+    except (ZeroDivisionError, OverflowError, TypeError) as e:  # TypeError: complex results of negative bases
+        params = ", ".join(f"{k} = {v:.4g}" for k, v in law.params_.items())
+        raise InputError(f"the {law.name} fit ({params}) gives no value here ({e}); refit it") from None
 
 
 def predict_point(law: Law, *, N: float | None, D: float | None, U: float | None = None) -> dict[str, Any]:
@@ -49,7 +61,7 @@ def predict_point(law: Law, *, N: float | None, D: float | None, U: float | None
     else:
         inputs = {"N": _positive("--params", N), "D": _positive("--tokens", D)}
         X = [[inputs["N"], inputs["D"]]]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), _no_value(law):
         iv = predict_intervals(law, X)
     checked = dict(inputs)
     if "N" in inputs and "D" in inputs:
@@ -77,8 +89,10 @@ def optimal_point(law: Law, *, compute: float, inference_tokens: float | None = 
     kw = {"U": _positive("--unique-tokens", U)} if (law.name == "datacon" and U is not None) else {}
     if U is not None and law.name != "datacon":
         raise InputError("--unique-tokens applies to a datacon fit only")
-    alloc = law.compute_optimal(compute, **kw)
-    out["allocation"] = alloc.as_dict()
+    with _no_value(law):
+        alloc = law.compute_optimal(compute, **kw)
+        out["allocation"] = {k: float(v) if isinstance(v, (float, np.floating, complex)) else v
+                             for k, v in alloc.as_dict().items()}
     from scalelab.laws.intervals import far_outside, predict_intervals
 
     out["warnings"] = far_outside(law, {"C": compute, "N": alloc.N, "D": alloc.D})

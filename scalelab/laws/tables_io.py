@@ -25,4 +25,4 @@ def load_runs_table(path: str | Path) -> Any:
             what = "a FIT.json (a fitted law)" if isinstance(doc, dict) and "law" in doc else "a JSON document"
             raise InputError(f"{p}: is {what}, not a table of runs; give a CSV file or a runs directory "
                              "(a FIT.json is read by predict and optimal)")
-    return load_table(p)
+    return load_table(path)  # the string as given: a tracking URI (sqlite:///...) is not a path

@@ -192,12 +192,25 @@ def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs
                          "to extrapolate to 10x the largest budget.", "warn"))
     else:
         opt = optimal_point(law0, compute=c_next)["allocation"]
-        loss = predict_point(law0, N=opt["N"], D=opt["D"])["loss"]
+        pred = predict_point(law0, N=opt["N"], D=opt["D"])
         out.append(_note(f"With 10x the largest budget (C = 6ND = {fmt(c_next)} FLOPs) this fit ({fits[0][0]}) "
                          f"trains N = {fmt(opt['N'])} parameters on D = {fmt(opt['D'])} tokens "
-                         f"({fmt(opt['tokens_per_param'])} tokens per parameter) to a predicted loss of {fmt(loss)}."))
+                         f"({fmt(opt['tokens_per_param'])} tokens per parameter) to a predicted loss of "
+                         f"{fmt(pred['loss'])}{_intervals(pred)}."))
     out.append(figs.img(lambda p: plot_fit(law0, prep0.X, prep0.y, p), "Chinchilla fit"))
     return "\n".join(out)
+
+
+def _intervals(pred: dict[str, Any]) -> str:
+    """The two intervals a prediction carries, named: where the law's mean lies (bootstrap of the fit)
+    and where one new run's loss would land (that plus the residual noise)."""
+    parts = []
+    if pred.get("ci95_mean"):
+        parts.append(f"95% interval of the mean [{fmt(pred['ci95_mean'][0])}, {fmt(pred['ci95_mean'][1])}]")
+    if pred.get("pi95_new_run"):
+        parts.append(f"95% prediction interval of one new run [{fmt(pred['pi95_new_run'][0])}, "
+                     f"{fmt(pred['pi95_new_run'][1])}]")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _isoflop(recs: list[RunRecord], figs: _Figures, *, bootstrap: int) -> str:

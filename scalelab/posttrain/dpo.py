@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from scalelab import trackers
 from scalelab.errors import ConfigError
 from scalelab.posttrain.rewardmodel import FeedbackConfig, feedback
 from scalelab.posttrain.stage import StageContext, StageResult, Technique
@@ -171,10 +172,12 @@ def _fit_trl(policy: Any, reference: Any, pairs: list[Any], examples: list[Any],
     bars = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()
     try:
-        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=ds,
-                             processing_class=ctx.parent.tokenizer)
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        with trackers.trainer_reporting(ctx.run_dir) as report_to:  # TRL reports where the run does
+            args.report_to = [report_to] if report_to != "none" else []
+            trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=ds,
+                                 processing_class=ctx.parent.tokenizer)
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
     finally:
         if bars:
             ds_logging.enable_progress_bar()

@@ -16,7 +16,8 @@ adapter only.
 Two trainers run the same examples, loss and schedule:
   own  `scalelab.posttrain.loop.fit` (default)
   trl  TRL's SFTTrainer on the same pre-tokenized examples with completion-only loss
-       (`use_cpu=True, bf16=False`, no activation checkpointing, `report_to="none"`, FINDINGS.md;
+       (`use_cpu=True, bf16=False`, no activation checkpointing, FINDINGS.md; `report_to`
+       the run's tracker, `scalelab.trackers`;
        transformers 5 renamed gradient_checkpointing to activation_checkpointing)
 Why the own loop is the default: on models of 10^4-10^6 parameters a step is a few milliseconds of
 matmuls, and SFTTrainer adds a fixed start-up (dataset preparation, accelerate) and a per-step
@@ -32,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from scalelab import trackers
 from scalelab.posttrain.data import Example, Steps, read_jsonl
 from scalelab.posttrain.loop import Counter, TrainStageConfig, default_lr, fit
 from scalelab.posttrain.stage import StageContext, StageResult, Technique
@@ -135,9 +137,11 @@ def fit_trl(model: Any, data: list[Example], ctx: StageContext, cfg: TrainStageC
     bars = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()  # "Building labels" bars; our own progress bar reports steps
     try:
-        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Log()])
-        trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
-        trainer.train()
+        with trackers.trainer_reporting(ctx.run_dir) as report_to:  # TRL reports where the run does
+            args.report_to = [report_to] if report_to != "none" else []
+            trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Log()])
+            trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+            trainer.train()
     finally:
         if bars:
             ds_logging.enable_progress_bar()

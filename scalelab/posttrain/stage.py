@@ -42,13 +42,14 @@ from typing import Any, Callable, Literal, Union
 
 from pydantic import Field
 
+from scalelab import trackers
 from scalelab.errors import ConfigError, InputError
 from scalelab.records import CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, \
-    read_record, write_record
+    check_output_dir, read_record, write_record
 from scalelab.runs import run_id
 from scalelab.tasks.options import TASK_FIELDS, TaskOptions
 
-EXECUTION_FIELDS = {"threads", "max_batch"}  # change how fast, never what: left out of the run id
+EXECUTION_FIELDS = {"threads", "max_batch", "tracker"}  # change how fast, never what: left out of the run id
 LEDGER_CONVENTION = (
     "exact (scalelab.model): matmul FLOPs, 2 per multiply-add, attention over the causal context; a training "
     "pass = 3 x forward minus the weight gradients of frozen matrices (2 x frozen weights per token); teacher "
@@ -68,6 +69,8 @@ class StageConfig(TaskOptions):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     threads: int | None = Field(None, ge=1, le=1024)
     max_batch: int = Field(256, ge=1, le=1_000_000, description="engine rows per batch (sampling, evaluation)")
+    tracker: Literal["none", "mlflow", "tensorboard"] | None = Field(
+        None, description="mirror rows and record to MLflow or TensorBoard (default: $SCALELAB_TRACKER)")
 
     def needs_train_split(self) -> bool:
         """Whether the stage draws training questions or examples from the task (checked up front)."""
@@ -141,24 +144,22 @@ class RunRef:
 
 def open_run(path: str | Path, *, role: str = "--from") -> RunRef:
     """Check that `path` is a finished run with a causal-LM checkpoint and a tokenizer; one-line errors."""
-    from scalelab.inference.loading import (check_causal_lm, check_tokenizer, parent_record, quiet_transformers,
-                                           resolve_checkpoint, run_name)
+    from scalelab.inference.loading import (check_causal_lm, check_tokenizer, check_weights, parent_record,
+                                           quiet_transformers, resolve_checkpoint, run_name, unfinished)
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{role} {p}: no such run or checkpoint directory")
     record = parent_record(p)
     if record is not None and record.status != "complete":
-        why = f"failed ({record.error})" if record.status == "failed" else "still running (status 'running')"
-        raise InputError(f"{role} {p}: run {record.run_id} is {why}; post-train a complete run")
+        raise InputError(f"{role} {p}: {unfinished(record)}")
     try:
         ckpt = resolve_checkpoint(p)
     except InputError as e:
         raise InputError(f"{role} {e}") from None
     check_causal_lm(ckpt)
     check_tokenizer(ckpt)
-    if not any((ckpt / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
-        raise InputError(f"{role} {ckpt}: no model.safetensors (scalelab never loads pickled weights)")
+    check_weights(ckpt, role)
     from transformers import AutoTokenizer
 
     with quiet_transformers():
@@ -281,6 +282,10 @@ def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
     """Load the parent, transform, evaluate, save the child (see the module docstring)."""
     from scalelab.runs import run_lock, torch_threads
 
+    check_output_dir(runs_dir, "--runs-dir")
+    data = getattr(cfg, "data", None)  # a file the technique reads only after the child's folder exists
+    if isinstance(data, str) and data not in ("testbed", "corpus") and not Path(data).is_file():
+        raise InputError(f"--data {data}: no such file (expected testbed, or a JSONL file)")
     parent = open_run(cfg.parent)
     teacher_path = getattr(cfg, "teacher", None)
     teacher_id = open_run(teacher_path, role="--teacher").run_id if teacher_path else None
@@ -290,7 +295,7 @@ def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
     if inside == run_dir.resolve() or inside in run_dir.resolve().parents:
         raise ConfigError(f"--runs-dir {runs_dir}: is inside the parent run {parent.run_id}; a stage never writes "
                           "into its parent, choose a directory outside it")
-    with run_lock(run_dir):
+    with run_lock(run_dir), trackers.use(cfg.tracker):
         if (run_dir / "record.json").is_file():
             old = read_record(run_dir)
             if old.status == "complete":

@@ -31,7 +31,7 @@ from typing import Any, Callable, Protocol
 from scalelab import checkpoint as ckpt
 from scalelab import model as M
 from scalelab.errors import ConfigError, InputError
-from scalelab.records import atomic_write_json, config_hash, read_record
+from scalelab.records import atomic_write_json, check_output_dir, config_hash, read_record
 from scalelab.tables import load_runs
 from scalelab.pretrain.train import RunBusy, TrainConfig, plan_run, quiet_import_noise, run_id_for, train
 
@@ -39,7 +39,7 @@ from scalelab.pretrain.train import RunBusy, TrainConfig, plan_run, quiet_import
 # IsoFLOP plan centres each budget's sizes on it. Only the centre depends on it: the fit finds
 # the real optimum, provided the points bracket it.
 TOKENS_PER_PARAM = 20.0
-MAX_DEPTH = {"cpu": 16, "gpu": 48}
+MAX_DEPTH = M.MAX_DEPTH
 MIN_DEPTH = 2  # one layer cannot form induction heads (Olsson et al. 2022): another regime
 
 # `--preset quick` (<= 2 min on 2 idle cores, used by tests) and `--preset default` (<= 20 min).
@@ -253,7 +253,7 @@ def run_sweep(configs: list[TrainConfig], runs_dir: str | Path, *, workers: int 
               on_event: Callable[[dict[str, Any]], None] | None = None, show_progress: bool = False,
               plan: dict[str, Any] | None = None) -> list[Outcome]:
     """Run every member not yet complete; skip complete ones; report unreadable records."""
-    runs_dir = Path(runs_dir)
+    runs_dir = check_output_dir(runs_dir, "--runs-dir")
     runs_dir.mkdir(parents=True, exist_ok=True)
     ids = [run_id_for(c) for c in configs]
     atomic_write_json(runs_dir / f"sweep-{config_hash(ids)}.json",

@@ -42,7 +42,8 @@ from pydantic import Field
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError
-from scalelab.records import (CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, read_record, write_record)
+from scalelab.records import (CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, check_output_dir,
+                              read_record, write_record)
 from scalelab.runs import run_id
 from scalelab import passk as est
 from scalelab.rewards.models import BAD, FEATURES, GOOD, REWARD_FILE, likelihood_features, query_positions, token_logprobs, vocab_hash
@@ -170,6 +171,7 @@ def train_verifier(cfg: VerifierConfig, runs_dir: str | Path, *, progress: Any =
 
     if cfg.min_steps > cfg.max_steps:
         raise ConfigError(f"min_steps={cfg.min_steps} > max_steps={cfg.max_steps}")
+    check_output_dir(runs_dir, "--runs-dir")
     parent = parent_record(cfg.policy)
     pid = run_name(cfg.policy, parent)
     jid = run_name(cfg.judge, parent_record(cfg.judge)) if cfg.judge is not None else None

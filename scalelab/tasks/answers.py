@@ -148,7 +148,7 @@ def choice_reference(answer: object, choices: tuple[str, ...]) -> str | None:
         return s.upper()
     if len(s) == 3 and s[0] == "(" and s[2] == ")" and s[1].upper() in LETTERS[:n]:
         return s[1].upper()
-    if s.isdigit() and int(s) < n:
+    if s.isdecimal() and len(s) < 6 and int(s) < n:  # isdigit() would pass "²", which int() refuses
         return LETTERS[int(s)]
     for k, option in enumerate(choices):
         if normalize_exact(option) == normalize_exact(s):

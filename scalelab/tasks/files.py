@@ -416,8 +416,16 @@ def summary(task: FileTask, examples: int = 2, split: str | None = None) -> dict
                                    task.problems(split, len(task.all_problems)))[:examples]]}
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text up to the first stop string (a completion generated without stop strings runs on into
+    the next few-shot question, whose numbers would otherwise be read as its answer)."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
 def score(task: FileTask, completions: str | Path) -> dict[str, Any]:
-    """Accuracy of a completions file (JSONL with `completion`, matched by `id` or by line order)."""
+    """Accuracy of a completions file (JSONL with `completion`, matched by `id` or by line order), each
+    completion cut at the task's first stop string as the engine would have stopped it."""
     rows, _ = read_rows(completions)
     problems = task.all_problems
     for line, r in rows:
@@ -435,7 +443,7 @@ def score(task: FileTask, completions: str | Path) -> dict[str, Any]:
                          "(without an id on every line they are matched by line order)")
     else:
         matched = problems
-    verdicts = [task.verify(p, r["completion"]) for p, (_, r) in zip(matched, rows)]
+    verdicts = [task.verify(p, cut_at_stop(r["completion"], task.stop)) for p, (_, r) in zip(matched, rows)]
     correct = [v.correct for v in verdicts]
     return {"accuracy": sum(correct) / len(correct), "n": len(correct), "correct": correct,
             "ids": [p.id for p in matched], "answers": [None if v.answer is None else str(v.answer) for v in verdicts]}

@@ -50,7 +50,7 @@ from pydantic import Field
 
 from scalelab.config import Config
 from scalelab.errors import ConfigError
-from scalelab.records import RunRecord, atomic_write_json, config_hash, write_record
+from scalelab.records import RunRecord, atomic_write_json, check_output_dir, config_hash, write_record
 from scalelab import passk as est
 class AllocateConfig(Config):
     model: str
@@ -113,6 +113,7 @@ def run_allocation(cfg: AllocateConfig, runs_dir: str | Path,
 
     if cfg.probe >= cfg.n_max:
         raise ConfigError(f"probe={cfg.probe} must be smaller than n_max={cfg.n_max}")
+    check_output_dir(runs_dir, "--runs-dir")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tcfg = TesttimeConfig.build(model=cfg.model, orm=cfg.orm, modulus=cfg.modulus,

@@ -108,7 +108,7 @@ class Context:
                 texts=texts,
                 correct=np.array([v.correct for v in verdicts], float),
                 answer_correct=np.array([v.answer_correct for v in verdicts], float),
-                answers=np.array([v.answer if v.answer is not None else est.NO_ANSWER for v in verdicts]),
+                answers=answer_codes([v.answer for v in verdicts]),
                 flops_prefill=gen.flops_prefill[i], flops_decode=np.array(gen.flops_decode[i]),
                 tokens=np.array([len(c.token_ids) for c in gen.completions[i]], float)))
         self.pools[key] = pools
@@ -130,3 +130,11 @@ class Context:
                     pool.prm, pool.prm_flops = s, np.array(f)
                 k += pool.N
         return pools
+
+
+def answer_codes(answers: Sequence[Any]) -> np.ndarray:
+    """Answers as int64 codes for the vote estimators: equal answers share a code, none is NO_ANSWER.
+    A task's answers are any hashable (a testbed residue, a fraction, a choice letter, a string),
+    and a model may write a number too long for int64."""
+    codes: dict[Any, int] = {}
+    return np.array([est.NO_ANSWER if a is None else codes.setdefault(a, len(codes)) for a in answers], np.int64)

@@ -36,6 +36,7 @@ from scalelab.runs import run_id
 from scalelab import passk as est
 from scalelab.testtime.strategies import STRATEGIES, Context, Options, get_strategy, run_strategy
 from scalelab.rewards.models import PRM_AGGREGATES
+from scalelab.rewards.external import JUDGE_TEMPLATE
 from scalelab.tasks.options import TASK_FIELDS, TaskOptions
 from scalelab.tasks.testbed import TestbedTask
 
@@ -52,8 +53,10 @@ class TesttimeConfig(TaskOptions):
     split: str = Field("test", description="testbed: val | test; task file: any split it has")
     modulus: int | list[int] | None = Field(None, description="fix the modulus, or draw it uniformly from a list "
                                             "(a band of number sizes); default: the policy's mix")
-    orm: str | None = None
+    orm: str | None = Field(None, description="ORM: a reward-model run, or a *ForSequenceClassification checkpoint")
     prm: str | None = None
+    judge: str | None = Field(None, description="an LLM judge as the ORM: a causal LM asked Yes or No")
+    judge_template: str = Field(JUDGE_TEMPLATE, description="the judge's query: {prompt} and {completion}")
     temperature: float = Field(0.8, ge=0, le=10)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
@@ -133,9 +136,22 @@ def load_context(cfg: TesttimeConfig, *, progress: Any = None) -> tuple[Context,
     pid = run_name(cfg.model, parent)
     task = load_policy_task(cfg, eng, pid)
     rms = {}
+    if cfg.judge is not None:
+        if cfg.orm is not None:
+            raise ConfigError("--judge is an ORM: give --orm or --judge, not both")
+        from scalelab.rewards.external import JudgeORM
+
+        rms["orm"] = JudgeORM(cfg.judge, meter=eng.meter, max_batch=cfg.max_batch, template=cfg.judge_template)
     for kind in ("orm", "prm"):
         path = getattr(cfg, kind)
         if path is None:
+            continue
+        from scalelab.rewards.external import ClassifierORM, is_sequence_classifier
+
+        if is_sequence_classifier(path):
+            if kind == "prm":
+                raise ConfigError(f"--prm {path}: a sequence classifier scores whole solutions; give it as --orm")
+            rms[kind] = ClassifierORM(path, meter=eng.meter, max_batch=min(cfg.max_batch, 64))
             continue
         rm = RewardModel.load(path, meter=eng.meter, max_batch=cfg.max_batch)
         if rm.kind != kind:
@@ -195,15 +211,17 @@ def problem_groups(cfg: TesttimeConfig, task: Any, src: Any) -> list[tuple[Any, 
         if label in wanted:
             d = by_label[label]
             steps = d if isinstance(d, int) else rank
-            out.append((label, steps, task.problems(cfg.split, cfg.problems, difficulty=d, seed=cfg.seed)))
+            out.append((d, steps, task.problems(cfg.split, cfg.problems, difficulty=d, seed=cfg.seed)))
     return out
 
 
 def evaluate(cfg: TesttimeConfig, runs_dir: str | Path, *,
              progress: Callable[[str, int, int], None] | None = None,
              on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
+    from scalelab.records import check_output_dir
     from scalelab.runs import torch_threads
 
+    check_output_dir(runs_dir, "--runs-dir")  # before any sampling: a bad path is found at once
     with torch_threads(cfg.threads):
         ctx, parent, pid, src = load_context(cfg, progress=progress)
         groups = problem_groups(cfg, ctx.task, src)
@@ -235,7 +253,8 @@ def check_prompts(ctx: Context, problems: list[Any]) -> None:
 
 
 def run_dir_for(runs_dir: Path, cfg: TesttimeConfig, pid: str, strategy: str, steps: Any, n: int) -> Path:
-    key = {**cfg.model_dump(exclude=EXECUTION | {"model"} | set(TASK_FIELDS)), **cfg.task_key(), "policy": pid,
+    quiet = {"judge", "judge_template"} if cfg.judge is None else set()  # ids written before judges existed hold
+    key = {**cfg.model_dump(exclude=EXECUTION | {"model"} | set(TASK_FIELDS) | quiet), **cfg.task_key(), "policy": pid,
            "strategy": strategy, "steps": steps, "n": n}
     home = runs_dir / pid if cfg.on_testbed else runs_dir / pid / Path(cfg.task).stem  # one task per curve folder
     return home / strategy / f"d{steps}" / run_id(strategy, f"d{steps}", f"n{n}", key=key)
@@ -260,7 +279,8 @@ def _point(cfg: TesttimeConfig, ctx: Context, parent: Any, pid: str, problems: l
     ver = float(sum(o.flops_verifier for o in outs))
     q = len(outs)
     metrics: dict[str, Any] = {
-        "n": n, "accuracy": acc, "accuracy_se": se, "answer_accuracy": ans,
+        "n": n, "accuracy": acc, "accuracy_se": se, "accuracy_ci95": list(est.interval95([o.correct for o in outs])),
+        "answer_accuracy": ans,
         "chance": float(np.mean([task.chance(p) for p in problems])),
         "difficulty": label, "steps": d, "problems": q, "kind": s.kind,
         "flops_per_question": (inf + ver) / q, "inference_flops_per_question": inf / q,
