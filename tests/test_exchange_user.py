@@ -84,11 +84,14 @@ def test_exchange_and_plan_for_a_user_model_family(tmp_path, capsys):
     assert worth[0]["multiplier"] == pytest.approx(4.0, rel=1e-4) and worth[0]["posttrain_share"] == pytest.approx(0.075, rel=1e-4)
     code, text, err = run(["exchange", runs, "--pretraining", csv, "--bootstrap", "0"], capsys)
     assert code == 0 and "reach: 3 models over" in text and "6ND from --pretraining" in text
-    # no chinchilla fit for this family: the planner sizes models by the ladder's own N-C rule
+    # no chinchilla fit for this family: the planner picks among the ladder's own models
     code, text, err = run(["plan", "--fits", out.parent, "--budget", "1e14", "--queries", "1000",
-                           "--target-accuracy", "0.5"], capsys)
+                           "--target-accuracy", "0.5", "--json"], capsys)
     assert code in (0, 1), err
-    assert "no chinchilla fit in the folder: model sizes follow the ladder's own rule" in text
+    plan = json.loads(text)
+    assert any(n.startswith("no chinchilla fit in the folder: the plan chooses among the ladder's 3") for n in plan["notes"])
+    assert plan["N"] in [pytest.approx(v) for v in N.values()] and plan["train_flops"] == pytest.approx(
+        MODELS[[m for m in N if plan["N"] == pytest.approx(N[m])][0]], rel=1e-4)
     code, _, err = run(["plan", "--fits", out.parent, "--budget", "1e14", "--queries", "1000", "--target-loss", "2"],
                        capsys)
     assert_one_line_error(code, err, "no chinchilla fit")

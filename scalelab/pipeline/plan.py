@@ -13,8 +13,8 @@ there (`scalelab.laws.exchange`), both assumed to carry over to other sizes.
 - `--target-loss`: Sardana et al.'s inference-aware optimum on the Chinchilla fit
   (`scalelab.laws.inference`): the cheapest N, D reaching the loss while serving Q·T tokens.
 - `--target-accuracy`: for every training budget C (Chinchilla's compute-optimal N, D at C; with
-  no Chinchilla fit in the folder -- a user's own model family has no loss ladder -- the ladder's
-  own size rule instead, N = G·C^a fitted through its models, and the plan says so),
+  no Chinchilla fit in the folder -- a user's own model family has no loss ladder -- only the
+  ladder's own models as trained, and the plan says so),
   every post-training recipe and every test-time strategy and n measured on the ladder, the
   exchange law predicts accuracy from (C_train, C_test); the cheapest plan that reaches the
   target within the budget wins. The exchange law was fitted on exact FLOPs, so a plan's 6ND is
@@ -231,7 +231,7 @@ def _plan_accuracy(cfg: PlanConfig, fits: Fits) -> Plan:
     C = np.geomspace(cfg.budget * 10.0 ** -decades, cfg.budget, decades * GRID_PER_DECADE + 1)
     notes: list[str] = []
     if law is None:
-        N, D, why = ladder_sizes(ex, C)
+        C, N, D, why = ladder_sizes(ex)
         notes.append(why)
     else:
         a, b = law.optimal_exponents()["a"], law.optimal_exponents()["b"]
@@ -288,20 +288,19 @@ def _plan_accuracy(cfg: PlanConfig, fits: Fits) -> Plan:
                 sname, n, m, notes, compare)
 
 
-def ladder_sizes(ex: dict[str, Any], C: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """N and D at each training budget C (6ND FLOPs) by the ladder's own size rule, N = G·C^a through
-    its models (least squares in log-log), for a model family with no Chinchilla fit."""
-    pts = [(float(m.get("C_train_6n") or m["C_train"]), float(m["N"])) for m in ex.get("ladder", [])
-           if m.get("N") and (m.get("C_train_6n") or m.get("C_train"))]
-    if len(pts) < 2:
-        raise InputError("no chinchilla fit in --fits and fewer than 2 ladder models with N in the exchange fit; "
-                         f"make a chinchilla fit with `{MAKE_CHINCHILLA.format(dir='FITS')}`")
-    lc, ln = np.log10([c for c, _ in pts]), np.log10([n for _, n in pts])
-    a, logG = np.polyfit(lc, ln, 1) if np.ptp(lc) > 0 else (0.5, float(np.mean(ln - 0.5 * lc)))
-    N = 10 ** logG * C ** a
-    why = (f"no chinchilla fit in the folder: model sizes follow the ladder's own rule N = {10 ** logG:.3g}·C^{a:.2f} "
-           f"through its {len(pts)} models (D = C / 6N), not a compute-optimal allocation")
-    return N, C / (6 * N), why
+def ladder_sizes(ex: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(C, N, D) of the ladder's own models, for a model family with no Chinchilla fit: without a loss
+    law there is no compute-optimal size to move to, so the plan picks among the models measured
+    (as trained: C = 6ND) and never extrapolates to another size."""
+    pts = sorted((float(m.get("C_train_6n") or m["C_train"]), float(m["N"])) for m in ex.get("ladder", [])
+                 if m.get("N") and (m.get("C_train_6n") or m.get("C_train")))
+    if not pts:
+        raise InputError("no chinchilla fit in --fits and no ladder model with N in the exchange fit; make a "
+                         f"chinchilla fit with `{MAKE_CHINCHILLA.format(dir='FITS')}`")
+    C, N = np.array([c for c, _ in pts]), np.array([n for _, n in pts])
+    why = (f"no chinchilla fit in the folder: the plan chooses among the ladder's {len(pts)} models as trained "
+           "(their N and D), not a compute-optimal size, and does not extrapolate to other sizes")
+    return C, N, C / (6 * N), why
 
 
 def _range_notes(law: Any, c_train: float, c_test: float) -> list[str]:
@@ -365,8 +364,10 @@ def explain(p: Plan) -> list[str]:
         why = ("training dominates: with this few queries Sardana et al.'s inference-aware model stays close to "
                "Chinchilla's compute-optimal one")
     else:
+        own = any(n.startswith("no chinchilla fit") for n in p.notes)
         why = ("training dominates: there are too few queries for serving to matter, so the cheapest way to the "
-               "target is to put the budget into pretraining, split by Chinchilla's compute-optimal rule")
+               "target is to put the budget into pretraining, " + ("in the cheapest of the ladder's models that "
+               "reaches it" if own else "split by Chinchilla's compute-optimal rule"))
         if thinks:
             why += (f", with {p.strategy} at n = {p.n}, whose extra test-time FLOPs were cheaper than the "
                     "pretraining they stand in for")
