@@ -93,8 +93,24 @@ def user(tmp_path_factory):
     msgs.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["question"]},
                                                      {"role": "assistant", "content": r["answer"]}]}) + "\n"
                             for r in rows[:12]))
+    out["tokenizer"] = chat
     return {**out, "task": task, "testonly": root / "tasks" / "testonly.jsonl",
             "trainonly": root / "tasks" / "trainonly.jsonl", "chat": msgs, "runs": root / "runs"}
+
+
+def test_a_saved_tokenizer_loads_with_its_own_pipeline(user):
+    """transformers picks Qwen2Tokenizer for a Qwen2 directory and it splits digits by its own rule;
+    the BPE the model was trained with must come back as saved (checkpoint.load_tokenizer)."""
+    from transformers import AutoTokenizer
+
+    from scalelab.posttrain.stage import open_run
+
+    text = "Hana has 11 coins. Then Hana gets 120 more.\n11 + 120 = 131\n#### 131"
+    want = user["tokenizer"](text)["input_ids"]
+    assert open_run(user["qwen"]).tokenizer(text)["input_ids"] == want
+    auto = AutoTokenizer.from_pretrained(user["qwen"])
+    if type(auto).__name__ == "Qwen2Tokenizer":  # the trap itself, where this transformers has it
+        assert auto(text)["input_ids"] != want
 
 
 def _on_task(rec, user, technique):

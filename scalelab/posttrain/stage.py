@@ -160,10 +160,10 @@ def open_run(path: str | Path, *, role: str = "--from") -> RunRef:
     check_causal_lm(ckpt)
     check_tokenizer(ckpt)
     check_weights(ckpt, role)
-    from transformers import AutoTokenizer
+    from scalelab.checkpoint import load_tokenizer
 
     with quiet_transformers():
-        tok = AutoTokenizer.from_pretrained(ckpt)
+        tok = load_tokenizer(ckpt)
     return RunRef(p, ckpt, record, run_name(p, record), tok)
 
 
