@@ -32,7 +32,7 @@ def _model(arch: str, tok, seed: int = 0, width: int = 32):
                      pad_token_id=tok.pad_token_id))
 
 
-def _pretrain(model, tok, texts, steps: int = 150):
+def _pretrain(model, tok, texts, steps: int = 100):
     """A few hundred steps on the file's training texts, so that some samples are right."""
     import random
 
