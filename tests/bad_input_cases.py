@@ -168,6 +168,9 @@ CASES = [
     ("testtime-allocate-n-max-0", ["testtime", "allocate", "--model", R, "--n-max", "0"], "n_max"),
     ("testtime-compare-budget", ["testtime", "compare", "{runs}", "--budget", "bogus"], "--budget"),
     # ---- posttrain
+    ("posttrain-fit-missing", ["posttrain", "fit", "{missing}", "--technique", "sft"], "missing"),
+    ("posttrain-fit-unknown-law", ["posttrain", "fit", T, "--technique", "sft", "--law", "bogus"], "--law 'bogus'"),
+    ("posttrain-fit-no-technique", ["posttrain", "fit", T], "--technique"),
     ("posttrain-distill-no-teacher", ["posttrain", "distill", "--from", R], "--teacher"),
     ("posttrain-unknown-technique", ["posttrain", "bogus", "--from", R], "known techniques"),
     ("posttrain-sft-missing", ["posttrain", "sft", "--from", "{missing}"], "missing"),

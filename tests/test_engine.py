@@ -252,3 +252,23 @@ def test_bad_checkpoints_are_refused(tmp_path):
     with pytest.raises(InputError, match="safetensors weights only"):
         Engine.load(lm_dir)
     assert all("\n" not in str(e) for e in [ScalelabError("a\nb")])
+
+
+def test_llama_fused_weights_are_built_once_and_rebuilt_after_a_step():
+    """Sessions share the fused weight copies of an unchanged model; an in-place update (an optimizer
+    step) makes the next session build them from the new weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from scalelab.inference.backends import LlamaBackend
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2)).eval()
+    a, b = LlamaBackend(model), LlamaBackend(model)
+    assert a.w_qkv[0] is b.w_qkv[0]
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(2.0)
+    c = LlamaBackend(model)
+    assert c.w_down[0] is not a.w_down[0]
+    assert torch.equal(c.w_down[0], model.model.layers[0].mlp.down_proj.weight.t())

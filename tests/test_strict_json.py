@@ -78,6 +78,9 @@ def inputs(tmp_path_factory):
         rec = RunRecord(run_id=f"{strat}-n{n}", parent_id="m", phase="testtime", technique=strat, task="testbed")
         write_record(root / "one" / rec.run_id, rec.complete(n=n, steps=1, accuracy=sum(right) / 4, accuracy_se=0.2,
                                                               chance=0.1, flops_per_question=1e6 * n, per_problem=right))
+    from tests.test_posttrain_laws import _table as posttrain_curves
+
+    posttrain_curves().to_csv(root / "curves.csv", index=False)
     (root / "task.jsonl").write_text("".join(json.dumps({"question": f"{i}+1?", "answer": f"#### {i + 1}"}) + "\n"
                                              for i in range(3)))
     (root / "comp.jsonl").write_text("".join(json.dumps({"completion": f"#### {i + 1}"}) + "\n" for i in range(3)))
@@ -130,6 +133,7 @@ def test_every_json_verb_prints_strict_json(inputs, capsys, monkeypatch, tmp_pat
         "testtime predict": ["testtime", "predict", i["tt"], "--fit-max-n", "4", "--at", "16"],
         "testtime compare": ["testtime", "compare", i["root"] / "one", "--budget", "majority:4"],
         "posttrain compare": None,  # filled once the two runs exist
+        "posttrain fit": ["posttrain", "fit", i["root"] / "curves.csv", "--technique", "rlvr", "--bootstrap", "5"],
     }
     assert sorted(cases) == json_verbs(), "a verb with --json is missing from this test"
     docs = {}

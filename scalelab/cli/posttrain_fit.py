@@ -3,7 +3,6 @@ compute) fitted on the smaller budgets and checked on the largest. Parsing and p
 work is `scalelab.laws.posttrain_fit.fit_posttrain_law`."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
@@ -25,7 +24,9 @@ def fit_cmd(table: str = typer.Argument(..., help="runs directory, CSV or MLflow
 
     res = fit_posttrain_law(table, technique, x=x, law=law, parent=parent, bootstrap=bootstrap, seed=seed)
     if as_json:
-        print(json.dumps(res, allow_nan=False))
+        from scalelab.records import dumps_json
+
+        print(dumps_json(res))
         return
     print(f"{technique}: {res['n_points']} points of accuracy against {res['x']} ({res['x_column']}), "
           f"parent {res['parent_id']}; R0 {_f(res['R0'])} ({res['R0_from']})")

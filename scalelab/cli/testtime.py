@@ -131,7 +131,8 @@ def testtime_cmd(
                                threads=threads, **fields).override(sets)
     if where:
         print(f"testtime: sampling on {where}", file=sys.stderr)
-    print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'chance':>10}{'FLOPs/question':>16}")
+    print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'95% interval':>15}{'chance':>8}"
+          f"{'FLOPs/question':>16}")
     from scalelab import trackers
 
     with trackers.use(tracker), _progress() as bar:
@@ -142,8 +143,10 @@ def testtime_cmd(
 
         def show(rec) -> None:
             m = rec.metrics
+            lo, hi = m.get("accuracy_ci95") or (float("nan"), float("nan"))
+            ci = f"[{lo:.3f}, {hi:.3f}]" if lo == lo else "-"
             print(f"{rec.technique:<24}{m['steps']:>6}{m['n']:>5}{m['accuracy']:>10.3f}{_fmt(m['accuracy_se']):>8}"
-                  f"{m['chance']:>10.2g}{m['flops_per_question']:>16.4g}", flush=True)  # results: stdout
+                  f"{ci:>15}{m['chance']:>8.2g}{m['flops_per_question']:>16.4g}", flush=True)  # results: stdout
             bar.update(task, description=f"d{m['steps']} {rec.technique} n={m['n']}")
 
         recs = evaluate(cfg, runs_dir, progress=tick, on_record=show)

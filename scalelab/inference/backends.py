@@ -15,6 +15,7 @@ negative number elsewhere: padding, holes of rows that waited, and the causal fu
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -32,6 +33,29 @@ def fast_path_supported(model: Any) -> bool:
             and not getattr(cfg, "mlp_bias", False) and getattr(cfg, "pretraining_tp", 1) == 1)
 
 
+# The fused, transposed weight copies, built once per model and kept while its weights are unchanged:
+# every session makes a backend, and rebuilding them each time cost a 134M-parameter Llama 324 MB and
+# 0.24-0.50 CPU-s per call (docs/LOG.md, 2026-12-03). A parameter changed in place (an optimizer
+# step, load_state_dict) bumps its `_version`; a replaced one has another id: either rebuilds.
+_FUSED: "weakref.WeakKeyDictionary[Any, tuple[tuple, tuple]]" = weakref.WeakKeyDictionary()
+
+
+def _fused_weights(model: Any) -> tuple:
+    key = tuple((id(p), p._version) for p in model.parameters())
+    hit = _FUSED.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    m = model.model
+    with torch.no_grad():
+        w = ([torch.cat([l.self_attn.q_proj.weight, l.self_attn.k_proj.weight,
+                         l.self_attn.v_proj.weight]).t().contiguous() for l in m.layers],  # [d, (H+2Hk)D]
+             [l.self_attn.o_proj.weight.t().contiguous() for l in m.layers],  # [HD, d]
+             [torch.cat([l.mlp.gate_proj.weight, l.mlp.up_proj.weight]).t().contiguous() for l in m.layers],  # [d, 2F]
+             [l.mlp.down_proj.weight.t().contiguous() for l in m.layers])  # [F, d]
+    _FUSED[model] = (key, w)
+    return w
+
+
 class LlamaBackend:
     """Llama decoder written with plain torch ops on the model's own weights (no copies of the
     math, the same weights): RMSNorm, rotary embedding, grouped-query attention, SwiGLU."""
@@ -45,13 +69,7 @@ class LlamaBackend:
         self.D = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
         self.eps = cfg.rms_norm_eps
         self.ffn = cfg.intermediate_size
-        with torch.no_grad():
-            self.w_qkv = [torch.cat([l.self_attn.q_proj.weight, l.self_attn.k_proj.weight,
-                                     l.self_attn.v_proj.weight]).t().contiguous() for l in m.layers]  # [d, (H+2Hk)D]
-            self.w_o = [l.self_attn.o_proj.weight.t().contiguous() for l in m.layers]  # [HD, d]
-            self.w_gu = [torch.cat([l.mlp.gate_proj.weight, l.mlp.up_proj.weight]).t().contiguous()
-                         for l in m.layers]  # [d, 2F]
-            self.w_down = [l.mlp.down_proj.weight.t().contiguous() for l in m.layers]  # [F, d]
+        self.w_qkv, self.w_o, self.w_gu, self.w_down = _fused_weights(model)
         self.n1 = [l.input_layernorm.weight for l in m.layers]
         self.n2 = [l.post_attention_layernorm.weight for l in m.layers]
         self.norm = m.norm.weight

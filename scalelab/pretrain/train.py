@@ -237,10 +237,8 @@ def train(config: TrainConfig, runs_dir: str | Path = "runs", *, source: Any = N
 
 # ---- the loop --------------------------------------------------------------------------------
 def make_optimizer(model: Any, c: TrainConfig, lr: float) -> Any:
-    """AdamW; weight decay on matrices only, not on norm gains (nanoGPT's grouping). The fused kernel
-    updates every tensor in one call: on a 2-core CPU it stepped a d6 (57 tensors) in 4.7 ms against
-    16.4 ms for the default per-tensor loop (docs/LOG.md, 2026-12-03); torch's default picks the loop
-    on CPU."""
+    """AdamW; weight decay on matrices only (nanoGPT's grouping). Fused: one kernel for every tensor, 4.7
+    ms a d6 step on CPU against 16.4 ms for torch's default per-tensor loop (docs/LOG.md, 2026-12-03)."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
