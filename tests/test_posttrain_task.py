@@ -180,10 +180,14 @@ def test_rlvr_rft_and_synth_learn_from_the_task_verifier(user):
         _go("rlvr", user, reward_level="step")
 
 
-def test_reward_model_and_dpo_on_pairs_of_the_policys_own_samples(user):
+def test_reward_model_rlhf_and_dpo_on_pairs_of_the_policys_own_samples(user):
     rm = _go("reward-model", user, problems=12, samples=6, temperature=1.2, heldout=0.25)
     assert rm.task == "gsm8k.jsonl" and rm.metrics["feedback"].startswith("gsm8k.jsonl pairs")
     assert rm.metrics["train_pairs"] > 0 and set(rm.posttrain_ledger) == {"policy_generate", "reward_model_forward"}
+    hf = _go("rlhf", user, reward_model=str(user["runs"] / rm.run_id), steps=1, prompts_per_step=3, group_size=2,
+             eval_every=0, curve_problems=2, max_new_tokens=16)
+    assert hf.task == "gsm8k.jsonl" and hf.metrics["reward_source"] == "reward-model"
+    assert {"policy_generate", "reward_model", "policy_train"} <= set(hf.posttrain_ledger)
     dpo = _go("dpo", user, problems=12, samples=6, temperature=1.2, epochs=1, batch_size=4, curve_problems=2)
     _on_task(dpo, user, "dpo")
     assert dpo.metrics["pairs"] > 0 and len(dpo.metrics["curve"]) == 2
