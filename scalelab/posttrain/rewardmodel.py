@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -75,9 +75,7 @@ class RewardModelConfig(FeedbackConfig):
     lr: float = Field(3e-4, gt=0, le=1, description="label head")
     l2: float = Field(1e-3, ge=0, le=100, description="likelihood head: L2 penalty of the logistic weights")
 
-    @property
-    def evaluates(self) -> bool:
-        return False  # a reward model is not a policy: it reports held-out pairwise accuracy instead
+    evaluates: ClassVar[bool] = False  # not a policy: it reports held-out pairwise accuracy instead
 
 
 def feedback(ctx: StageContext, cfg: FeedbackConfig) -> Feedback:

@@ -24,9 +24,8 @@ the model as a Hugging Face checkpoint next to `record.json`, and writes the rec
                  teacher_generate, calibration, ...): every forward and backward pass of every model
     flops_eval   evaluation passes, kept out of the ledger (as train.py does)
 
-The task (`ctx.data`, `taskdata.py`) is the parent's testbed or a task file (`--task FILE`); a
-technique draws questions, examples and sampling limits from it. Input that cannot work (no split a
-stage needs, a teacher with another tokenizer) is refused before anything is written.
+The task (`ctx.data`, `taskdata.py`): the parent's testbed or a task file (`--task FILE`). Input
+that cannot work (no split a stage needs, a teacher with another tokenizer) is refused up front.
 
 The parent is only ever read: nothing is written under its directory (a child inside it is refused),
 which tests check by hashing the parent directory before and after every stage.
@@ -38,7 +37,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Union
+from typing import Any, Callable, ClassVar, Literal, Union
 
 from pydantic import Field
 
@@ -72,13 +71,10 @@ class StageConfig(TaskOptions):
     tracker: Literal["none", "mlflow", "tensorboard"] | None = Field(
         None, description="mirror rows and record to MLflow or TensorBoard (default: $SCALELAB_TRACKER)")
 
-    def needs_train_split(self) -> bool:
-        """Whether the stage draws training questions or examples from the task (checked up front)."""
+    def needs_train_split(self) -> bool:  # draws training questions or examples from the task
         return False
 
-    @property
-    def evaluates(self) -> bool:
-        return True
+    evaluates: ClassVar[bool] = True  # a policy to score on the task's test split (a reward model is not)
 
 
 # ---- runs: the parent, a teacher ----------------------------------------------------------------------
@@ -168,10 +164,9 @@ def open_run(path: str | Path, *, role: str = "--from") -> RunRef:
 
 
 def same_tokenizer(a: RunRef, b: RunRef, *, role: str = "--teacher") -> None:
-    """Token-level training (logits, KL, a reference's log-probabilities) needs one vocabulary: the same
-    token at every id either model can produce. Special tokens a loader adds past both models' output
-    rows (transformers' Qwen2 tokenizer class adds "<|endoftext|>" to a BPE it loads) are never
-    produced from text, so they do not count; an ordinary token there does."""
+    """Token-level training (logits, KL, reference log-probabilities) needs one vocabulary: the same token
+    at every id either model can produce. Special tokens a tokenizer class adds past both output layers
+    (Qwen2Tokenizer's "<|endoftext|>") are never produced from text; an ordinary token there counts."""
     from scalelab.rewards.models import vocab_hash
 
     if vocab_hash(a.tokenizer) == vocab_hash(b.tokenizer):
@@ -270,8 +265,7 @@ class Technique:
 
 # ---- the stage --------------------------------------------------------------------------------------
 def run_id_for(technique: Technique, cfg: StageConfig, parent_id: str, teacher_id: str | None) -> str:
-    # the task enters as `task_key()`: nothing on the testbed, so testbed run ids are the ones written
-    # before task files existed
+    # the task enters as `task_key()`: nothing on the testbed, so testbed run ids are as before task files
     key = {**cfg.model_dump(exclude=EXECUTION_FIELDS | {"parent", "teacher"} | set(TASK_FIELDS)), **cfg.task_key(),
            "technique": technique.name, "parent": parent_id, "teacher": teacher_id}
     return run_id(parent_id, technique.name, key=key)
