@@ -332,7 +332,7 @@ def test_bad_input_is_one_line_and_the_parent_is_untouched(parent, digest, runs,
         (["rft", "--from", parent, "--keep", "reward-best"], "give --orm RUN"),
         (["rlhf", "--from", parent, "--reward-model", parent], "not a reward model"),
         (["rlvr", "--from", parent, "--set", "group_size=1"], "group_size"),
-        (["reward-model", "--from", parent, "--data", tmp_path / "nope.jsonl"], "no such feedback file"),
+        (["reward-model", "--from", parent, "--data", tmp_path / "nope.jsonl"], "nope.jsonl: no such file"),
         (["reward-model", "--from", parent, "--problems", "4", "--samples", "2"], "gave no preference pairs"),
     ]
     for args, msg in cases:

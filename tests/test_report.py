@@ -124,8 +124,24 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path, cli):
     assert not (tmp_path / "r.html").exists()
 
 
+# Run in the page: every <img> decoded; the page, and every element outside a box that scrolls
+# (.scroll, pre), within the window; each table as wide as its box or narrower.
+LAYOUT_JS = """
+const W = window.innerWidth, wide = [];
+for (const e of document.querySelectorAll('body *')) {
+  const box = e.parentElement && e.parentElement.closest('.scroll, pre');
+  const r = e.getBoundingClientRect();
+  if (!box && (r.left < -0.5 || r.right > W + 0.5)) wide.push([e.tagName, Math.round(r.left), Math.round(r.right)]);
+}
+return {imgs: Array.from(document.images).map(i => [i.complete, i.naturalWidth]), wide: wide,
+        scroll: document.documentElement.scrollWidth, inner: W,
+        tables: Array.from(document.querySelectorAll('table')).map(t => [t.offsetWidth, t.parentElement.clientWidth])}
+"""
+
+
 def test_the_report_renders_in_headless_chromium(report, tmp_path):
-    """Every figure decodes and nothing is wider than the window, at desktop and phone widths."""
+    """Every figure decodes and nothing is wider than the window at 1280, 800 and 420 pixels; at
+    1280 and 800 every table fits without scrolling (long cells wrap), at 420 wide ones scroll."""
     chromium, driver = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
     missing = [p for p in (chromium, driver) if not Path(p).is_file()]
     try:
@@ -147,12 +163,78 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
     try:
         browser.set_page_load_timeout(20)
         browser.get(report[1].resolve().as_uri())
-        for width in (1280, 420):
+        for width in (1280, 800, 420):
             browser.set_window_size(width, 900)
-            state = browser.execute_script(
-                "return {imgs: Array.from(document.images).map(i => [i.complete, i.naturalWidth]),"
-                " scroll: document.documentElement.scrollWidth, inner: window.innerWidth}")
+            state = browser.execute_script(LAYOUT_JS)
             assert len(state["imgs"]) == 5 and all(ok and w > 0 for ok, w in state["imgs"]), state["imgs"]
-            assert state["scroll"] <= state["inner"], (width, state)
+            assert state["scroll"] <= state["inner"] and not state["wide"], (width, state)
+            assert len(state["tables"]) == 5  # chinchilla, isoflop x2, post-training, test-time
+            if width >= 800:
+                assert all(t <= box for t, box in state["tables"]), (width, state["tables"])
     finally:
         browser.quit()
+
+
+def _tt_record(model: str, c_train: float, strat: str, n: int, steps: int, acc: float) -> RunRecord:
+    rec = RunRecord(run_id=f"{model}-{strat}-{steps}-n{n}", parent_id=model, phase="testtime", technique=strat,
+                    task="testbed", flops={"pretrain": c_train, "inference": 1e9 * n})
+    return rec.complete(n=n, steps=steps, accuracy=acc, accuracy_se=0.03, chance=0.01, problems=40,
+                        kind="single" if strat == "cot" else "parallel", flops_per_question=c_train / 1e4 * n)
+
+
+def _assert_readable(axis, fig) -> None:
+    """At least two tick labels in view on the axis, and no two of them overlapping."""
+    r = fig.canvas.get_renderer()
+    lo, hi = sorted(axis.get_view_interval())
+    k = 1 if axis.axis_name == "y" else 0
+    boxes = sorted((t.get_window_extent(r) for t in axis.get_ticklabels(which="both")
+                    if t.get_text() and t.get_visible() and lo <= t.get_position()[k] <= hi),
+                   key=lambda b: (b.x0, b.y0))
+    assert len(boxes) >= 2, [t.get_text() for t in axis.get_ticklabels(which="both")]
+    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), [(b.x0, b.x1, b.y0, b.y1) for b in boxes]
+
+
+def test_the_test_time_figure_draws_one_line_per_model_and_strategy():
+    """Two models evaluated at the same n interleave on the FLOPs axis; joining them made a sawtooth."""
+    import matplotlib.pyplot as plt
+
+    from scalelab.testtime.plots import accuracy_figure
+
+    models = (("small", 1e10), ("big", 3e10))
+    recs = [_tt_record(m, c, s, n, d, 0.1 * i + 0.02 * n) for i, (m, c) in enumerate(models)
+            for s, ns in (("majority", (1, 2, 4, 8)), ("cot", (1,))) for n in ns for d in (1, 2)]
+    fig = accuracy_figure(recs)
+    try:
+        fig.canvas.draw()
+        axes = [ax for ax in fig.axes if ax.has_data()]
+        assert len(axes) == 2  # one per difficulty
+        for ax in axes:
+            joined = [ln for ln in ax.lines if ln.get_linestyle() == "-" and len(ln.get_xdata()) > 1]  # not caps, chance
+            # majority once per model, each through that model's points in order; cot: one point per model
+            assert sorted(tuple(ln.get_xdata()) for ln in joined) == sorted(
+                tuple(c / 1e4 * n for n in (1, 2, 4, 8)) for _, c in models)
+            _assert_readable(ax.xaxis, fig)
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert {"majority", "cot"} <= set(legend), legend
+        assert any(t.startswith("small (1e+10") for t in legend) and any(t.startswith("big (3e+10") for t in legend)
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("lo,hi", [(1.1e6, 3.9e6), (3e10, 2e11), (1.3e4, 7e5), (7e3, 1.3e4), (1e-3, 1e12)])
+def test_log_axes_get_few_labels_that_do_not_collide(lo, hi):
+    """matplotlib's defaults fail this at (3e10, 2e11) and (1.3e4, 7e5): their minor labels collide."""
+    import matplotlib.pyplot as plt
+
+    from scalelab.laws.plot import readable_log_ticks
+
+    fig, ax = plt.subplots(figsize=(3.5, 3))
+    try:
+        ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
+        readable_log_ticks(ax.xaxis)
+        readable_log_ticks(ax.yaxis)
+        fig.canvas.draw()
+        for axis in (ax.xaxis, ax.yaxis):
+            _assert_readable(axis, fig)
+    finally:
+        plt.close(fig)

@@ -23,7 +23,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise InputError(f"{p}: no such run or checkpoint directory")
     if not p.is_dir():
         raise InputError(f"{p}: not a directory (expected a run directory or a Hugging Face checkpoint)")
-    record = parent_record(p)
+    # A run directory names the run's result: refused until the run finishes. A checkpoint directory
+    # given as such is loaded as it is (a stage validating the model it has just saved does that).
+    record = parent_record(p) if (p / "record.json").is_file() else None
     if record is not None and record.status != "complete":
         raise InputError(f"{p}: {unfinished(record)}")
     if (p / "checkpoint" / "config.json").is_file():  # a run directory (its config.json is the run's)

@@ -40,6 +40,7 @@ def plot_frontier(table: pd.DataFrame, doc: dict[str, Any], out: str | Path, *, 
 
     from scalelab.laws.exchange import ExchangeLaw
     from scalelab.laws.exchange_tables import GREEDY
+    from scalelab.laws.plot import readable_log_ticks
 
     s = strategy or default_strategy(doc)
     if s not in doc["strategies"]:
@@ -79,6 +80,8 @@ def plot_frontier(table: pd.DataFrame, doc: dict[str, Any], out: str | Path, *, 
         ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="test-time FLOPs per question",
                ylim=(ylo / 2, sub.C_test.max() * 2), title=title)
         ax.title.set_fontsize(9)
+        readable_log_ticks(ax.xaxis)
+        readable_log_ticks(ax.yaxis)
         ax.grid(alpha=0.3, which="both")
     for ax in list(axes.flat)[len(ds):]:
         ax.axis("off")

@@ -43,6 +43,42 @@ def save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
     return path
 
 
+def readable_log_ticks(axis: Any, max_ticks: int = 5) -> None:
+    """Label a log axis with at most `max_ticks` short labels that cannot collide.
+
+    matplotlib's default labels every minor tick of an axis spanning under a decade, in long
+    scientific notation ("2x10^4 3x10^4 4x10^4 ..."), and none at all on one that holds no
+    decade once its minor labels are switched off. Here: whole decades when two or more are in
+    view (every k-th one when there are many), else 1-9, 1-2-5, 1-3 or 1 times a power of ten,
+    the finest step that gives at most `max_ticks`. Call it after the data and limits are set.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    lo, hi = sorted(axis.get_view_interval())
+    if not (lo > 0 and np.isfinite(hi)):
+        return
+    k_lo, k_hi = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    decades = [10.0 ** k for k in range(k_lo, k_hi + 1) if lo <= 10.0 ** k <= hi]
+    if len(decades) >= 2:
+        ticks = decades[::-(-len(decades) // max_ticks)]
+    else:
+        ticks = []
+        for subs in (range(1, 10), (1, 2, 5), (1, 3), (1,)):
+            ticks = [m * 10.0 ** k for k in range(k_lo, k_hi + 1) for m in subs if lo <= m * 10.0 ** k <= hi]
+            if len(ticks) <= max_ticks:
+                break
+        ticks = ticks or [float(f"{np.sqrt(lo * hi):.1g}")]  # a sliver of one decade: its middle
+
+    def label(v: float, _pos: Any = None) -> str:
+        k = int(np.floor(np.log10(v) + 1e-9))
+        m = round(v / 10.0 ** k, 6)
+        return f"$10^{{{k}}}$" if m == 1 else f"${m:g}{{\\cdot}}10^{{{k}}}$"
+
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(label))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _nd_plane(plt, ax, law: Law, N, D, y, predict: Callable[[np.ndarray, np.ndarray], np.ndarray]):
     ln, ld = np.log10(N), np.log10(D)
     pad = 0.3
@@ -68,6 +104,8 @@ def _nd_plane(plt, ax, law: Law, N, D, y, predict: Callable[[np.ndarray, np.ndar
         ax.plot([o.N for o in opt], [o.D for o in opt], color="crimson", lw=1.6, label="compute-optimal N*(C), D*(C)")
     ax.set(xscale="log", yscale="log", xlim=(gn[0], gn[-1]), ylim=(gd[0], gd[-1]),
            xlabel="parameters N", ylabel="training tokens D")
+    readable_log_ticks(ax.xaxis)
+    readable_log_ticks(ax.yaxis)
     if opt:
         ax.legend(fontsize=7, loc="upper left")
 
@@ -106,7 +144,7 @@ def _plot_isoflop(plt, law: Law, X, y):
     for g, b in enumerate(budgets):
         col = cmap(g / max(1, len(budgets) - 1))
         m = labels == g if labels is not None else np.isclose(np.log10(C), np.log10(b["C"]), atol=0.1)
-        ax.scatter(N[m], y[m], color=col, s=12)
+        ax.scatter(N[m], y[m], color=col, s=12, label=f"C = {b['C']:.2g} FLOPs" + ("" if b.get("used") else " (not used)"))
         if b.get("used") and m.sum() >= 3:
             u = np.log(N[m])
             coef = np.polyfit(u - u.mean(), y[m], 2)
@@ -114,6 +152,8 @@ def _plot_isoflop(plt, law: Law, X, y):
             ax.plot(np.exp(grid), np.polyval(coef, grid - u.mean()), color=col, lw=1)
             ax.scatter([b["N_opt"]], [b["loss_min"]], marker="*", s=90, color=col, edgecolors="k", zorder=4)
     ax.set(xscale="log", xlabel="parameters N", ylabel="loss", title="IsoFLOP parabolas and their minima")
+    readable_log_ticks(ax.xaxis)
+    ax.legend(fontsize=7, title="budget (stars: minima)", title_fontsize=7)
     used = [b for b in budgets if b.get("used")]
     Cs = np.array([b["C"] for b in used])
     grid = np.logspace(np.log10(Cs.min()) - 0.3, np.log10(Cs.max()) + 1.0, 50)
@@ -127,6 +167,8 @@ def _plot_isoflop(plt, law: Law, X, y):
         ax2.plot(grid, env["coef_N"] * grid ** env["a"], color="C0", ls=":", lw=1,
                  label=f"approach 1 envelope (a = {env['a']:.3f})")
     ax2.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="optimal N, D")
+    readable_log_ticks(ax2.xaxis)
+    readable_log_ticks(ax2.yaxis)
     ax2.legend(fontsize=7)
     return fig
 

@@ -18,9 +18,8 @@ phase that has the records it needs:
   (`scalelab.pipeline.plan`) to a default question, when a Chinchilla fit of pretraining records allows one.
 
 Every number on the page is read from a record or a fit made here; a section that is missing says
-which command makes its records. Figures are the library's own (`laws.plot_fit`,
-`curves.plot_curves`, `posttrain.curves.plot_posttrain`, `testtime.plots.plot_accuracy_vs_flops`),
-rendered to a temporary folder and inlined as base64 PNG data URIs.
+which command makes its records. Figures are the library's own (`laws.plot_fit`, `pretrain.curves`,
+`posttrain.plots`, `testtime.plots`, `laws.exchange_plot`), inlined as base64 PNG data URIs.
 """
 from __future__ import annotations
 
@@ -54,9 +53,10 @@ h1{font-size:1.6rem;margin:.2rem 0 .4rem}h2{border-bottom:2px solid #ddd;padding
 h3{margin:1.4rem 0 .4rem}code,pre{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace;background:#f3f3f3}
 code{padding:0 .25em;border-radius:3px;overflow-wrap:anywhere}pre{padding:.6rem;overflow-x:auto;border-radius:4px}
 img{max-width:100%;height:auto;display:block;margin:.6rem 0;border:1px solid #eee}
-.scroll{overflow-x:auto;margin:.5rem 0}table{border-collapse:collapse;font-size:13px}
-th,td{padding:.25rem .6rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
-th:first-child,td:first-child{text-align:left}thead th{background:#f5f5f5}
+.scroll{overflow-x:auto;max-width:100%;margin:.5rem 0}table{border-collapse:collapse;font-size:13px}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #e4e4e4;text-align:right;vertical-align:top}
+td{white-space:nowrap}td.w{white-space:normal;overflow-wrap:anywhere;min-width:7em}thead th{background:#f5f5f5}
+th:first-child,td:first-child{text-align:left}
 h1,p,li{overflow-wrap:anywhere}.note{color:#555;font-size:13px}.warn{color:#a33}.found{color:#176b2c}.missing{color:#a33}
 """
 
@@ -74,8 +74,10 @@ def _e(s: Any) -> str:
 
 
 def _table(head: list[str], rows: list[list[Any]]) -> str:
+    # numbers (fmt: 11 characters at most) stay whole; longer text (run ids, intervals) may wrap to fit
     th = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(('<td class="w">' if len(str(c)) > 12 else "<td>") + f"{_e(c)}</td>" for c in r)
+                   + "</tr>" for r in rows)
     return f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
 
 

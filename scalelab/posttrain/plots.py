@@ -8,7 +8,7 @@ ancestors: everything after pretraining that the artefact embodies); `pretrain_f
 parent's pretraining ledger as the child recorded it (`parent_flops.pretrain`; a distilled student
 re-initialised from scratch carries none of it, but its parent's size is still the x value).
 Stages that run no forward pass (quantization, pruning without recovery) sit at 0 FLOPs: the first
-row uses a symmetric-log axis so they are drawn at its left end. The parent's accuracy on the same
+panels use a symmetric-log axis so they are drawn at its left end. The parent's accuracy on the same
 problems (recorded by each child) is the dashed line, and chance the dotted one.
 Command line: `scalelab posttrain plot RUNS --out FILE.png`.
 """
@@ -23,8 +23,8 @@ from scalelab.tables import posttrain_table
 
 
 def plot_posttrain(runs_dir: str | Path, out: str | Path, *, difficulties: list[str] | None = None) -> Path:
-    """Row 1: accuracy against post-training FLOPs; row 2: against the parent's pretraining FLOPs.
-    One column per difficulty (and the mean), one colour per technique."""
+    """Accuracy against post-training FLOPs, then against the parent's pretraining FLOPs: one panel
+    per difficulty (and the mean) in each, three to a row; one colour per technique."""
     import matplotlib
     import matplotlib.ticker
 
@@ -39,12 +39,17 @@ def plot_posttrain(runs_dir: str | Path, out: str | Path, *, difficulties: list[
             raise InputError(f"difficulties {difficulties}: none in the records of {runs_dir}")
     techs = sorted(df.technique.unique())
     colour = {t: plt.get_cmap("tab10" if len(techs) <= 10 else "tab20")(i) for i, t in enumerate(techs)}
-    fig, axes = plt.subplots(2, len(ds), figsize=(3.8 * len(ds), 7.0), squeeze=False)
+    # at most three panels a row, so that the figure keeps readable text at a page's width: the
+    # post-training-FLOPs panels first, then the pretraining-FLOPs panels in the same order
+    cols = min(3, len(ds))
+    rows = math.ceil(len(ds) / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(3.8 * cols, 3.5 * 2 * rows), squeeze=False)
+    tops, bottoms = list(axes[:rows].flat), list(axes[rows:].flat)
     positive = df.posttrain_flops[df.posttrain_flops > 0]
     lin = float(positive.min()) / 10 if len(positive) else 1.0
     for j, d in enumerate(ds):
         sub = df[df.difficulty == d]
-        top, bottom = axes[0, j], axes[1, j]
+        top, bottom = tops[j], bottoms[j]
         for t in techs:
             s = sub[sub.technique == t].sort_values("posttrain_flops")
             if len(s):
@@ -76,17 +81,19 @@ def plot_posttrain(runs_dir: str | Path, out: str | Path, *, difficulties: list[
         decades = range(math.ceil(math.log10(lin)), math.floor(math.log10(hi * 2)) + 1)
         top.set_xticks([0.0] + [10.0 ** k for k in decades])
         top.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        bottom.set(xscale="log", xlabel="parent's pretraining FLOPs")
+        bottom.set(xscale="log", title=title, xlabel="parent's pretraining FLOPs")
         pts = sorted(sub.pretrain_flops.dropna().unique())
         if pts:  # tick the parents' budgets themselves: a span under a decade gets colliding minor labels
             bottom.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             bottom.set_xticks(pts, [f"{v:.3g}" for v in pts])
+    for ax in tops[len(ds):] + bottoms[len(ds):]:
+        ax.axis("off")
     seen: dict[str, Any] = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
     fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=min(6, len(seen)), fontsize=7)
-    fig.tight_layout(rect=(0, 0.05 + 0.02 * math.ceil(len(seen) / 6), 1, 1))
+    fig.tight_layout(rect=(0, (0.05 + 0.02 * math.ceil(len(seen) / 6)) / rows, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
