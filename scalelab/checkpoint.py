@@ -173,3 +173,26 @@ def _fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
+
+
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer saved in `path`, with the pipeline it was saved with. transformers 5's
+    AutoTokenizer picks a class from config.json's model type (a Qwen2 directory gets
+    Qwen2Tokenizer), and such a class builds its pre-tokenizer in code (Qwen2's splits every digit)
+    instead of reading the saved tokenizer.json's: a BPE trained and saved as a generic fast
+    tokenizer then encodes numbers otherwise than the model was trained on (measured on a Qwen2
+    trained here: '11' one token when saved, two when reloaded). When tokenizer_config.json names the
+    generic class, that class loads it."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = Path(path)
+    try:
+        saved = json.loads((p / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    if saved in GENERIC_TOKENIZERS and (p / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(p)
+    return AutoTokenizer.from_pretrained(p)

@@ -161,7 +161,7 @@ def posttrain_table(runs_dir: str | Path) -> Any:
         m = r.metrics
         if r.phase != "posttrain" or "accuracy_by_difficulty" not in m:
             continue
-        base = {"run_id": r.run_id, "parent_id": r.parent_id, "technique": r.technique,
+        base = {"run_id": r.run_id, "parent_id": r.parent_id, "technique": r.technique, "task": r.task or "testbed",
                 "posttrain_flops": float(r.flops.get("posttrain", 0.0)),
                 "stage_flops": float(sum((getattr(r, "posttrain_ledger", None) or {}).values())),
                 "pretrain_flops": (getattr(r, "parent_flops", None) or {}).get("pretrain", math.nan),

@@ -271,7 +271,7 @@ def test_a_failing_reward_is_counted_and_the_run_goes_on(parent, runs, monkeypat
             raise ValueError("grader timeout")
         return float(len(text) % 2)
 
-    monkeypatch.setattr(rl, "reward_source", lambda cfg: rewards.FunctionReward(flaky))
+    monkeypatch.setattr(rl, "reward_source", lambda cfg, task=None: rewards.FunctionReward(flaky))
     rec = run("rlvr", {"parent": str(parent), **RL, "seed": 5}, runs / "post")
     assert rec.status == "complete" and rec.metrics["reward_failures"] > 0
     assert "grader timeout" in rec.metrics["reward_errors"][0]

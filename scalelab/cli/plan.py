@@ -22,6 +22,10 @@ def exchange_cmd(
                                   help="leave out models below the compute frontier (by greedy accuracy), or keep all"),
     bootstrap: int = typer.Option(200, "--bootstrap", help="resamples of the problems for the 95% intervals"),
     seed: int = typer.Option(0, "--seed"),
+    pretraining: Optional[Path] = typer.Option(None, "--pretraining", help="CSV of model, N, and D or C: pretraining "
+                                               "compute of models that are not scalelab runs (model = the --model "
+                                               "directory as given to testtime)"),
+    task: Optional[str] = typer.Option(None, "--task", help="the task whose records to use, when RUNS holds several"),
     as_json: bool = typer.Option(False, "--json", help="print the document as JSON"),
 ) -> None:
     """Test-time FLOPs worth 10x pretraining, where test time cannot replace it, and what post-training is worth."""
@@ -34,7 +38,8 @@ def exchange_cmd(
     check_outputs(("--out", out), ("--plot", plot))
     if bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
-    doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier)
+    doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier, pretraining=pretraining,
+                           task=task)
     print(dumps_json(doc) if as_json else "\n".join(summary_lines(doc)))
     written = []
     if out is not None:
@@ -43,7 +48,7 @@ def exchange_cmd(
     if plot is not None:
         from scalelab.laws.exchange_plot import plot_frontier
 
-        plot_frontier(testtime_table(runs)[0], doc, plot, strategy=strategy)
+        plot_frontier(testtime_table(runs, pretraining=pretraining, task=task)[0], doc, plot, strategy=strategy)
         written.append(plot)
     for path in written if not as_json else []:  # --json keeps stdout one JSON document
         print(f"wrote {path}")

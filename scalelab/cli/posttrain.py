@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from scalelab.cli.app import TRACKER, app
+from scalelab.cli.task_options import difficulty_labels, with_task_options
 from scalelab.cli.testtime import _ints, _progress, _setup
 from scalelab.errors import InputError
 
@@ -34,7 +35,8 @@ FROM = typer.Option(..., "--from", help="parent run directory (a complete run wi
 RUNS = typer.Option(Path("runs"), "--runs-dir", help="where the child run goes (outside the parent)")
 SET = typer.Option([], "--set", help="any other config field: key=value (repeatable)")
 PROBLEMS = typer.Option(None, "--eval-problems", help="test problems per difficulty (default 50)")
-DIFFS = typer.Option(None, "--eval-difficulties", help="steps per problem, e.g. 1-8 (default: all)")
+DIFFS = typer.Option(None, "--eval-difficulties", help="testbed steps, e.g. 1-8, or a task file's difficulty bins "
+                     "(default: all)")
 THREADS = typer.Option(None, "--threads", help="torch threads (default: all cores)")
 TEACHER = typer.Option(None, "--teacher", help="teacher run (same tokenizer)")
 LR = typer.Option(None, "--lr", help="peak learning rate (default: from the parent's)")
@@ -51,9 +53,11 @@ def _go(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, thre
     from scalelab.posttrain.stage import run_stage
 
     tech = get_technique(name)
-    for key in ("eval_difficulties", "data_steps", "target_steps"):
+    for key in ("data_steps", "target_steps"):
         if isinstance(fields.get(key), str):
             fields[key] = _ints(fields[key], "--" + key.replace("_", "-"))
+    if isinstance(fields.get("eval_difficulties"), str):
+        fields["eval_difficulties"] = difficulty_labels(fields["eval_difficulties"], _ints)
     cfg = tech.config.build({k: v for k, v in fields.items() if v is not None}).override(sets)
     with _progress() as bar:
         task = bar.add_task("loading", total=None)
@@ -67,7 +71,7 @@ def _summary(rec: Any, runs_dir: Path) -> None:
     m = rec.metrics
     acc, par, ch = m["accuracy_by_difficulty"], m.get("parent_accuracy_by_difficulty") or {}, m["chance_by_difficulty"]
     print(f"{rec.run_id} ({rec.technique}, parent {rec.parent_id})")
-    print(f"{'steps':>6}{'parent':>9}{'child':>9}{'chance':>10}")
+    print(f"{'steps' if rec.task == 'testbed' else 'bin':>6}{'parent':>9}{'child':>9}{'chance':>10}")
     for d in acc:
         p = f"{par[d]:.3f}" if d in par else "-"
         print(f"{d:>6}{p:>9}{acc[d]:>9.3f}{ch[d]:>10.2g}")
@@ -83,18 +87,21 @@ def _summary(rec: Any, runs_dir: Path) -> None:
 
 
 @pt.command("sft")
+@with_task_options
 def sft_cmd(parent: str = FROM, lora_rank: Optional[int] = LORA,
             data: Optional[str] = typer.Option(None, "--data", help="testbed | FILE.jsonl (prompt, completion)"),
             examples: Optional[int] = EXAMPLES, data_steps: Optional[str] = DATA_STEPS, epochs: Optional[int] = EPOCHS,
             lr: Optional[float] = LR, trainer: Optional[str] = typer.Option(None, "--trainer", help="own | trl"),
             eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
             threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-            tracker: Optional[str] = TRACKER) -> None:
+            tracker: Optional[str] = TRACKER,
+            task_options: Optional[dict] = None) -> None:
     """Supervised fine-tuning (full, or LoRA with --lora-rank) on worked solutions or a JSONL file."""
     _go("sft", dict(locals_of(locals())), sets, runs_dir, threads)
 
 
 @pt.command("distill")
+@with_task_options
 def distill_cmd(parent: str = FROM, teacher: str = typer.Option(..., "--teacher", help="teacher run (same tokenizer)"),
                 mode: Optional[str] = typer.Option(None, "--mode", help="logit | offline"),
                 data: Optional[str] = typer.Option(None, "--data", help="logit: testbed | corpus | FILE.jsonl"),
@@ -106,12 +113,14 @@ def distill_cmd(parent: str = FROM, teacher: str = typer.Option(..., "--teacher"
                 epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR,
                 eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
                 threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-                tracker: Optional[str] = TRACKER) -> None:
+                tracker: Optional[str] = TRACKER,
+                task_options: Optional[dict] = None) -> None:
     """Distil --teacher into the parent: logit-level KL, or offline on teacher-written solutions."""
     _go("distill", dict(locals_of(locals())), sets, runs_dir, threads)
 
 
 @pt.command("synth")
+@with_task_options
 def synth_cmd(parent: str = FROM, teacher: Optional[str] = TEACHER,
               target_steps: Optional[str] = typer.Option(None, "--target-steps", help="scarce difficulties, e.g. 7-8"),
               data_steps: Optional[str] = DATA_STEPS, examples: Optional[int] = EXAMPLES,
@@ -121,12 +130,14 @@ def synth_cmd(parent: str = FROM, teacher: Optional[str] = TEACHER,
               epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR,
               eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-              tracker: Optional[str] = TRACKER) -> None:
+              tracker: Optional[str] = TRACKER,
+              task_options: Optional[dict] = None) -> None:
     """Teacher-written, verifier-filtered solutions for scarce difficulties, mixed into fine-tuning."""
     _go("synth", dict(locals_of(locals())), sets, runs_dir, threads)
 
 
 @pt.command("prune")
+@with_task_options
 def prune_cmd(parent: str = FROM,
               method: Optional[str] = typer.Option(None, "--method", help="magnitude | wanda | width | depth"),
               sparsity: Optional[float] = typer.Option(None, "--sparsity", help="share of non-embedding params removed"),
@@ -135,7 +146,8 @@ def prune_cmd(parent: str = FROM,
               recover_tokens: Optional[int] = typer.Option(None, "--recover-tokens", help="distillation tokens after"),
               lr: Optional[float] = LR, eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-              tracker: Optional[str] = TRACKER) -> None:
+              tracker: Optional[str] = TRACKER,
+              task_options: Optional[dict] = None) -> None:
     """Unstructured (magnitude, Wanda) or structured (width, depth) pruning, then distillation."""
     fields = dict(locals_of(locals()))
     if axes is not None:
@@ -144,12 +156,14 @@ def prune_cmd(parent: str = FROM,
 
 
 @pt.command("quantize")
+@with_task_options
 def quantize_cmd(parent: str = FROM,
                  method: Optional[str] = typer.Option(None, "--method", help="int8-weight | int8-dynamic | int4-weight"),
                  group_size: Optional[int] = typer.Option(None, "--group-size", help="int4: weights per scale"),
                  eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
                  threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-                 tracker: Optional[str] = TRACKER) -> None:
+                 tracker: Optional[str] = TRACKER,
+                 task_options: Optional[dict] = None) -> None:
     """torchao weight quantization: size on disk, latency and accuracy against the parent."""
     _go("quantize", dict(locals_of(locals())), sets, runs_dir, threads)
 
@@ -196,5 +210,7 @@ def accept_cmd(check: str = typer.Argument(..., help="sft | distill | prune | qu
 
 
 def locals_of(values: dict[str, Any]) -> dict[str, Any]:
-    """The command's config fields (its arguments, less the execution ones handled apart)."""
-    return {k: v for k, v in values.items() if k not in ("sets", "runs_dir")}
+    """The command's config fields (its arguments, less the execution ones handled apart, with the
+    task options spread out)."""
+    out = {k: v for k, v in values.items() if k not in ("sets", "runs_dir", "task_options")}
+    return {**out, **(values.get("task_options") or {})}

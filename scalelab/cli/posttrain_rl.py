@@ -10,6 +10,7 @@ import typer
 
 from scalelab.cli.app import TRACKER
 from scalelab.cli.posttrain import DIFFS, FROM, LR, PROBLEMS, RUNS, SET, THREADS, _go, _summary, locals_of, pt
+from scalelab.cli.task_options import with_task_options
 from scalelab.errors import InputError
 
 DATA_STEPS = typer.Option(None, "--data-steps", help="difficulties of the training questions, e.g. 2-3")
@@ -41,6 +42,7 @@ def _curve(rec: Any) -> None:
 
 
 @pt.command("reward-model")
+@with_task_options
 def reward_model_cmd(parent: str = FROM, data: Optional[str] = DATA,
                      feedback: Optional[str] = typer.Option(None, "--feedback", help="testbed: pairs | thumbs"),
                      problems: Optional[int] = typer.Option(None, "--problems", help="testbed: questions sampled"),
@@ -48,7 +50,8 @@ def reward_model_cmd(parent: str = FROM, data: Optional[str] = DATA,
                      init: Optional[str] = typer.Option(None, "--init", help="parent | RUN (same tokenizer)"),
                      epochs: Optional[int] = typer.Option(None, "--epochs"), lr: Optional[float] = LR,
                      data_steps: Optional[str] = DATA_STEPS, threads: Optional[int] = THREADS,
-                     sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER) -> None:
+                     sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER,
+                     task_options: Optional[dict] = None) -> None:
     """A reward model from preference pairs (Bradley-Terry) or thumbs labels; held-out pairwise accuracy."""
     rec = _run("reward-model", locals_of(locals()), sets, runs_dir, threads)
     m = rec.metrics
@@ -74,18 +77,21 @@ def _rl(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, thre
 
 
 @pt.command("rlvr")
+@with_task_options
 def rlvr_cmd(parent: str = FROM, steps: Optional[int] = STEPS, algorithm: Optional[str] = ALGO,
              group_size: Optional[int] = GROUP, prompts_per_step: Optional[int] = PROMPTS,
              kl_coef: Optional[float] = KL, negative_weight: Optional[float] = NEG, lr: Optional[float] = LR,
              data_steps: Optional[str] = DATA_STEPS,
              reference: Optional[str] = REF, eval_problems: Optional[int] = PROBLEMS,
              eval_difficulties: Optional[str] = DIFFS, threads: Optional[int] = THREADS,
-             sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER) -> None:
+             sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER,
+             task_options: Optional[dict] = None) -> None:
     """RL with verifiable rewards: GRPO (or RLOO) with the exact verifier as the reward."""
     _rl("rlvr", locals_of(locals()), sets, runs_dir, threads)
 
 
 @pt.command("rlhf")
+@with_task_options
 def rlhf_cmd(parent: str = FROM, reward_model: str = typer.Option(..., "--reward-model", help="reward-model run"),
              steps: Optional[int] = STEPS, algorithm: Optional[str] = ALGO, group_size: Optional[int] = GROUP,
              prompts_per_step: Optional[int] = PROMPTS, kl_coef: Optional[float] = KL,
@@ -93,12 +99,14 @@ def rlhf_cmd(parent: str = FROM, reward_model: str = typer.Option(..., "--reward
              data_steps: Optional[str] = DATA_STEPS, reference: Optional[str] = REF,
              eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
              threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-             tracker: Optional[str] = TRACKER) -> None:
+             tracker: Optional[str] = TRACKER,
+             task_options: Optional[dict] = None) -> None:
     """RLHF: GRPO (or RLOO) against a learned reward model, with a KL penalty to the reference."""
     _rl("rlhf", locals_of(locals()), sets, runs_dir, threads)
 
 
 @pt.command("rlaif")
+@with_task_options
 def rlaif_cmd(parent: str = FROM, judge: str = typer.Option(..., "--judge", help="larger model run, or a reward model on it"),
               judge_mode: Optional[str] = typer.Option(None, "--judge-mode", help="likelihood judge: min | mean"),
               steps: Optional[int] = STEPS, algorithm: Optional[str] = ALGO, group_size: Optional[int] = GROUP,
@@ -107,25 +115,29 @@ def rlaif_cmd(parent: str = FROM, judge: str = typer.Option(..., "--judge", help
               data_steps: Optional[str] = DATA_STEPS, reference: Optional[str] = REF,
               eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-              tracker: Optional[str] = TRACKER) -> None:
+              tracker: Optional[str] = TRACKER,
+              task_options: Optional[dict] = None) -> None:
     """RLAIF: GRPO (or RLOO) against an AI judge (a larger model's judgement, not the verifier)."""
     _rl("rlaif", locals_of(locals()), sets, runs_dir, threads)
 
 
 @pt.command("dpo")
+@with_task_options
 def dpo_cmd(parent: str = FROM, data: Optional[str] = DATA,
             beta: Optional[float] = typer.Option(None, "--beta", help="KL strength (default 0.1)"),
             epochs: Optional[int] = typer.Option(None, "--epochs"), lr: Optional[float] = LR,
             reference: Optional[str] = REF, data_steps: Optional[str] = DATA_STEPS,
             eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
             threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-            tracker: Optional[str] = TRACKER) -> None:
+            tracker: Optional[str] = TRACKER,
+            task_options: Optional[dict] = None) -> None:
     """Direct preference optimisation on pairs (a JSONL file, or the parent's ranked testbed samples)."""
     rec = _run("dpo", locals_of(locals()), sets, runs_dir, threads)
     _summary(rec, runs_dir)
 
 
 @pt.command("rft")
+@with_task_options
 def rft_cmd(parent: str = FROM, rounds: Optional[int] = typer.Option(None, "--rounds"),
             questions: Optional[int] = typer.Option(None, "--questions", help="training questions per round"),
             samples: Optional[int] = typer.Option(None, "--samples", help="n per question"),
@@ -135,7 +147,8 @@ def rft_cmd(parent: str = FROM, rounds: Optional[int] = typer.Option(None, "--ro
             lora_rank: Optional[int] = typer.Option(None, "--lora-rank"), lr: Optional[float] = LR,
             data_steps: Optional[str] = DATA_STEPS, eval_problems: Optional[int] = PROBLEMS,
             eval_difficulties: Optional[str] = DIFFS, threads: Optional[int] = THREADS,
-            sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER) -> None:
+            sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER,
+            task_options: Optional[dict] = None) -> None:
     """Rejection-sampling fine-tuning / expert iteration, best-of-n distillation, search as the sampler."""
     rec = _run("rft", locals_of(locals()), sets, runs_dir, threads)
     _curve(rec)

@@ -41,3 +41,33 @@ def difficulty_labels(text: Optional[str], ints: Any) -> Optional[list[Any]]:
     if all(p.lstrip("-").replace("-", "").isdigit() for p in parts):
         return ints(text, "--difficulties")
     return parts
+
+
+# (parameter, type, option): what `with_task_options` adds to a command
+_PARAMS = (("task", Optional[str], TASK), ("task_format", str, TASK_FORMAT), ("task_field", list[str], TASK_FIELD),
+           ("task_regex", Optional[str], TASK_REGEX), ("chat", str, CHAT), ("system", Optional[str], SYSTEM),
+           ("fewshot", Optional[str], FEWSHOT), ("shots", int, SHOTS), ("max_new_tokens", Optional[int], MAX_NEW),
+           ("stop", list[str], STOP), ("step_split", str, STEP_SPLIT))
+
+
+def with_task_options(fn: Any) -> Any:
+    """A command with every task option added to its signature (typer reads the signature); the
+    command receives them as one `task_options` argument, the config fields of `task_fields`. Twelve
+    post-training verbs share the options this way instead of repeating eleven parameters each."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "task_options"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann)
+             for name, ann, opt in _PARAMS]
+
+    @functools.wraps(fn)
+    def command(**kw: Any) -> Any:
+        given = [kw.pop(name) for name, _, _ in _PARAMS]
+        return fn(**kw, task_options=task_fields(*given))
+
+    command.__signature__ = sig.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+                                        + added)
+    command.__annotations__ = {p.name: p.annotation for p in own + added}
+    return command

@@ -132,7 +132,9 @@ def load_causal_lm(path: str | Path, *, device: str = "cpu", model_class: Any = 
     """(model in eval mode, tokenizer, checkpoint dir). `model_class` defaults to
     AutoModelForCausalLM."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from scalelab.checkpoint import load_tokenizer
 
     ckpt = resolve_checkpoint(path)
     check_causal_lm(ckpt)
@@ -140,7 +142,7 @@ def load_causal_lm(path: str | Path, *, device: str = "cpu", model_class: Any = 
     check_weights(ckpt)
     with quiet_transformers():
         try:
-            tok = AutoTokenizer.from_pretrained(ckpt)
+            tok = load_tokenizer(ckpt)
         except (OSError, ValueError) as e:
             raise InputError(f"{ckpt}: cannot load the tokenizer ({' '.join(str(e).split())[:200]})") from None
         try:

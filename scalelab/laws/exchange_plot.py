@@ -53,6 +53,7 @@ def plot_frontier(table: pd.DataFrame, doc: dict[str, Any], out: str | Path, *, 
     rows = math.ceil(len(ds) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 1.0, 3.9 * rows), squeeze=False, layout="constrained")
     cmap, norm = plt.get_cmap("viridis"), matplotlib.colors.Normalize(0, 1)
+    xlabel = "pretraining FLOPs (6ND from --pretraining)" if doc.get("pretraining") else "pretraining FLOPs (exact)"
     for ax, d in zip(axes.flat, ds):
         sub, g = pts[pts.difficulty == d], greedy[greedy.difficulty == d]
         ax.scatter(sub.C_train, sub.C_test, c=sub.accuracy, cmap=cmap, norm=norm, s=28, edgecolor="0.3", lw=0.4)
@@ -76,7 +77,7 @@ def plot_frontier(table: pd.DataFrame, doc: dict[str, Any], out: str | Path, *, 
             title += f": 10x pretraining = {_g(f['params']['multiplier'])}x test-time FLOPs"
             title += f"\n95% interval [{_g(ci[0])}, {_g(ci[1])}]" if ci else "\n(no bootstrap interval)"
         ylo = min(sub.C_test.min(), g.C_test.min() if len(g) else math.inf)
-        ax.set(xscale="log", yscale="log", xlabel="pretraining FLOPs (exact)", ylabel="test-time FLOPs per question",
+        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="test-time FLOPs per question",
                ylim=(ylo / 2, sub.C_test.max() * 2), title=title)
         ax.title.set_fontsize(9)
         readable_log_ticks(ax.xaxis)

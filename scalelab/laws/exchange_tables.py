@@ -11,6 +11,11 @@ models that were post-trained are left out of it (their records carry `flops.pos
 default so are models below the compute frontier (`frontier`), each named in a notice.
 Post-training children are read with `scalelab.tables.posttrain_table`.
 
+A user's own models (plain Hugging Face directories, no scalelab record) get their pretraining
+compute from `pretraining=CSV` (`laws.pretraining_csv`: model, N, and D or C); a model in the CSV
+takes its row, one without a row its record's `flops.pretrain`, and one with neither is an error
+naming it. The records must be of one task (`task=` picks one when the folder holds several).
+
 What the document holds, per strategy: the pooled law (one intercept per difficulty, shared
 slopes) and one law per difficulty; greedy decoding (`cot`) gets a law in C_train only. Then
 `replacement`: for each difficulty and each pair of neighbouring models, whether the smaller
@@ -31,6 +36,7 @@ import pandas as pd
 from scalelab import __version__
 from scalelab.errors import InputError
 from scalelab.laws.exchange import ExchangeLaw, LadderCurve, _isotonic
+from scalelab.laws.pretraining_csv import CONVENTION
 from scalelab.tables import load_runs
 
 GREEDY = "cot"
@@ -38,11 +44,16 @@ ORACLES = ("coverage",)  # pass@n: right if any sample is right, which needs the
 MAKE = "scalelab testtime --model RUN --strategies cot,majority --n 1,2,4,8,16 --runs-dir DIR"
 
 
-def testtime_table(runs_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+def testtime_table(runs_dir: str | Path, *, pretraining: str | Path | None = None,
+                   task: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per complete test-time evaluation point of a pretrained (not post-trained) model."""
+    from scalelab.laws.pretraining_csv import PretrainingTable
+
     runs = load_runs(runs_dir)
-    rows, posttrained, seen, copies = [], set(), set(), 0
-    for r in runs.records:
+    table = PretrainingTable.read(pretraining) if pretraining is not None else None
+    records = _one_task(runs.records, task, runs_dir)
+    rows, posttrained, seen, copies, bare, used = [], set(), set(), 0, set(), set()
+    for r in records:
         m = r.metrics
         if r.run_id in seen:  # the same evaluation (its id hashes its config) under two folders: count it once
             copies += 1
@@ -50,23 +61,55 @@ def testtime_table(runs_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         seen.add(r.run_id)
         if r.phase != "testtime" or m.get("kind") == "adaptive" or "flops_per_question" not in m:
             continue
-        if "steps" not in m or m.get("accuracy") is None or not r.flops.get("pretrain"):
+        if "steps" not in m or m.get("accuracy") is None:
             continue
         if r.flops.get("posttrain"):
             posttrained.add(r.parent_id)
             continue
-        N, D = r.n_params_nonembedding, r.tokens
-        rows.append({"model": r.parent_id, "C_train": float(r.flops["pretrain"]),
-                     "C_train_6n": 6.0 * N * D if N and D else math.nan, "N": N, "D": D,
+        row = table.find((r.config or {}).get("model"), r.parent_id) if table is not None else None
+        if row is not None:
+            used.add(row.model)
+            C, C6, N, D = row.C, row.C_6n, row.N, row.D
+        elif r.flops.get("pretrain"):
+            N, D = r.n_params_nonembedding, r.tokens
+            C, C6 = float(r.flops["pretrain"]), 6.0 * N * D if N and D else math.nan
+        else:
+            bare.add((r.parent_id, (r.config or {}).get("model")))
+            continue
+        rows.append({"model": r.parent_id, "task": r.task or "testbed", "C_train": float(C), "C_train_6n": C6,
+                     "N": N, "D": D,
                      "strategy": r.technique, "kind": m.get("kind"), "difficulty": int(m["steps"]),
                      "n": int(m.get("n") or 1), "C_test": float(m["flops_per_question"]),
                      "accuracy": float(m["accuracy"]), "se": float(m.get("accuracy_se") or 0.0),
                      "problems": int(m.get("problems") or len(m.get("per_problem") or []) or 1),
                      "chance": float(m.get("chance") or 0.0), "per_problem": m.get("per_problem")})
-    notices = [f"left out of the ladder (post-trained): {p}" for p in sorted(posttrained)]
+    if bare and table is not None:
+        pid, spec = sorted(bare, key=str)[0]
+        raise InputError(f"--pretraining {table.path}: no row for model {spec or pid!r} (policy {pid}, "
+                         f"{len(bare)} model(s) without one); add a line model,N,D for it")
+    notices = [f"left out of the ladder (no pretraining FLOPs; give --pretraining CSV): {p}" for p, _ in sorted(bare)]
+    notices += [f"left out of the ladder (post-trained): {p}" for p in sorted(posttrained)]
+    if table is not None:
+        notices += [f"--pretraining row without test-time records: {r.model}" for r in table.rows if r.model not in used]
     notices += [f"{copies} records found twice (same run id in another folder) counted once"] if copies else []
     notices += [f"run left out: {p}" for p in runs.problems]
     return pd.DataFrame(rows), notices
+
+
+def _one_task(records: list[Any], task: str | None, runs_dir: str | Path) -> list[Any]:
+    """The test-time records of one task: a ladder across tasks would compare unlike accuracies."""
+    tt = [r for r in records if r.phase == "testtime"]
+    tasks = sorted({r.task or "testbed" for r in tt})
+    if task is not None:
+        task = task if task in tasks else Path(task).name  # a task file's records carry its file name
+        if task not in tasks:
+            raise InputError(f"--task {task}: no test-time records of it under {runs_dir}; tasks found: "
+                             f"{', '.join(tasks) or 'none'}")
+        return [r for r in records if r.phase != "testtime" or (r.task or "testbed") == task]
+    if len(tasks) > 1:
+        raise InputError(f"{runs_dir}: test-time records of {len(tasks)} tasks ({', '.join(tasks)}); exchange rates "
+                         "compare models on one task: give --task NAME")
+    return records
 
 
 def frontier(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -162,9 +205,15 @@ def posttrain_worth(runs_dir: str | Path, table: pd.DataFrame, *, bootstrap: int
     lad = ladder(table)
     g = table[table.strategy == GREEDY]
     se = {d: lad.model.map(sub.set_index("model").se).to_numpy(float) for d, sub in g.groupby("difficulty")}
+    # a parent that is not a scalelab run has no pretraining FLOPs in its children's records: where it
+    # is a model of the ladder, its FLOPs are the ladder's (from --pretraining)
+    on_ladder = lad.set_index("model").C_train
+    post = post[post.task == table.task.iloc[0]] if "task" in table else post
     out = []
     for run, rows in post[post.difficulty != "mean"].groupby("run_id"):
-        r0 = rows.iloc[0]
+        r0 = rows.iloc[0].copy()
+        if not (r0.pretrain_flops > 0):
+            r0["pretrain_flops"] = float(on_ladder.get(r0.parent_id, math.nan))
         if not (r0.pretrain_flops > 0):
             continue
         rows = rows[rows.difficulty.map(lambda d: f"acc_d{d}" in lad)].dropna(subset=["parent_accuracy"])
@@ -212,18 +261,24 @@ def planner_inputs(table: pd.DataFrame) -> dict[str, Any]:
             "posttrain": {}}
 
 
-def measure_exchange(runs_dir: str | Path, *, bootstrap: int = 200, seed: int = 0,
-                     on_frontier: bool = True) -> dict[str, Any]:
+def measure_exchange(runs_dir: str | Path, *, bootstrap: int = 200, seed: int = 0, on_frontier: bool = True,
+                     pretraining: str | Path | None = None, task: str | None = None) -> dict[str, Any]:
     """The exchange document of a runs directory (see module docstring); `on_frontier` keeps only
-    the models on the compute frontier (`frontier`)."""
-    table, notices = testtime_table(runs_dir)
+    the models on the compute frontier (`frontier`); `pretraining` and `task` as `testtime_table`."""
+    table, notices = testtime_table(runs_dir, pretraining=pretraining, task=task)
     if on_frontier and not table.empty:
         table, dropped = frontier(table)
         notices += dropped
     if table.empty or table.model.nunique() < 2:
         found = 0 if table.empty else table.model.nunique()
+        bare = [n.split(": ", 1)[1] for n in notices if n.startswith("left out of the ladder (no pretraining")]
+        below = [n.split(": ", 1)[1] for n in notices if "below the compute frontier" in n]
+        hint = (f"; without pretraining FLOPs: {', '.join(bare)} (give --pretraining CSV with model,N,D)" if bare
+                else f"; below the compute frontier (greedy accuracy no better than a cheaper model's): "
+                     f"{', '.join(below)} (--all-models keeps them)" if below
+                else f"; make them with `{MAKE}` for each model")
         raise InputError(f"{runs_dir}: test-time records of {found} pretrained model(s); exchange rates need 2 or more "
-                         f"of different pretraining FLOPs; make them with `{MAKE}` for each model")
+                         f"of different pretraining FLOPs{hint}")
     strategies: dict[str, Any] = {}
     for s, sub in table.groupby("strategy"):
         slope = s != GREEDY
@@ -239,9 +294,35 @@ def measure_exchange(runs_dir: str | Path, *, bootstrap: int = 200, seed: int = 
             {"multiplier": row["multiplier"], "posttrain_share": row["posttrain_share"], "run": row["run"]})
     lad = ladder(table)
     return {"law": "exchange", "scalelab": __version__, "source": str(runs_dir), "bootstrap": bootstrap, "seed": seed,
-            "frontier": on_frontier,
+            "frontier": on_frontier, "task": str(table.task.iloc[0]),
+            "pretraining": {"file": str(pretraining), "convention": CONVENTION} if pretraining is not None else None,
             "ladder": lad.replace({np.nan: None}).to_dict(orient="records"), "strategies": strategies,
-            "replacement": replacement(table), "posttrain": post, "planner": plan, "notices": notices}
+            "replacement": replacement(table), "posttrain": post, "planner": plan,
+            "reach": reach(lad, strategies), "notices": notices}
+
+
+def reach(lad: pd.DataFrame, strategies: dict[str, Any]) -> dict[str, Any]:
+    """What the exchange law can and cannot say from this ladder, in numbers and in words."""
+    k = len(lad)
+    lo, hi = float(lad.C_train.min()), float(lad.C_train.max())
+    span = math.log10(hi / lo) if lo > 0 else 0.0
+    words = [f"{k} models over {span:.2f} decades of pretraining FLOPs ({lo:.3g} to {hi:.3g}): accuracy between "
+             "them is interpolated along the fitted sigmoid; beyond them it is an extrapolation, trustworthy at "
+             f"most about as far again as the ladder spans (to ~{hi * 10 ** span:.3g}) and only if the law's "
+             "shape holds there"]
+    if k < 3:
+        words.append("with 2 models the pretraining slope b is fixed by two points: nothing checks the log-linear "
+                     "shape in C_train, and the interval comes from problem resampling only")
+    elif k < 5:
+        words.append(f"with {k} models the slope b rests on {k} pretraining points (one intercept per difficulty "
+                     "on top): the shape is checked by at most a few degrees of freedom, so a bend (a model "
+                     "trained differently, another architecture) moves b and the exchange rate with it")
+    words.append("the test-time slope c is measured within each model's budgets n (one pool subsampled); budgets "
+                 "beyond the largest n measured are extrapolated, and the ceiling is taken as 1")
+    words.append("post-training multipliers are read off this ladder's greedy accuracy: a child beyond the "
+                 "largest model's accuracy gets a lower bound only, and every multiplier assumes the ladder's "
+                 "models differ by pretraining compute alone (here also by architecture and data, if they do)")
+    return {"models": k, "C_train_range": [lo, hi], "decades": span, "statements": words}
 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:
@@ -249,7 +330,8 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     from scalelab.laws.render import fmt
 
     lines = [f"ladder: {len(doc['ladder'])} pretrained models, C_train "
-             + ", ".join(fmt(m["C_train"]) for m in doc["ladder"]) + " FLOPs (exact)"]
+             + ", ".join(fmt(m["C_train"]) for m in doc["ladder"])
+             + (" FLOPs (exact, or 6ND from --pretraining)" if doc.get("pretraining") else " FLOPs (exact)")]
     lines.append("train <-> test: test-time FLOPs multiplier worth 10x pretraining FLOPs (95% bootstrap interval)")
     lines.append(f"{'strategy':<12}{'steps':>6}{'multiplier':>12}  {'95% interval':<26}{'b':>7}{'c':>7}  replaces")
     for s, e in doc["strategies"].items():
@@ -284,6 +366,10 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             lines.append(f"  {r['technique']:<22} {r['run']}: {fmt(r['parent_accuracy'])} -> {fmt(r['accuracy'])}, "
                          f"worth x{fmt(r['multiplier'])} [{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}]{bound}; "
                          f"post-training cost {fmt(100 * r['posttrain_share'])}% of the parent's pretraining")
+    if doc.get("pretraining"):
+        lines.append(f"pretraining FLOPs of models without a scalelab record: {doc['pretraining']['convention']}, "
+                     f"from {doc['pretraining']['file']}")
+    lines += [f"reach: {w}" for w in (doc.get("reach") or {}).get("statements", [])]
     return lines + [f"note: {n}" for n in doc["notices"]]
 
 

@@ -12,7 +12,9 @@ there (`scalelab.laws.exchange`), both assumed to carry over to other sizes.
 
 - `--target-loss`: Sardana et al.'s inference-aware optimum on the Chinchilla fit
   (`scalelab.laws.inference`): the cheapest N, D reaching the loss while serving Q·T tokens.
-- `--target-accuracy`: for every training budget C (Chinchilla's compute-optimal N, D at C),
+- `--target-accuracy`: for every training budget C (Chinchilla's compute-optimal N, D at C; with
+  no Chinchilla fit in the folder -- a user's own model family has no loss ladder -- only the
+  ladder's own models as trained, and the plan says so),
   every post-training recipe and every test-time strategy and n measured on the ladder, the
   exchange law predicts accuracy from (C_train, C_test); the cheapest plan that reaches the
   target within the budget wins. The exchange law was fitted on exact FLOPs, so a plan's 6ND is
@@ -83,6 +85,9 @@ def load_fits(directory: str | Path, *, need_exchange: bool) -> Fits:
         if isinstance(doc, dict) and isinstance(doc.get("law"), str):
             docs.setdefault(doc["law"], []).append((p, doc))
     chin = docs.get("chinchilla", [])
+    ex = docs.get("exchange", [])
+    if not chin and need_exchange and ex:  # a user's model family: the ladder's own sizes stand in
+        return Fits(str(d), None, ex[0][1])
     if not chin:
         raise InputError(f"{d}: no chinchilla fit here; make it with `{MAKE_CHINCHILLA.format(dir=d)}`")
     if len(chin) > 1:
@@ -100,7 +105,6 @@ def load_fits(directory: str | Path, *, need_exchange: bool) -> Fits:
         raise InputError(f"{chin[0][0]}: the chinchilla fit has {' and '.join(bad)} (loss does not fall with "
                          "both N and D), so it has no compute-optimal allocation; refit on runs whose larger "
                          "models and longer runs are better")
-    ex = docs.get("exchange", [])
     if need_exchange and not ex:
         raise InputError(f"{d}: no exchange fit here (a target accuracy needs one); make it with "
                          f"`{MAKE_EXCHANGE.format(dir=d)}`")
@@ -213,8 +217,8 @@ def _options(ex: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
                          "`scalelab exchange RUNS --out FITS/exchange.json` on test-time records of 2+ models")
     recipes = [("none", 1.0, 0.0)]
     for tech, rows in plan_in.get("posttrain", {}).items():
-        recipes.append((tech, float(np.median([r["multiplier"] for r in rows])),
-                        float(np.median([r["posttrain_share"] for r in rows]))))
+        recipes.append((tech, float(np.median([float(r["multiplier"]) for r in rows])),
+                        float(np.median([float(r["posttrain_share"]) for r in rows]))))
     return strategies, recipes
 
 
@@ -223,12 +227,17 @@ def _plan_accuracy(cfg: PlanConfig, fits: Fits) -> Plan:
     plan_in = ex["planner"]
     kappa, t_law = float(plan_in["train_exact_per_6n"]), float(plan_in["test_tokens_2n"])
     strategies, recipes = _options(ex)
-    a, b = law.optimal_exponents()["a"], law.optimal_exponents()["b"]
-    p = law.params_
-    G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / (p["alpha"] + p["beta"]))
     decades = 9
     C = np.geomspace(cfg.budget * 10.0 ** -decades, cfg.budget, decades * GRID_PER_DECADE + 1)
-    N, D = G * (C / 6) ** a, (C / 6) ** b / G  # Hoffmann et al. 2022, Eq. 4 (as ChinchillaLaw.compute_optimal)
+    notes: list[str] = []
+    if law is None:
+        C, N, D, why = ladder_sizes(ex)
+        notes.append(why)
+    else:
+        a, b = law.optimal_exponents()["a"], law.optimal_exponents()["b"]
+        p = law.params_
+        G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / (p["alpha"] + p["beta"]))
+        N, D = G * (C / 6) ** a, (C / 6) ** b / G  # Hoffmann et al. 2022, Eq. 4 (as ChinchillaLaw.compute_optimal)
     cands = []  # (total, accuracy, recipe, strategy, i)
     for rname, rmult, share in recipes:
         for sname, slaw, n, m in strategies:
@@ -251,7 +260,6 @@ def _plan_accuracy(cfg: PlanConfig, fits: Fits) -> Plan:
 
     goal = lambda total, acc: (total <= cfg.budget) & (acc >= cfg.target_accuracy)  # noqa: E731
     pick, reachable = best(goal), True
-    notes: list[str] = []
     if pick is None:  # the most accurate plan within the budget
         reachable = False
         pick = best(lambda total, acc: total <= cfg.budget)  # any one, to find the best accuracy next
@@ -278,6 +286,21 @@ def _plan_accuracy(cfg: PlanConfig, fits: Fits) -> Plan:
     return Plan("accuracy", reachable, cfg.target_accuracy, float(acc), cfg.budget, cfg.queries, T, float(N[i]),
                 float(D[i]), float(C[i]), float(C[i] * share), float(cfg.queries * T * 2 * N[i] * m), rname, rmult,
                 sname, n, m, notes, compare)
+
+
+def ladder_sizes(ex: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(C, N, D) of the ladder's own models, for a model family with no Chinchilla fit: without a loss
+    law there is no compute-optimal size to move to, so the plan picks among the models measured
+    (as trained: C = 6ND) and never extrapolates to another size."""
+    pts = sorted((float(m.get("C_train_6n") or m["C_train"]), float(m["N"])) for m in ex.get("ladder", [])
+                 if m.get("N") and (m.get("C_train_6n") or m.get("C_train")))
+    if not pts:
+        raise InputError("no chinchilla fit in --fits and no ladder model with N in the exchange fit; make a "
+                         f"chinchilla fit with `{MAKE_CHINCHILLA.format(dir='FITS')}`")
+    C, N = np.array([c for c, _ in pts]), np.array([n for _, n in pts])
+    why = (f"no chinchilla fit in the folder: the plan chooses among the ladder's {len(pts)} models as trained "
+           "(their N and D), not a compute-optimal size, and does not extrapolate to other sizes")
+    return C, N, C / (6 * N), why
 
 
 def _range_notes(law: Any, c_train: float, c_test: float) -> list[str]:
@@ -341,8 +364,10 @@ def explain(p: Plan) -> list[str]:
         why = ("training dominates: with this few queries Sardana et al.'s inference-aware model stays close to "
                "Chinchilla's compute-optimal one")
     else:
+        own = any(n.startswith("no chinchilla fit") for n in p.notes)
         why = ("training dominates: there are too few queries for serving to matter, so the cheapest way to the "
-               "target is to put the budget into pretraining, split by Chinchilla's compute-optimal rule")
+               "target is to put the budget into pretraining, " + ("in the cheapest of the ladder's models that "
+               "reaches it" if own else "split by Chinchilla's compute-optimal rule"))
         if thinks:
             why += (f", with {p.strategy} at n = {p.n}, whose extra test-time FLOPs were cheaper than the "
                     "pretraining they stand in for")

@@ -4,7 +4,8 @@ Every technique has one shape (`stage.py`): load a parent run -> transform -> ev
 child run with lineage (`parent_id`, `teacher_id`) and its own FLOPs ledger.
 
     stage.py     the shape: parent checks, ledger, context, evaluation and saving (`run_stage`)
-    data.py      fine-tuning examples: testbed solutions, user JSONL, verified generations, corpus rows
+    taskdata.py  the stage's task: the testbed or a task file (--task FILE): questions, examples, bins
+    data.py      fine-tuning examples: task solutions, user JSONL or chat messages, verified generations
     loop.py      the shared training loop (cross-entropy on completions, logit distillation), FLOPs
     evaluate.py  accuracy by difficulty (test-time `cot` strategy, exact verifier) and held-out loss
     sft.py       full and LoRA fine-tuning (own loop or TRL's SFTTrainer)

@@ -1,11 +1,13 @@
 """Fine-tuning data: (prompt, completion) examples with the loss on completion tokens only.
 
-Three sources:
+Four sources:
   testbed   worked solutions of training-split problems, `"<bos>" + question` -> `solution + <eos>`,
             with the number of steps drawn evenly from `steps` (clean solutions: no injected errors)
-  JSONL     a user's file, one object per line with non-empty string fields "prompt" and
-            "completion"; a bad line is reported by its number
-  generated a model's own samples for testbed questions, optionally kept only when the exact
+  task file the train split's prompts and reference solutions (`taskdata.FileData.example`)
+  JSONL     a user's file, one object per line: non-empty string fields "prompt" and "completion",
+            or chat "messages" (a list of {"role", "content"}) ending in an assistant turn, rendered
+            with the tokenizer's chat template; a bad line is reported by its number
+  generated a model's own samples for the task's questions, optionally kept only when the task's
             verifier accepts them (offline distillation, synthetic data, rejection sampling)
 
 Corpus rows (`corpus_rows`) are the parent's pretraining stream, every position a target, for
@@ -94,17 +96,45 @@ def require_strings(path: str | Path, i: int, obj: dict[str, Any], keys: Sequenc
 
 
 def read_jsonl(path: str | Path, tokenizer: Any) -> list[Example]:
-    """Prompt/completion pairs from a JSONL file; a missing, empty or non-string field names its line."""
+    """Prompt/completion pairs or chat conversations from a JSONL file; a missing, empty or
+    non-string field names its line."""
     out = []
-    for i, obj in jsonl_objects(path, what="JSONL file"):
-        require_strings(path, i, obj, ("prompt", "completion"))
+    for i, obj in jsonl_objects(path, what="JSONL file (prompt/completion or chat messages)"):
+        if "messages" in obj:
+            prompt, completion = chat_pair(path, i, obj["messages"], tokenizer)
+        else:
+            require_strings(path, i, obj, ("prompt", "completion"))
+            prompt, completion = obj["prompt"], obj["completion"]
         try:
-            out.append(make_example(tokenizer, obj["prompt"], obj["completion"]))
+            out.append(make_example(tokenizer, prompt, completion))
         except (ValueError, KeyError) as e:
             raise InputError(f"{path} line {i}: cannot tokenize ({e})") from None
     if not out:
         raise InputError(f"{path}: no examples (the file is empty)")
     return out
+
+
+def chat_pair(path: str | Path, i: int, messages: Any, tokenizer: Any) -> tuple[str, str]:
+    """A conversation as (prompt, completion): every turn before the last through the tokenizer's chat
+    template with the assistant header added, then the last (assistant) turn's text. The loss is on
+    that last turn only, as TRL's `assistant_only_loss` would put it on the final answer; earlier
+    assistant turns are context."""
+    if not isinstance(messages, list) or not messages:
+        raise InputError(f"{path} line {i}: \"messages\" must be a non-empty list of {{\"role\", \"content\"}}")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise InputError(f"{path} line {i}: every message needs string \"role\" and \"content\"")
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        raise InputError(f"{path} line {i}: the last message must be a non-empty assistant turn (what is learnt)")
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"{path} line {i}: chat \"messages\" need a tokenizer with a chat template; this model's "
+                         "has none (write prompt/completion lines instead)")
+    try:
+        prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # a template may refuse a role order (jinja raises its own exceptions)
+        raise InputError(f"{path} line {i}: the chat template refused these messages "
+                         f"({' '.join(str(e).split())[:120]})") from None
+    return prompt, messages[-1]["content"]
 
 
 def collate(examples: Sequence[Example], tokenizer: Any, *, max_len: int | None = None) -> Batch:
@@ -144,29 +174,54 @@ class Generated:
 
 
 def generated_examples(ctx: Any, engine: Any, problems: list[Any], n: int, params: Any, *, part: str,
-                       keep: str = "verified", distinct: bool = False) -> Generated:
+                       keep: str = "verified", distinct: bool = False, prompts: Any = None) -> Generated:
     """`n` samples per problem from `engine`, metered into `ctx.ledger` as `part`; keep "verified"
-    (the exact verifier accepts the whole solution) or "all"; samples cut off by the token limit are
-    dropped (they would teach the student not to stop). `distinct` keeps one copy of each solution
+    (the task's verifier accepts the solution) or "all"; samples cut off by the token limit are
+    dropped (they would teach the student not to stop), and a sample that ended on one of the task's
+    stop strings is kept without it (it ended there). `distinct` keeps one copy of each solution
     text per problem, as rejection-sampling fine-tuning does (Yuan et al. 2023, "Scaling
     Relationship on Learning Mathematical Reasoning with Large Language Models"); otherwise
-    duplicates stay and weight a solution by how often the teacher writes it."""
-    from scalelab.tasks.testbed import TestbedTask
-
-    task = TestbedTask()
-    gen = ctx.generate(engine, [task.prompt(p) for p in problems], n, params, part=part)
+    duplicates stay and weight a solution by how often the teacher writes it. `prompts` is the task
+    as the sampler reads it when that is not the student's rendering (a teacher without the
+    student's chat template); the examples always carry the student's prompt."""
+    data = getattr(ctx, "data", None) or _testbed_data()
+    task = data.task
+    gen = ctx.generate(engine, [(prompts or task).prompt(p) for p in problems], n, params, part=part)
     tok = engine.tokenizer
     out, by = [], {}
     for p, row in zip(problems, gen.completions):
         seen = set()
-        stats = by.setdefault(str(p.steps), [0, 0])
+        stats = by.setdefault(data.label(p), [0, 0])
         for c in row:
             stats[1] += 1
-            if c.finish_reason != "eos" or (distinct and c.text in seen):
+            text = finished_text(c, getattr(prompts or task, "stop", ()))
+            if text is None or (distinct and text in seen):
                 continue
-            if keep == "verified" and not task.verify(p, c.text).correct:
+            if keep == "verified" and not task.verify(p, text).correct:
                 continue
-            seen.add(c.text)
+            seen.add(text)
             stats[0] += 1
-            out.append(make_example(tok, task.prompt(p), c.text, steps=p.steps))
+            out.append(data.make(tok, p, text))
     return Generated(out, len(problems) * n, len(out), by)
+
+
+def finished_text(c: Any, stop: Sequence[str]) -> str | None:
+    """A completion's text if it ended by itself (EOS, or a stop string, which is cut off), else None."""
+    if c.finish_reason == "eos":
+        return c.text
+    if c.finish_reason == "stop":
+        for s in stop:
+            if c.text.endswith(s):
+                return c.text[:-len(s)]
+        return c.text
+    return None
+
+
+def _testbed_data() -> Any:
+    from types import SimpleNamespace
+
+    from scalelab.tasks.testbed import TestbedTask
+
+    task = TestbedTask()
+    return SimpleNamespace(task=task, label=lambda p: str(p.steps),
+                           make=lambda tok, p, text: make_example(tok, task.prompt(p), text, steps=p.steps))

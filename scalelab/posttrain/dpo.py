@@ -12,10 +12,10 @@ where log pi(y|x) sums the completion's token log-probabilities, and ref is the 
 held-out pairs (r_chosen > r_rejected) is reported as a reward model's would be. `sft_weight` adds
 the chosen texts' negative log-likelihood per token (RPO: Pang et al. 2024, "Iterative Reasoning
 Preference Optimization"), against DPO's known fall of the chosen likelihood on reasoning pairs. The pairs come
-from `reward_model.feedback`: a user's JSONL (pairs only) or the parent's own testbed samples
+from `reward_model.feedback`: a user's JSONL (pairs only) or the parent's own samples on the task
 ranked by the verifier and the stated preference for shorter correct solutions.
 
-FLOPs: sampling for testbed pairs (policy_generate), one reference forward per text, computed once
+FLOPs: sampling for the task's pairs (policy_generate), one reference forward per text, computed once
 (reference_forward), and a training pass over both texts of every pair per epoch (policy_train).
 """
 from __future__ import annotations
@@ -196,13 +196,14 @@ class _Curve:
     """Held-out greedy accuracy after each epoch, against the stage's FLOPs so far."""
 
     def __init__(self, ctx: StageContext, cfg: DPOConfig):
-        from scalelab.posttrain.accuracy import curve_problems
-
         self.ctx, self.seed, self.points, self.probs = ctx, cfg.seed, [], []
-        if ctx.parent.pretrain_source()["source"] == "testbed":  # a text-corpus parent has no problems
-            src = ctx.parent.testbed()
-            steps = cfg.data_steps or list(range(1, src.config.max_steps + 1))
-            self.probs = curve_problems(src, steps, cfg.curve_problems, cfg.seed)
+        # a text-corpus parent on the testbed has no problems to answer; a task file has them when it
+        # has training (or validation) questions to hold out
+        data = ctx.data
+        if (data.on_testbed and ctx.parent.pretrain_source()["source"] == "testbed") or \
+                (not data.on_testbed and {"train", "val"} & set(data.task.splits())):
+            steps = ctx.data.bins(cfg.data_steps, "data_steps")
+            self.probs = ctx.data.heldout_problems(cfg.curve_problems, steps, cfg.seed)
 
     def point(self, epoch: int, model: Any) -> None:
         from scalelab.posttrain.accuracy import greedy_accuracy

@@ -8,9 +8,10 @@ Two kinds of user feedback, one JSONL file, one object per line (kinds may mix):
 `label` is true/false, 1/0, "up"/"down", "good"/"bad" or "+"/"-". A line with a missing, empty or
 mistyped field is refused with its line number; nothing is trained on a half-read file.
 
-On the testbed the pairs are made from the policy's own samples (`testbed_pairs`): `samples`
-solutions per training question at a temperature, judged by the exact verifier plus one stated
-preference, so that a learned reward has something besides correctness to learn:
+Without a file the pairs are made from the policy's own samples on the task's training questions
+(`testbed_pairs`, on the testbed or a task file): `samples` solutions per question at a
+temperature, judged by the task's verifier plus one stated preference, so that a learned reward has
+something besides correctness to learn:
 
     correct  >  incorrect                                  ("correct")
     correct and shorter  >  correct and longer             ("shorter": fewer lines, i.e. no
@@ -102,12 +103,13 @@ def n_lines(text: str) -> int:
 
 
 def testbed_pairs(problems: Sequence[Any], texts: Sequence[Sequence[str]], *, max_pairs: int = 4,
-                  seed: int = 0, shorter: bool = True) -> list[Pair]:
+                  seed: int = 0, shorter: bool = True, task: Any = None) -> list[Pair]:
     """Pairs from `texts[i]` (samples for problems[i]): correct > incorrect, and correct-and-
-    shorter > correct-and-longer; at most `max_pairs` per problem, distinct texts only."""
+    shorter > correct-and-longer; at most `max_pairs` per problem, distinct texts only. `task`
+    judges and prompts (default: the testbed)."""
     from scalelab.tasks.testbed import TestbedTask
 
-    task = TestbedTask()
+    task = task if task is not None else TestbedTask()
     rng = np.random.default_rng(seed)
     out = []
     for p, row in zip(problems, texts):
@@ -119,7 +121,8 @@ def testbed_pairs(problems: Sequence[Any], texts: Sequence[Sequence[str]], *, ma
             cands += [(a, b, "shorter") for a in good for b in good if n_lines(a) < n_lines(b)]
         for j in rng.permutation(len(cands))[:max_pairs]:
             c, r, why = cands[j]
-            out.append(Pair(task.prompt(p), c, r, why, p.steps))
+            d = task.difficulty(p)
+            out.append(Pair(task.prompt(p), c, r, why, d if isinstance(d, int) else None))
     return out
 
 

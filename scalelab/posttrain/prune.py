@@ -16,9 +16,13 @@ Unstructured (the decoder's linear layers; embeddings and lm_head are kept; mask
   The child is saved dense (zeros stored): safetensors has no sparse layout, so the file does not
   shrink, and the FLOPs of a dense kernel do not either; both are reported as they are.
 
+Calibration and recovery text: the parent's pretraining stream; with `--task FILE`, the file's train
+split (prompts and reference solutions packed as a stream, `taskdata.TaskCorpus`), so that a user's
+model is calibrated on the text it will be asked to write.
+
 Structured (dense Llama checkpoints; Muralidharan et al. 2024, "Compact Language Models via
 Pruning and Knowledge Distillation", Minitron): importance from activations on calibration rows
-of the parent's pretraining stream, aggregated as an L2 norm over the sequence and a mean over rows:
+of that text, aggregated as an L2 norm over the sequence and a mean over rows:
   heads   norm of each head's attention output (the input of o_proj)
   mlp     each intermediate channel (the input of down_proj)
   hidden  each residual channel at the outputs of every RMSNorm, summed over layers
@@ -80,6 +84,9 @@ class PruneConfig(TrainStageConfig):
     def structured(self) -> bool:
         return self.method in ("width", "depth")
 
+    def needs_train_split(self) -> bool:
+        return self.method != "magnitude" or bool(self.recover_tokens)  # calibration or recovery text
+
 
 # ---- calibration: activation statistics by hooks ----------------------------------------------------
 def _decoder_linears(model: Any) -> list[tuple[str, Any]]:
@@ -93,8 +100,8 @@ def calibrate(ctx: StageContext, model: Any, cfg: PruneConfig, *, stats: str) ->
     decoder linear) or "minitron" (heads, mlp, hidden, layers). The forward is in the ledger."""
     import torch
 
-    T = ctx.parent.seq_len()
-    rows = corpus_rows(ctx.parent.corpus(), cfg.calibration_rows, T, cfg.seed, offset=CALIBRATION_OFFSET)
+    T = ctx.data.seq_len()
+    rows = corpus_rows(ctx.data.corpus(), cfg.calibration_rows, T, cfg.seed, offset=CALIBRATION_OFFSET)
     acc: dict[str, Any] = {}
     hooks = []
 
@@ -301,8 +308,8 @@ def transform(ctx: StageContext) -> StageResult:
         teacher = ctx.parent.load_model(train=False)
         for p in teacher.parameters():
             p.requires_grad_(False)
-        T = ctx.parent.seq_len()
-        rows = corpus_rows(ctx.parent.corpus(), max(1, round(tokens / T)), T, cfg.seed, offset=RECOVERY_OFFSET)
+        T = ctx.data.seq_len()
+        rows = corpus_rows(ctx.data.corpus(), max(1, round(tokens / T)), T, cfg.seed, offset=RECOVERY_OFFSET)
         metrics.update(fit(model, rows, ctx, cfg, lr=cfg.lr or default_lr(ctx.parent), teacher=teacher,
                            kd_alpha=1.0, kd_temperature=cfg.kd_temperature))
     for m in masked:

@@ -106,16 +106,13 @@ def load_quantized(ckpt: Path, conf: Any) -> Any:
     return model.eval()
 
 
-def latency(model: Any, tokenizer: Any, cfg: QuantizeConfig, src: Any) -> dict[str, float]:
-    """Median wall time per generated token (greedy, a batch of prompts) and of one full forward."""
+def latency(model: Any, tokenizer: Any, cfg: QuantizeConfig, data: Any) -> dict[str, float]:
+    """Median wall time per generated token (greedy, a batch of the task's prompts) and of one full forward."""
     import torch
 
     from scalelab.inference.engine import Engine, SamplingParams
-    from scalelab.tasks.testbed import TestbedTask
 
-    task = TestbedTask()
-    steps = src.config.max_steps
-    prompts = [task.prompt(p) for p in src.problems("val", cfg.latency_prompts, steps=steps, seed=cfg.seed)]
+    prompts = data.latency_prompts(cfg.latency_prompts, cfg.seed)
     eng = Engine(model, tokenizer, backend="hf", max_batch=cfg.max_batch)
     params = SamplingParams(temperature=0.0, max_tokens=cfg.latency_tokens)
     ids = torch.tensor([eng.encode(prompts[0])] * len(prompts), dtype=torch.long)
@@ -146,10 +143,9 @@ def transform(ctx: StageContext) -> StageResult:
         model.save_pretrained(staged, safe_serialization=True)
     size = sum(f.stat().st_size for f in staged.glob("*.safetensors"))
     parent_size = sum(f.stat().st_size for f in parent.checkpoint.glob("model*.safetensors"))
-    src = parent.testbed()
     ctx.progress("latency", 0, 2)
-    lat_parent = latency(fp, parent.tokenizer, cfg, src)
-    lat = latency(model, parent.tokenizer, cfg, src)
+    lat_parent = latency(fp, parent.tokenizer, cfg, ctx.data)
+    lat = latency(model, parent.tokenizer, cfg, ctx.data)
     metrics = {"method": cfg.method, "weights_bytes": size, "parent_weights_bytes": parent_size,
                "size_ratio": parent_size / size, **lat, **{f"parent_{k}": v for k, v in lat_parent.items()},
                "speedup_generate": lat_parent["ms_per_generated_token"] / lat["ms_per_generated_token"],

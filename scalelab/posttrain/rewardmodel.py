@@ -1,6 +1,7 @@
 """Reward models from user feedback: preference pairs or thumbs-up / thumbs-down.
 
     scalelab posttrain reward-model --from POLICY_RUN --runs-dir DIR                 # testbed pairs
+    scalelab posttrain reward-model --from POLICY --task FILE --runs-dir DIR        # pairs on a task file
     scalelab posttrain reward-model --from RUN --data feedback.jsonl --runs-dir DIR  # your feedback
 
 The reward model is a causal LM (the parent by default, or `--init RUN`, e.g. a larger model with
@@ -35,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -49,7 +50,8 @@ from scalelab.posttrain.stage import StageConfig, StageContext, StageResult, Tec
 class FeedbackConfig(StageConfig):
     """Where pairs or thumbs come from (shared by reward-model and dpo)."""
 
-    data: str = Field("testbed", description="testbed (pairs from the parent's samples) or a feedback JSONL")
+    data: str = Field("testbed", description="testbed: pairs from the parent's samples on the task's training "
+                      "questions; or a feedback JSONL")
     feedback: Literal["pairs", "thumbs"] = Field("pairs", description="testbed: pairs, or thumbs from the verifier")
     problems: int = Field(1024, ge=1, le=10_000_000, description="testbed: training questions sampled")
     samples: int = Field(8, ge=2, le=4096, description="testbed: policy samples per question")
@@ -62,6 +64,9 @@ class FeedbackConfig(StageConfig):
     weight_decay: float = Field(0.0, ge=0, le=1)
     grad_clip: float = Field(1.0, ge=0, le=1e3)
 
+    def needs_train_split(self) -> bool:
+        return self.data == "testbed"
+
 
 class RewardModelConfig(FeedbackConfig):
     head: Literal["likelihood", "label"] = Field("likelihood", description="see the module docstring")
@@ -70,34 +75,33 @@ class RewardModelConfig(FeedbackConfig):
     lr: float = Field(3e-4, gt=0, le=1, description="label head")
     l2: float = Field(1e-3, ge=0, le=100, description="likelihood head: L2 penalty of the logistic weights")
 
+    evaluates: ClassVar[bool] = False  # not a policy: it reports held-out pairwise accuracy instead
+
 
 def feedback(ctx: StageContext, cfg: FeedbackConfig) -> Feedback:
-    """The user's file, or pairs / thumbs from the parent's own samples on training questions."""
+    """The user's file, or pairs / thumbs from the parent's own samples on the task's training questions."""
     if cfg.data != "testbed":
         return read_feedback(cfg.data)
-    from scalelab.posttrain.data import testbed_problems
-    from scalelab.inference.engine import SamplingParams
-    from scalelab.tasks.testbed import TestbedTask
+    from scalelab.posttrain.data import finished_text
 
-    src, task = ctx.parent.testbed(), TestbedTask()
-    steps = cfg.data_steps or list(range(1, src.config.max_steps + 1))
-    if max(steps) > src.config.max_steps:
-        raise ConfigError(f"data_steps {steps}: the parent's testbed has 1..{src.config.max_steps} steps")
-    probs = testbed_problems(src, cfg.problems, steps=steps, seed=cfg.seed + 11)
-    params = SamplingParams(temperature=cfg.temperature, seed=cfg.seed,
-                            max_tokens=max(task.max_tokens(p) for p in probs))
+    data = ctx.data
+    task = data.task
+    steps = data.bins(cfg.data_steps, "data_steps")
+    probs = data.train_problems(cfg.problems, steps, cfg.seed + 11)
+    params = data.params(probs, temperature=cfg.temperature, seed=cfg.seed)
     gen = ctx.generate(ctx.engine(ctx.parent.load_model(train=False)), [task.prompt(p) for p in probs],
                        cfg.samples, params, part="policy_generate")
-    texts = gen.texts()
+    stop = getattr(task, "stop", ())  # a sample that ran into the next "Question:" is judged without it
+    texts = [[finished_text(c, stop) if c.finish_reason == "stop" else c.text for c in row] for row in gen.completions]
     if cfg.feedback == "thumbs":
         thumbs = [Thumb(task.prompt(p), t, float(task.verify(p, t).correct)) for p, row in zip(probs, texts)
                   for t in dict.fromkeys(row) if t.strip()]
-        return Feedback([], thumbs, "testbed thumbs (exact verifier)")
-    pairs = testbed_pairs(probs, texts, max_pairs=cfg.max_pairs, seed=cfg.seed, shorter=cfg.prefer_shorter)
+        return Feedback([], thumbs, f"{data.name} thumbs ({'exact ' if data.on_testbed else ''}verifier)")
+    pairs = testbed_pairs(probs, texts, max_pairs=cfg.max_pairs, seed=cfg.seed, shorter=cfg.prefer_shorter, task=task)
     if not pairs:
         raise ConfigError("the parent's samples gave no preference pairs (every sample equally right); raise "
                           "temperature or samples")
-    return Feedback(pairs, [], "testbed pairs (exact verifier + shorter)")
+    return Feedback(pairs, [], f"{data.name} pairs ({'exact ' if data.on_testbed else ''}verifier + shorter)")
 
 
 class Scorer:

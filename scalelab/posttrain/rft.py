@@ -6,12 +6,12 @@ distillation, with any test-time strategy as the sampler.
     scalelab posttrain rft --from SFT_RUN --sampler beam_search --prm PRM_RUN ...        # search data
 
 Each of `rounds` rounds (expert iteration: Anthony et al. 2017; STaR, Zelikman et al. 2022; RFT,
-Yuan et al. 2023):
+Yuan et al. 2023), on the task's train split (the testbed, or `--task FILE`):
   1. the current model answers `questions` fresh training questions with the sampler:
        sample       `samples` solutions per question at `temperature` (the engine)
        a strategy   any test-time strategy that returns a solution (cot, beam_search, dvts,
                     revision) at budget n = `samples`, so that search writes the training data
-  2. keep      verified      solutions the exact verifier accepts, one copy of each distinct text
+  2. keep      verified      solutions the task's verifier accepts, one copy of each distinct text
                              per question (RFT's de-duplication)
                reward-best   the ORM's best of the n samples per question, right or wrong: best-of-
                              n distillation, no ground truth used (needs --orm)
@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from scalelab.errors import ConfigError, InputError
+from scalelab.errors import InputError
 from scalelab.posttrain.sft import SFTConfig, finetune
 from scalelab.posttrain.stage import StageContext, StageResult, Technique
 
@@ -46,6 +46,9 @@ class RFTConfig(SFTConfig):
     prm: str | None = Field(None, description="process reward model (beam_search, dvts)")
     curve_problems: int = Field(32, ge=1, le=100_000, description="held-out validation questions per difficulty")
 
+    def needs_train_split(self) -> bool:
+        return True
+
 
 def _sampler_check(cfg: RFTConfig) -> None:
     from scalelab.testtime.strategies import STRATEGIES, get_strategy
@@ -55,6 +58,9 @@ def _sampler_check(cfg: RFTConfig) -> None:
             raise InputError("--keep reward-best picks the ORM's best sample: give --orm RUN")
         return
     s = get_strategy(cfg.sampler)
+    if cfg.sampler == "revision" and not cfg.on_testbed:
+        raise InputError("sampler 'revision' writes the testbed's '!' correction lines; on a task file use sample, "
+                         "cot, beam_search or dvts")
     if s.kind == "parallel" or s.direct:
         usable = ", ".join(n for n, x in STRATEGIES.items() if x.kind != "parallel" and not x.direct)
         raise InputError(f"sampler {cfg.sampler!r} scores samples but returns no solution text; use one of "
@@ -66,16 +72,15 @@ def _sampler_check(cfg: RFTConfig) -> None:
 
 def _round_data(ctx: StageContext, cfg: RFTConfig, model: Any, probs: list[Any], orm: Any, prm: Any,
                 rnd: int) -> tuple[list[Any], dict[str, Any]]:
-    from scalelab.posttrain.data import generated_examples, make_example
-    from scalelab.inference.engine import SamplingParams
+    from scalelab.posttrain.data import generated_examples
     from scalelab.testtime.strategies import Context, Options, run_strategy
-    from scalelab.tasks.testbed import TestbedTask
 
-    task = TestbedTask()
+    data = ctx.data
+    task = data.task
     engine = ctx.engine(model)
     seed = cfg.seed * 1_000_003 + rnd
     if cfg.sampler == "sample":
-        params = SamplingParams(temperature=cfg.temperature, seed=seed, max_tokens=max(task.max_tokens(p) for p in probs))
+        params = data.params(probs, temperature=cfg.temperature, seed=seed)
         if cfg.keep != "reward-best":
             g = generated_examples(ctx, engine, probs, cfg.samples, params, part="sampler_generate",
                                    keep=cfg.keep, distinct=True)
@@ -86,49 +91,46 @@ def _round_data(ctx: StageContext, cfg: RFTConfig, model: Any, probs: list[Any],
         ctx.ledger.add("sampler_verifier", sum(flops))
         s = np.array([x[0] for x in scores]).reshape(len(probs), cfg.samples)
         best = [texts[i * cfg.samples + int(np.argmax(s[i]))] for i in range(len(probs))]
-        ex = [make_example(engine.tokenizer, task.prompt(p), t, steps=p.steps) for p, t in zip(probs, best)]
+        ex = [data.make(engine.tokenizer, p, t) for p, t in zip(probs, best)]
         right = float(np.mean([task.verify(p, t).correct for p, t in zip(probs, best)]))
         return ex, {"sampled": len(texts), "kept": len(ex), "kept_correct": right}
-    sctx = Context(engine=engine, orm=orm, prm=prm, options=Options(temperature=cfg.temperature, seed=seed))
+    sctx = Context(engine=engine, orm=orm, prm=prm, options=Options(temperature=cfg.temperature, seed=seed), task=task)
     outs = run_strategy(cfg.sampler, probs, cfg.samples, sctx)
     ctx.ledger.add("sampler_inference", sum(o.flops_inference for o in outs))
     if any(o.flops_verifier for o in outs):
         ctx.ledger.add("sampler_verifier", sum(o.flops_verifier for o in outs))
     keep = [(p, o.text) for p, o in zip(probs, outs) if o.text and (cfg.keep == "all" or o.correct == 1.0)]
-    ex = [make_example(engine.tokenizer, task.prompt(p), t, steps=p.steps) for p, t in keep]
+    ex = [data.make(engine.tokenizer, p, t) for p, t in keep]
     return ex, {"sampled": len(outs), "kept": len(ex),
                 "kept_correct": float(np.mean([o.correct for o in outs])) if outs else 0.0}
 
 
 def transform(ctx: StageContext) -> StageResult:
-    from scalelab.posttrain.data import testbed_problems
-    from scalelab.posttrain.accuracy import greedy_accuracy, curve_problems
+    from scalelab.posttrain.accuracy import greedy_accuracy
     from scalelab.rewards.models import RewardModel
 
     cfg: RFTConfig = ctx.cfg
     _sampler_check(cfg)
-    src = ctx.parent.testbed()
-    steps = cfg.data_steps or list(range(1, src.config.max_steps + 1))
-    if max(steps) > src.config.max_steps:
-        raise ConfigError(f"data_steps {steps}: the parent's testbed has 1..{src.config.max_steps} steps")
+    data = ctx.data
+    steps = data.bins(cfg.data_steps, "data_steps")
     orm = RewardModel.load(cfg.orm, max_batch=cfg.max_batch) if cfg.orm else None
     prm = RewardModel.load(cfg.prm, max_batch=cfg.max_batch) if cfg.prm else None
     for rm in (orm, prm):
         if rm is not None:
             rm.check_tokenizer(ctx.parent.tokenizer, policy_name=ctx.parent.run_id)
-    curve_probs = curve_problems(src, steps, cfg.curve_problems, cfg.seed)
+    curve_probs = data.heldout_problems(cfg.curve_problems, steps, cfg.seed)
     model = ctx.parent.load_model()
     curve = [{"round": 0, "posttrain_flops": 0.0, "greedy_accuracy": greedy_accuracy(ctx, model, curve_probs, cfg.seed)}]
     stats: dict[str, Any] = {}
     tokens = 0
     for rnd in range(1, cfg.rounds + 1):
         ctx.progress(f"round {rnd}: sampling", 0, 1)
-        probs = testbed_problems(src, cfg.questions, steps=steps, seed=cfg.seed * 1_000_003 + 104_729 * rnd)
-        data, info = _round_data(ctx, cfg, model, probs, orm, prm, rnd)
-        if data:  # a round that kept nothing trains nothing (counted in rounds_without_data)
+        probs = data.train_problems(cfg.questions, steps, cfg.seed * 1_000_003 + 104_729 * rnd)
+        rows, info = _round_data(ctx, cfg, model, probs, orm, prm, rnd)
+        if rows:  # a round that kept nothing trains nothing (counted in rounds_without_data)
             ctx.progress(f"round {rnd}: training", 0, 1)
             model.train()
-            model, stats = finetune(ctx, cfg, model, data)
+            model, stats = finetune(ctx, cfg, model, rows)
             tokens += stats["train_tokens"]
         curve.append({"round": rnd, "posttrain_flops": ctx.ledger.total, **info,
                       "greedy_accuracy": greedy_accuracy(ctx, model, curve_probs, cfg.seed)})

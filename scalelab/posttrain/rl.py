@@ -1,15 +1,17 @@
-"""Online RL on the testbed: GRPO or RLOO against a reward, with a KL penalty to a reference policy.
+"""Online RL on the task: GRPO or RLOO against a reward, with a KL penalty to a reference policy.
 
     scalelab posttrain rlvr --from SFT_RUN --runs-dir DIR                      # reward = exact verifier
     scalelab posttrain rlhf --from SFT_RUN --reward-model RM_RUN --kl-coef 0.05 # reward = learned RM
     scalelab posttrain rlaif --from SFT_RUN --judge LARGER_RUN                 # reward = an AI judge
 
 The three techniques share this one loop and differ only in the reward source (`rewards.py`).
-Each step:
+The task is the testbed or a task file (`--task FILE`): its train split gives the questions, its
+verifier the rlvr reward (on a file: 1 when the final answer is right), its stop strings and
+token limit the sampling. Each step:
   1. sample `group_size` solutions for each of `prompts_per_step` fresh training questions from
      the current policy with the test-time engine (metered: policy_generate);
   2. score them (reward_model / judge_forward; the verifier is free) -- and, whatever the reward,
-     check them with the exact verifier, logged next to the reward so that a reward that rises
+     check them with the task's verifier, logged next to the reward so that a reward that rises
      while correctness does not (reward over-optimisation, Gao et al. 2023) is visible;
   3. advantages within each question's group: GRPO (Shao et al. 2024, "DeepSeekMath"),
      A = (r - mean) / std, or without the std (`scale_rewards=false`, Liu et al. 2025, "Dr. GRPO"),
@@ -22,8 +24,9 @@ Each step:
      `negative_weight` scales the negative advantages: 1 is GRPO; 0 reinforces only the samples
      better than their group's mean, a filtered policy gradient close to RAFT (Dong et al. 2023)
      and ReST (Gulcehre et al. 2023). On the testbed only the latter raised greedy accuracy over
-     the SFT parent (docs/posttrain-rl.md). `reward_level=step` (rlvr) replaces the outcome
-     reward by exact per-line rewards with DeepSeekMath's process-supervision advantages.
+     the SFT parent (docs/posttrain-rl.md). `reward_level=step` (rlvr, testbed only: a task file
+     cannot check a line) replaces the outcome reward by exact per-line rewards with DeepSeekMath's
+     process-supervision advantages.
 Every `eval_every` steps the policy answers held-out validation questions greedily: their exact
 accuracy and the reward source's score of those answers make the over-optimisation curve
 (`metrics.curve`), next to a KL estimate on the step's samples (evaluation FLOPs, kept out of the
@@ -40,9 +43,8 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from scalelab.errors import ConfigError
 from scalelab.posttrain.data import Steps
 from scalelab.posttrain.stage import StageConfig, StageContext, StageResult, Technique
 
@@ -73,10 +75,20 @@ class RLConfig(StageConfig):
     eval_every: int = Field(25, ge=0, le=1_000_000, description="steps between curve points (0: start and end only)")
     curve_problems: int = Field(32, ge=1, le=100_000, description="held-out validation questions per difficulty")
 
+    def needs_train_split(self) -> bool:
+        return True
+
 
 class RLVRConfig(RLConfig):
     reward_level: Literal["outcome", "step"] = Field(
         "outcome", description="outcome: 1 if the whole solution is right; step: every line checked (process)")
+
+    @model_validator(mode="after")
+    def _steps_on_testbed(self) -> "RLVRConfig":
+        if self.reward_level == "step" and not self.on_testbed:
+            raise ValueError("reward_level=step checks testbed step lines; a task file's verifier checks the final "
+                             "answer only (use reward_level=outcome)")
+        return self
 
 
 class RLHFConfig(RLConfig):
@@ -92,14 +104,14 @@ class RLAIFConfig(RLConfig):
     kl_coef: float = Field(0.05, ge=0, le=100)
 
 
-def reward_source(cfg: RLConfig) -> Any:
+def reward_source(cfg: RLConfig, task: Any = None) -> Any:
     from scalelab.rewards import feedback as R
     if isinstance(cfg, RLHFConfig):
         return R.ModelReward(cfg.reward_model, part="reward_model", name="reward-model", prm_agg=cfg.prm_agg,
                              max_batch=cfg.max_batch)
     if isinstance(cfg, RLAIFConfig):
         return R.judge_source(cfg.judge, mode=cfg.judge_mode, prm_agg=cfg.prm_agg, max_batch=cfg.max_batch)
-    return R.VerifierReward()
+    return R.VerifierReward(task)
 
 
 def advantages(r: np.ndarray, ok: np.ndarray, algorithm: str, scale: bool) -> np.ndarray:
@@ -186,21 +198,16 @@ def policy_loss(lp: Any, old_lp: Any, ref_lp: Any, A: Any, mask: Any, use: Any,
 def transform(ctx: StageContext) -> StageResult:
     import torch
 
-    from scalelab.posttrain.accuracy import curve_problems
     from scalelab.posttrain.loop import Counter, default_lr, lr_at, make_optimizer
-    from scalelab.inference.engine import SamplingParams
-    from scalelab.tasks.testbed import TestbedTask
 
     cfg: RLConfig = ctx.cfg
-    src = ctx.parent.testbed()
-    steps = cfg.data_steps or list(range(1, src.config.max_steps + 1))
-    if max(steps) > src.config.max_steps:
-        raise ConfigError(f"data_steps {steps}: the parent's testbed has 1..{src.config.max_steps} steps")
-    reward = reward_source(cfg)
+    data = ctx.data
+    steps = data.bins(cfg.data_steps, "data_steps")
+    reward = reward_source(cfg, data.task)
     policy = ctx.parent.load_model()
     ref_run = ctx.open_run(cfg.reference, role="--reference") if cfg.reference else ctx.parent
     reference = ref_run.load_model(train=False).requires_grad_(False)
-    task = TestbedTask()
+    task = data.task
     engine = ctx.engine(policy)
     count, rcount = Counter(policy), Counter(reference)
     # RL moves a trained policy less than SFT does: 0.3 x the fine-tuning default, the rate at
@@ -208,7 +215,7 @@ def transform(ctx: StageContext) -> StageResult:
     lr = cfg.lr or 0.3 * default_lr(ctx.parent)
     torch.manual_seed(cfg.seed)
     opt = make_optimizer(policy, lr, cfg.weight_decay)
-    curve_probs = curve_problems(src, steps, cfg.curve_problems, cfg.seed)
+    curve_probs = data.heldout_problems(cfg.curve_problems, steps, cfg.seed)
     loop = _Loop(ctx, cfg, policy, reference, engine, reward, task, count, rcount)
     warmup = math.ceil(cfg.warmup_frac * cfg.steps)
     curve = [loop.curve_point(0, curve_probs, None)]
@@ -217,10 +224,8 @@ def transform(ctx: StageContext) -> StageResult:
         lr_now = lr_at(step - 1, cfg.steps, lr, warmup, cfg.min_lr_frac)
         for g in opt.param_groups:
             g["lr"] = lr_now
-        probs = _questions(src, cfg, steps, step)
-        max_tokens = max(task.max_tokens(p) for p in probs)
-        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max_tokens,
-                                seed=cfg.seed * 1_000_003 + step)
+        probs = _questions(data, cfg, steps, step)
+        params = data.params(probs, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + step)
         row = loop.step(probs, params, opt, monitor_kl=_due(step, cfg))
         ctx.log({"step": step, "lr": lr_now, **row})
         ctx.progress("rl", step, cfg.steps)
@@ -242,12 +247,9 @@ def _due(step: int, cfg: RLConfig) -> bool:
     return step == cfg.steps or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
 
 
-def _questions(src: Any, cfg: RLConfig, steps: list[int], step: int) -> list[Any]:
-    """Fresh training questions for one batch, difficulties spread evenly, on their own seed."""
-    from scalelab.posttrain.data import testbed_problems
-
-    return testbed_problems(src, cfg.prompts_per_step, split="train", steps=steps,
-                            seed=cfg.seed * 1_000_003 + 7919 * step)
+def _questions(data: Any, cfg: RLConfig, steps: list[Any], step: int) -> list[Any]:
+    """Fresh training questions for one batch (testbed: difficulties spread evenly), on their own seed."""
+    return data.train_problems(cfg.prompts_per_step, steps, cfg.seed * 1_000_003 + 7919 * step)
 
 
 def _reward_id(cfg: RLConfig) -> str:
@@ -353,7 +355,8 @@ class _Loop:
         from scalelab.testtime.strategies import Context, Options, run_strategy
 
         snap = self.engine.meter.snapshot()
-        outs = run_strategy("cot", probs, 1, Context(engine=self.engine, options=Options(seed=self.cfg.seed)))
+        outs = run_strategy("cot", probs, 1, Context(engine=self.engine, options=Options(seed=self.cfg.seed),
+                                                     task=self.task))
         rb = self.reward(probs, [self.task.prompt(p) for p in probs], [o.text or "" for o in outs])
         self.ctx.ledger.eval_flops += sum(self.engine.meter.since(snap).values()) + rb.flops
         vals = rb.values[rb.ok]

@@ -1,6 +1,11 @@
-"""Supervised fine-tuning: full or LoRA, on testbed worked solutions or a user's JSONL.
+"""Supervised fine-tuning: full or LoRA, on the task's worked solutions or a user's JSONL.
 
-    scalelab posttrain sft --from RUN [--lora-rank 8] [--data testbed|FILE.jsonl] --runs-dir DIR
+    scalelab posttrain sft --from RUN [--lora-rank 8] [--data FILE.jsonl] [--task FILE] --runs-dir DIR
+
+Default data: `examples` reference solutions of the task's train split -- the testbed's worked
+solutions, or with `--task FILE` the file's (prompt as the task renders it, then its reference).
+`--data FILE.jsonl` trains on prompt/completion lines or chat `messages` instead; the stage is
+still evaluated on the task.
 
 LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") through PEFT: every
 linear layer of the decoder gets a rank-r update B A (lm_head and embeddings stay frozen), scaled by
@@ -29,30 +34,30 @@ from typing import Any, Literal
 from pydantic import Field
 
 from scalelab import trackers
-from scalelab.errors import ConfigError
-from scalelab.posttrain.data import Example, Steps, read_jsonl, testbed_examples
+from scalelab.posttrain.data import Example, Steps, read_jsonl
 from scalelab.posttrain.loop import Counter, TrainStageConfig, default_lr, fit
 from scalelab.posttrain.stage import StageContext, StageResult, Technique
 
 
 class SFTConfig(TrainStageConfig):
-    data: str = Field("testbed", description="testbed (worked solutions) or a JSONL file of prompt/completion")
-    examples: int = Field(2000, ge=1, le=10_000_000, description="testbed: training examples")
-    data_steps: Steps = Field(None, description="testbed: steps per problem (default: all)")
+    data: str = Field("testbed", description="testbed: the task's own worked solutions (train split); or a JSONL "
+                      "file of prompt/completion or chat messages")
+    examples: int = Field(2000, ge=1, le=10_000_000, description="task data: training examples")
+    data_steps: Steps = Field(None, description="task data: difficulties (testbed steps, file bins; default: all)")
     lora_rank: int = Field(0, ge=0, le=4096, description="0: full fine-tuning; r > 0: LoRA of rank r")
     lora_alpha: float | None = Field(None, gt=0, description="LoRA scale alpha (default 2 x rank)")
     trainer: Literal["own", "trl"] = "own"
 
+    def needs_train_split(self) -> bool:
+        return self.data == "testbed"
+
 
 def training_examples(ctx: StageContext, cfg: Any) -> list[Example]:
-    """The fine-tuning set: a JSONL file, or worked solutions of the parent's testbed."""
+    """The fine-tuning set: a JSONL file, or reference solutions of the task's train split."""
     if cfg.data != "testbed":
         return read_jsonl(cfg.data, ctx.parent.tokenizer)
-    src = ctx.parent.testbed()
-    steps = cfg.data_steps or list(range(1, src.config.max_steps + 1))
-    if max(steps) > src.config.max_steps:
-        raise ConfigError(f"data_steps {steps}: the parent's testbed has 1..{src.config.max_steps} steps")
-    return testbed_examples(src, ctx.parent.tokenizer, cfg.examples, steps=steps, seed=cfg.seed)
+    steps = ctx.data.bins(cfg.data_steps, "data_steps")
+    return ctx.data.examples(ctx.parent.tokenizer, cfg.examples, steps, cfg.seed)
 
 
 def add_lora(model: Any, rank: int, alpha: float | None) -> Any:
@@ -94,7 +99,7 @@ def transform(ctx: StageContext) -> StageResult:
 def _data_name(cfg: Any) -> str:
     from pathlib import Path
 
-    return "testbed" if cfg.data == "testbed" else Path(cfg.data).name
+    return cfg.task_name() if cfg.data == "testbed" else Path(cfg.data).name
 
 
 # ---- TRL ------------------------------------------------------------------------------------------

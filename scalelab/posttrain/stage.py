@@ -12,9 +12,9 @@ does everything around `transform`, so a technique only says what it does to the
         gen = ctx.generate(engine, prompts, n, params, part="teacher_generate")  # metered
         return StageResult(model=model, variant="sft-lora", metrics={...})
 
-`run_stage` then evaluates the returned model and the parent on the same testbed problems
-(greedy worked solutions through the test-time engine, `scalelab.posttrain.accuracy`), saves the
-model as a Hugging Face checkpoint next to `record.json`, and writes the record:
+`run_stage` then evaluates the returned model and the parent on the same test problems of the
+stage's task (greedy solutions through the test-time engine, `scalelab.posttrain.accuracy`), saves
+the model as a Hugging Face checkpoint next to `record.json`, and writes the record:
 
     run_id       <parent id>-<variant>-<config hash>     (the same config finds the same run)
     parent_id    the run it came from; `teacher_id` when a teacher was used
@@ -23,6 +23,9 @@ model as a Hugging Face checkpoint next to `record.json`, and writes the record:
     posttrain_ledger   this stage's FLOPs by part (student_train, teacher_forward,
                  teacher_generate, calibration, ...): every forward and backward pass of every model
     flops_eval   evaluation passes, kept out of the ledger (as train.py does)
+
+The task (`ctx.data`, `taskdata.py`): the parent's testbed or a task file (`--task FILE`). Input
+that cannot work (no split a stage needs, a teacher with another tokenizer) is refused up front.
 
 The parent is only ever read: nothing is written under its directory (a child inside it is refused),
 which tests check by hashing the parent directory before and after every stage.
@@ -34,16 +37,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal, Union
 
 from pydantic import Field
 
 from scalelab import trackers
-from scalelab.config import Config
 from scalelab.errors import ConfigError, InputError
 from scalelab.records import CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, \
     check_output_dir, read_record, write_record
 from scalelab.runs import run_id
+from scalelab.tasks.options import TASK_FIELDS, TaskOptions
 
 EXECUTION_FIELDS = {"threads", "max_batch", "tracker"}  # change how fast, never what: left out of the run id
 LEDGER_CONVENTION = (
@@ -53,11 +56,12 @@ LEDGER_CONVENTION = (
     "metered by the test-time engine; padding excluded")
 
 
-class StageConfig(Config):
-    """Fields every stage shares: the parent, how it is evaluated, seeds and threads."""
+class StageConfig(TaskOptions):
+    """Fields every stage shares: the parent, its task, how it is evaluated, seeds and threads."""
 
     parent: str = Field(..., description="the run (or Hugging Face checkpoint directory) to post-train")
-    eval_difficulties: list[int] | None = Field(None, description="steps per problem (default: all of the parent's testbed)")
+    eval_difficulties: list[Union[int, str]] | None = Field(
+        None, description="testbed: steps per problem; task file: difficulty bins (default: all)")
     eval_problems: int = Field(50, ge=1, le=100_000, description="test problems per difficulty")
     eval_split: Literal["val", "test"] = "test"
     eval_parent: bool = Field(True, description="also evaluate the parent on the same problems")
@@ -66,6 +70,11 @@ class StageConfig(Config):
     max_batch: int = Field(256, ge=1, le=1_000_000, description="engine rows per batch (sampling, evaluation)")
     tracker: Literal["none", "mlflow", "tensorboard"] | None = Field(
         None, description="mirror rows and record to MLflow or TensorBoard (default: $SCALELAB_TRACKER)")
+
+    def needs_train_split(self) -> bool:  # draws training questions or examples from the task
+        return False
+
+    evaluates: ClassVar[bool] = True  # a policy to score on the task's test split (a reward model is not)
 
 
 # ---- runs: the parent, a teacher ----------------------------------------------------------------------
@@ -147,19 +156,31 @@ def open_run(path: str | Path, *, role: str = "--from") -> RunRef:
     check_causal_lm(ckpt)
     check_tokenizer(ckpt)
     check_weights(ckpt, role)
-    from transformers import AutoTokenizer
+    from scalelab.checkpoint import load_tokenizer
 
     with quiet_transformers():
-        tok = AutoTokenizer.from_pretrained(ckpt)
+        tok = load_tokenizer(ckpt)
     return RunRef(p, ckpt, record, run_name(p, record), tok)
 
 
 def same_tokenizer(a: RunRef, b: RunRef, *, role: str = "--teacher") -> None:
+    """Token-level training (logits, KL, reference log-probabilities) needs one vocabulary: the same token
+    at every id either model can produce. Special tokens a tokenizer class adds past both output layers
+    (Qwen2Tokenizer's "<|endoftext|>") are never produced from text; an ordinary token there counts."""
     from scalelab.rewards.models import vocab_hash
 
-    if vocab_hash(a.tokenizer) != vocab_hash(b.tokenizer):
-        raise InputError(f"{role} {b.run_id} uses another tokenizer than {a.run_id} (vocabularies of "
-                         f"{len(b.tokenizer)} and {len(a.tokenizer)} tokens differ): token-level training needs one vocabulary")
+    if vocab_hash(a.tokenizer) == vocab_hash(b.tokenizer):
+        return
+    from transformers import AutoConfig
+
+    rows = [getattr(AutoConfig.from_pretrained(r.checkpoint), "vocab_size", None) for r in (a, b)]
+    producible = [{t: i for t, i in r.tokenizer.get_vocab().items() if i < (rows[0] or 0)} for r in (a, b)]
+    only_special = all(i < (rows[0] or 0) or getattr(r.tokenizer.added_tokens_decoder.get(i), "special", False)
+                       for r in (a, b) for i in r.tokenizer.get_vocab().values())
+    if rows[0] is not None and rows[0] == rows[1] and producible[0] == producible[1] and only_special:
+        return
+    raise InputError(f"{role} {b.run_id} uses another tokenizer than {a.run_id} (vocabularies of "
+                     f"{len(b.tokenizer)} and {len(a.tokenizer)} tokens differ): token-level training needs one vocabulary")
 
 
 # ---- the ledger ---------------------------------------------------------------------------------------
@@ -208,6 +229,7 @@ class StageContext:
     run_dir: Path
     ledger: Ledger
     progress: Callable[[str, int, int], None]
+    data: Any = None                           # taskdata.TestbedData or FileData: the stage's task
     t0: float = field(default_factory=time.perf_counter)
 
     def open_run(self, path: str | Path, *, role: str) -> RunRef:
@@ -243,8 +265,9 @@ class Technique:
 
 # ---- the stage --------------------------------------------------------------------------------------
 def run_id_for(technique: Technique, cfg: StageConfig, parent_id: str, teacher_id: str | None) -> str:
-    key = {**cfg.model_dump(exclude=EXECUTION_FIELDS | {"parent", "teacher"}), "technique": technique.name,
-           "parent": parent_id, "teacher": teacher_id}
+    # the task enters as `task_key()`: nothing on the testbed, so testbed run ids are as before task files
+    key = {**cfg.model_dump(exclude=EXECUTION_FIELDS | {"parent", "teacher"} | set(TASK_FIELDS)), **cfg.task_key(),
+           "technique": technique.name, "parent": parent_id, "teacher": teacher_id}
     return run_id(parent_id, technique.name, key=key)
 
 
@@ -260,6 +283,7 @@ def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
     parent = open_run(cfg.parent)
     teacher_path = getattr(cfg, "teacher", None)
     teacher_id = open_run(teacher_path, role="--teacher").run_id if teacher_path else None
+    data = preflight(cfg, parent)
     run_dir = Path(runs_dir) / run_id_for(technique, cfg, parent.run_id, teacher_id)
     inside = parent.run_dir.resolve()
     if inside == run_dir.resolve() or inside in run_dir.resolve().parents:
@@ -271,32 +295,50 @@ def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
             if old.status == "complete":
                 return old
         with torch_threads(cfg.threads):
-            return _run(technique, cfg, parent, run_dir, progress or (lambda *a: None))
+            return _run(technique, cfg, parent, data, run_dir, progress or (lambda *a: None))
 
 
-def _run(technique: Technique, cfg: StageConfig, parent: RunRef, run_dir: Path, progress: Any) -> RunRecord:
+def preflight(cfg: StageConfig, parent: RunRef) -> Any:
+    """Refuse what cannot work before anything is written: another tokenizer for a model the stage
+    trains against, a task file without the split the stage evaluates on or trains from."""
+    from scalelab.posttrain.taskdata import stage_data
+
+    for role in ("teacher", "reference"):
+        path = getattr(cfg, role, None)
+        if path:
+            same_tokenizer(parent, open_run(path, role=f"--{role}"), role=f"--{role}")
+    data = stage_data(cfg, parent)
+    if not data.on_testbed:
+        if cfg.evaluates:
+            data.eval_groups(cfg)
+        if cfg.needs_train_split():
+            data.split("train")
+    return data
+
+
+def _run(technique: Technique, cfg: StageConfig, parent: RunRef, data: Any, run_dir: Path,
+         progress: Any) -> RunRecord:
     from scalelab.model import count_module_params
     from scalelab.posttrain.accuracy import evaluate_model
 
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # left by a failed or killed attempt
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     record = RunRecord(run_id=run_dir.name, parent_id=parent.run_id, phase="posttrain", technique=technique.name,
-                       task="testbed", config={**cfg.model_dump(), "technique": technique.name},
+                       task=cfg.task_name(), config={**cfg.model_dump(), "technique": technique.name},
                        flops_convention=LEDGER_CONVENTION)
     atomic_write_json(run_dir / CONFIG_FILE, record.config)
     write_record(run_dir, record)
-    ctx = StageContext(cfg=cfg, parent=parent, run_dir=run_dir, ledger=Ledger(), progress=progress)
+    ctx = StageContext(cfg=cfg, parent=parent, run_dir=run_dir, ledger=Ledger(), progress=progress, data=data)
     try:
         result = technique.transform(ctx)
         ev: dict[str, Any] = {}
         parent_ev: dict[str, Any] = {}
         if result.evaluate:  # a reward model is not a policy: its technique reports its own metrics
-            src = parent.testbed()
             progress("evaluating", 0, 1)
-            ev = evaluate_model(result.model, parent.tokenizer, src, cfg, backend=result.eval_backend)
+            ev = evaluate_model(result.model, parent.tokenizer, data, cfg, backend=result.eval_backend)
             ctx.ledger.eval_flops += ev.pop("flops")
             if cfg.eval_parent:
-                parent_ev = evaluate_model(parent.load_model(train=False), parent.tokenizer, src, cfg)
+                parent_ev = evaluate_model(parent.load_model(train=False), parent.tokenizer, data, cfg)
                 ctx.ledger.eval_flops += parent_ev.pop("flops")
         _save(result, parent, run_dir)
     except BaseException as err:

@@ -3,8 +3,9 @@
 Every source is called the same way, `source(problems, prompts, completions) -> RewardBatch`, and
 says which ledger part its FLOPs go to:
 
-  verifier      (rlvr) 1 if the testbed's strict verifier accepts the whole solution, else 0; no
-                FLOPs (a string check, nothing evaluated)
+  verifier      (rlvr) 1 if the task's verifier accepts the solution (the testbed's strict one: the
+                whole solution; a task file's: its final answer), else 0; no FLOPs (a string
+                check, nothing evaluated)
   reward model  (rlhf) a reward-model run (`posttrain reward-model` or `testtime train-verifier`):
                 its score of each completion, a forward over prompt + completion ("reward_model")
   judge         (rlaif) another model's judgement, not the ground truth ("judge_forward"):
@@ -96,11 +97,13 @@ def _checked(vals: Sequence[Any], flops: float, errors: list[str]) -> RewardBatc
 class VerifierReward(RewardSource):
     name, part = "verifier", "verifier"
 
-    def _score(self, problems, prompts, completions):
+    def __init__(self, task: Any = None):
         from scalelab.tasks.testbed import TestbedTask
 
-        task = TestbedTask()
-        return [float(task.verify(p, c).correct) for p, c in zip(problems, completions)], 0.0
+        self.task = task if task is not None else TestbedTask()
+
+    def _score(self, problems, prompts, completions):
+        return [float(self.task.verify(p, c).correct) for p, c in zip(problems, completions)], 0.0
 
 
 class FunctionReward(RewardSource):

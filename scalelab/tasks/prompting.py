@@ -101,7 +101,7 @@ def load_tokenizer(model_dir: str) -> Any:
     candidates = [path] + sorted(p.parent for p in path.rglob("tokenizer_config.json"))
     for c in candidates:
         if (c / "tokenizer_config.json").is_file() or (c / "tokenizer.json").is_file():
-            from transformers import AutoTokenizer
+            from scalelab.checkpoint import load_tokenizer
 
-            return AutoTokenizer.from_pretrained(str(c))
+            return load_tokenizer(c)
     raise InputError(f"--model {model_dir}: no tokenizer files (tokenizer_config.json) found there")
