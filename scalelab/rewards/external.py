@@ -43,7 +43,9 @@ class ClassifierORM:
 
     def __init__(self, path: str | Path, *, meter: Any = None, max_batch: int = 64):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
+
+        from scalelab.checkpoint import load_tokenizer
 
         from scalelab.inference.flops import FlopMeter, flop_model
         from scalelab.inference.loading import quiet_transformers
@@ -54,7 +56,7 @@ class ClassifierORM:
         with quiet_transformers():
             self.model = AutoModelForSequenceClassification.from_pretrained(p, use_safetensors=True,
                                                                             dtype=torch.float32).eval()
-            self.tokenizer = AutoTokenizer.from_pretrained(p)
+            self.tokenizer = load_tokenizer(p)  # as saved (checkpoint.load_tokenizer says why)
         if self.tokenizer.pad_token_id is None:
             if self.tokenizer.eos_token_id is None:
                 raise InputError(f"--orm {path}: its tokenizer has no pad token and no eos token to pad with")
