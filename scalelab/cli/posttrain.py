@@ -190,7 +190,7 @@ def accept_cmd(check: str = typer.Argument(..., help="sft | distill | prune | qu
                base: str = typer.Option(..., "--base", help="the base run the check starts from"),
                teacher: Optional[str] = typer.Option(None, "--teacher", help="distill (required), synth (optional)"),
                threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS) -> None:
-    """One acceptance check of issue 5: runs its stages, prints the numbers and PASS or FAIL (exit 1)."""
+    """One acceptance check of post-training (see docs/posttrain.md): runs its stages, prints the numbers and PASS or FAIL (exit 1)."""
     _setup(threads)
     import json
 
