@@ -1,4 +1,4 @@
-"""The acceptance checks of post-training (issue 5), one command each:
+"""The acceptance checks of post-training, one command each:
 
     scalelab posttrain accept sft      --base RUN --runs-dir DIR   full and LoRA SFT raise middle difficulties
     scalelab posttrain accept distill  --base RUN --teacher RUN    distilled student beats scratch at equal FLOPs

@@ -8,7 +8,7 @@ never write the same run (each run is also held by an OS lock while it trains, s
 member's last checkpoint.
 
 Executors share one interface (`Executor.run(configs, runs_dir, on_event)`) and one worker entry
-point (`run_member`), so a Ray executor (issue 8) only has to call `run_member` remotely.
+point (`run_member`), so a Ray executor only has to call `run_member` remotely.
 
     from scalelab.pretrain.sweep import plan_isoflop, run_sweep
     configs = plan_isoflop(base, budgets=[1e12, 1e13], points=5, vocab_size=64)
