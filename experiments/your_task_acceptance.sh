@@ -46,6 +46,14 @@ for m in medium-qwen2 large-llama; do
     --strategies best_of_n,weighted_best_of_n,beam_search --n 1,2,4,8,16 --problems 40 --runs-dir "$U/runs" \
     --orm "$(ls -d "$U"/rm/orm-"$m"-*)" --prm "$(ls -d "$U"/rm/prm-"$m"-*)" "${S[@]}"
 done
-for m in small-gpt2 medium-qwen2 large-llama; do
-  scalelab testtime plot "$U/runs/$m/gsm8k" --out "$U/$m-gsm8k.png"
+for f in math choice; do  # the MATH and choice files on the large model, smaller reward-model sets
+  scalelab testtime train-verifier --policy "$U/models/large-llama" --kind orm --task "$U/tasks/$f.jsonl" \
+    --system "${SYS[$f]}" --problems 120 --samples 8 --runs-dir "$U/rm-$f" "${S[@]}"
+  scalelab testtime train-verifier --policy "$U/models/large-llama" --kind prm --task "$U/tasks/$f.jsonl" \
+    --system "${SYS[$f]}" --problems 40 --samples 4 --rollouts 4 --runs-dir "$U/rm-$f" "${S[@]}"
+  scalelab testtime --model "$U/models/large-llama" --task "$U/tasks/$f.jsonl" --system "${SYS[$f]}" \
+    --strategies best_of_n,beam_search --n 1,4,16 --problems 40 --runs-dir "$U/runs" \
+    --orm "$(ls -d "$U"/rm-"$f"/orm-*)" --prm "$(ls -d "$U"/rm-"$f"/prm-*)" "${S[@]}"
 done
+scalelab testtime plot "$U/runs/large-llama/gsm8k" --out docs/figures/your_task_large_gsm8k.png
+python experiments/summarise_testtime_runs.py "$U/runs" --n 1,4,16
