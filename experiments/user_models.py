@@ -4,8 +4,8 @@ GSM8K-, MATH- and multiple-choice-format files they are evaluated on.
 
     python experiments/user_models.py --out user/ [--problems 6000] [--steps 1500]
 
-writes user/tasks/{gsm8k,math,choice}.jsonl (the same problems in three formats; train/test split
-by a hash of the question) and user/models/{small-gpt2,medium-qwen2,large-llama}/ (config,
+writes user/tasks/{gsm8k,math,choice}.jsonl (seeded word problems of one shape in three formats;
+train/test split by a hash of the question) and user/models/{small-gpt2,medium-qwen2,large-llama}/ (config,
 model.safetensors, tokenizer), plus user/models/pretraining.csv (model, N, D: parameters and
 training tokens, for `scalelab exchange --pretraining`). The tokenizer is a byte-level BPE trained
 on the training text; the Qwen2 model has a chat template and is trained on chat-rendered prompts,
@@ -29,7 +29,7 @@ import torch
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
-# One instruction per format, given with --system at evaluation: the three files ask the same questions,
+# One instruction per format, given with --system at evaluation: the three files ask questions of one shape,
 # and without a cue a model trained on all three answers a GSM8K prompt in MATH's \boxed{} style.
 SYSTEMS = {"gsm8k": "Solve it step by step and end with #### and the answer.",
            "math": "Solve it and put the final answer in \\boxed{}.",
