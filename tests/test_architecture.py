@@ -55,3 +55,14 @@ def test_no_two_modules_share_a_name_for_different_things():
         by_name[p.stem].append(str(rel))
     clashes = {k: v for k, v in by_name.items() if len(v) > 1 and k not in SAME_NAME_OK}
     assert not clashes, clashes
+
+
+def test_tokenizers_load_only_through_checkpoint_load_tokenizer():
+    """transformers' AutoTokenizer picks a class from the model type and may rebuild the pipeline in code
+    (a Qwen2 directory's digits split one by one); `checkpoint.load_tokenizer` reads it as saved."""
+    import re
+
+    calls = [f"{p.relative_to(REPO)}:{i}" for p in sorted(PACKAGE.rglob("*.py")) if p.name != "checkpoint.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"AutoTokenizer\s*\.\s*from_pretrained\s*\(", line)]
+    assert calls == [], f"load tokenizers with scalelab.checkpoint.load_tokenizer: {calls}"
