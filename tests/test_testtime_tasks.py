@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from scalelab.records import read_record
-
 
 def _cfg(model: Path, task: Path, **kw):
     from scalelab.testtime.evaluate import TesttimeConfig

@@ -25,7 +25,7 @@ never recomputed. FLOPs are counted with `scalelab.inference.flops` (model.py's 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 

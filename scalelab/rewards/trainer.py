@@ -31,7 +31,6 @@ Command line: `scalelab testtime train-verifier --policy RUN --kind prm --runs-d
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -40,7 +39,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from scalelab.config import Config
 from scalelab.errors import ConfigError
 from scalelab.records import (CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metrics, atomic_write_json, check_output_dir,
                               read_record, write_record)

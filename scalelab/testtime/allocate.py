@@ -41,7 +41,6 @@ reached uniform best-of-16 and best-of-32 with 2.65x and 3.13x fewer FLOPs.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Literal
 

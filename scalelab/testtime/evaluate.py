@@ -29,7 +29,6 @@ from typing import Any, Callable, Literal, Optional, Union
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from scalelab.config import Config
 from scalelab.errors import ConfigError
 from scalelab.records import RunRecord, atomic_write_json, read_record, write_record
 from scalelab.runs import run_id
