@@ -130,6 +130,8 @@ def test_every_json_verb_prints_strict_json(inputs, capsys, monkeypatch, tmp_pat
         "tasks show": ["tasks", "show", i["root"] / "task.jsonl"],
         "tasks score": ["tasks", "score", i["root"] / "task.jsonl", "--completions", i["root"] / "comp.jsonl"],
         "train": a,
+        "sweep": ["sweep", "--plan", "grid", "--sizes", "d1", "--tokens", "2000", *TRAIN[2:], "--runs-dir",
+                  i["root"] / "sweep"],
         "testtime predict": ["testtime", "predict", i["tt"], "--fit-max-n", "4", "--at", "16"],
         "testtime compare": ["testtime", "compare", i["root"] / "one", "--budget", "majority:4"],
         "posttrain compare": None,  # filled once the two runs exist
@@ -149,6 +151,7 @@ def test_every_json_verb_prints_strict_json(inputs, capsys, monkeypatch, tmp_pat
     assert docs["train"]["status"] == "complete" and docs["fit"]["law"] == "chinchilla"
     assert strict(i["fit"].read_text())["params"] == docs["fit"]["params"]
     assert docs["predict"]["loss"] > 0 and isinstance(docs["testtime compare"], list)
+    assert [o["status"] for o in docs["sweep"]] == ["complete"] and docs["sweep"][0]["loss"] > 0
 
 
 def test_testtime_results_go_to_stdout(tiny_parent, tmp_path, capsys):

@@ -98,6 +98,7 @@ def sweep_cmd(
     cpus: float = typer.Option(1.0, "--cpus-per-member", help="ray: CPUs each member asks for (= torch threads)"),
     gpus: float = typer.Option(0.0, "--gpus-per-member", help="ray: GPUs each member asks for"),
     sets: list[str] = _SET, corpus: str = _CORPUS, tracker: str = TRACKER,
+    as_json: bool = typer.Option(False, "--json", help="print the members' outcomes as JSON"),
 ) -> None:
     """Run a grid or IsoFLOP sweep; re-running it skips finished members and resumes the rest."""
     import json
@@ -141,7 +142,13 @@ def sweep_cmd(
     outcomes = run_sweep(configs, runs_dir, workers=workers, executor=runner, vocab_size=source.vocab_size,
                          show_progress=True,
                          plan={"plan": kind, "preset": preset, "budgets": budgets, "sizes": sizes, "tokens": tokens})
-    for o in outcomes:
+    if as_json:
+        from dataclasses import asdict
+
+        from scalelab.records import dumps_json
+
+        print(dumps_json([asdict(o) for o in outcomes]))
+    for o in ([] if as_json else outcomes):
         loss = f"loss {o.loss:.4f}" if o.loss is not None else (o.error or "")
         print(f"{o.run_id:<28} {o.status:<9} {loss}")
     failed = [o for o in outcomes if o.status in ("failed", "busy")]
