@@ -31,7 +31,7 @@ import re
 import string
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Hashable
+from typing import Any, Hashable
 
 MAX_SCAN = 20_000          # characters of a completion examined (a long sample is cut, not parsed whole)
 MAX_BOXED = 1_000          # characters inside one \boxed{}
@@ -66,14 +66,20 @@ def gsm8k_reference(answer: str) -> str | None:
     return None if i < 0 else _first_number(answer[i + 4:i + 200])
 
 
+def last_match(pattern: Any, text: str) -> Any:
+    """The last match of a compiled pattern in text, or None (linear: one pass of finditer)."""
+    last = None
+    for last in pattern.finditer(text):
+        pass
+    return last
+
+
 def gsm8k_extract(completion: str) -> str | None:
     text = completion[:MAX_SCAN]
     i = text.find("####")
     if i >= 0:
         return _first_number(text[i + 4:i + 200])
-    last = None
-    for last in _ANSWER_IS_RE.finditer(text):
-        pass
+    last = last_match(_ANSWER_IS_RE, text)
     if last is not None:
         found = _first_number(text[last.end():last.end() + 200])
         if found is not None:
@@ -96,9 +102,7 @@ _MATH_ANSWER_IS_RE = re.compile(r"(?:final answer|the answer) is:?", re.IGNORECA
 def last_boxed(text: str) -> str | None:
     """The content of the last \\boxed{...} with braces matched (bounded), or of `\\boxed 5`."""
     text = text[:MAX_SCAN]
-    start = None
-    for start in _BOXED_RE.finditer(text):
-        pass
+    start = last_match(_BOXED_RE, text)
     if start is None:
         return None
     i = start.end()
@@ -121,9 +125,7 @@ def math_extract(completion: str) -> str | None:
     if boxed is not None:
         return boxed
     text = completion[:MAX_SCAN]
-    last = None
-    for last in _MATH_ANSWER_IS_RE.finditer(text):
-        pass
+    last = last_match(_MATH_ANSWER_IS_RE, text)
     if last is None:
         return None
     line = text[last.end():last.end() + 400].split("\n", 1)[0].strip().strip("$").strip()
@@ -159,9 +161,7 @@ def choice_reference(answer: object, choices: tuple[str, ...]) -> str | None:
 def choice_extract(completion: str, choices: tuple[str, ...]) -> str | None:
     text = completion[:MAX_SCAN]
     allowed = LETTERS[:len(choices)]
-    last = None
-    for last in _CHOICE_ANSWER_RE.finditer(text):
-        pass
+    last = last_match(_CHOICE_ANSWER_RE, text)
     if last is not None and last.group(1).upper() in allowed:
         return last.group(1).upper()
     stripped = text.strip()
@@ -190,9 +190,7 @@ def normalize_exact(text: str) -> str:
 
 def exact_extract(completion: str) -> str | None:
     text = completion[:MAX_SCAN]
-    last = None
-    for last in _EXACT_ANSWER_RE.finditer(text):
-        pass
+    last = last_match(_EXACT_ANSWER_RE, text)
     if last is not None:
         line = text[last.end():last.end() + 400].split("\n", 1)[0]
         if normalize_exact(line):
