@@ -64,7 +64,7 @@ class ClassifierORM:
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.name, self.max_batch = str(p), max_batch
         self.meter = meter if meter is not None else FlopMeter()
-        self.flops = flop_model_of_classifier(self.model, flop_model)
+        self.flops = flop_model(self.model)  # its body and attention; the score head is a few rows (head 0)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or 10**9
 
     def check_tokenizer(self, policy_tokenizer: Any, *, policy_name: str = "the policy") -> None:
@@ -86,15 +86,6 @@ class ClassifierORM:
             flops += [self.flops.tokens(int(n), 0, heads=0) for n in enc["attention_mask"].sum(1)]
         self.meter.add("verifier", sum(flops), kind="score")
         return scores, flops
-
-
-def flop_model_of_classifier(model: Any, flop_model: Any) -> Any:
-    """The body and attention FLOPs of the classifier's transformer (its score head is a few rows)."""
-    base = getattr(model, model.base_model_prefix, model)
-    try:
-        return flop_model(model)
-    except (AttributeError, TypeError):
-        return flop_model(base)
 
 
 class JudgeORM:
