@@ -133,8 +133,6 @@ def testtime_cmd(
                                threads=threads, **fields).override(sets)
     if where:
         print(f"testtime: sampling on {where}", file=sys.stderr)
-    print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'95% interval':>15}{'chance':>8}"
-          f"{'FLOPs/question':>16}")
     from scalelab import trackers
 
     with trackers.use(tracker), _progress() as bar:
@@ -143,7 +141,13 @@ def testtime_cmd(
         def tick(stage: str, done: int, total: int) -> None:
             bar.update(task, description=stage, completed=done, total=total)
 
+        shown = []
+
         def show(rec) -> None:
+            if not shown:  # the header with the first row: bad input leaves stdout empty
+                shown.append(True)
+                print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'95% interval':>15}"
+                      f"{'chance':>8}{'FLOPs/question':>16}", flush=True)
             m = rec.metrics
             lo, hi = m.get("accuracy_ci95") or (float("nan"), float("nan"))
             ci = f"[{lo:.3f}, {hi:.3f}]" if lo == lo else "-"
