@@ -39,10 +39,11 @@ def is_complete(path: Path) -> bool:
     return (path / STATE_FILE).is_file() and (path / OPTIMIZER_FILE).is_file()
 
 
-def latest(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
+def latest(run_dir: str | Path, name: str = CHECKPOINT_DIR) -> Path | None:
+    """The newest complete checkpoint of a run (`name`: post-training keeps its training state
+    apart from the child model, in `resume/`), or None."""
     run_dir = Path(run_dir)
-    for p in (run_dir / CHECKPOINT_DIR, run_dir / (CHECKPOINT_DIR + OLD_SUFFIX)):
+    for p in (run_dir / name, run_dir / (name + OLD_SUFFIX)):
         if p.is_dir() and is_complete(p):
             return p
     return None
@@ -56,17 +57,26 @@ def remove_stale_temporaries(run_dir: str | Path) -> None:
 
 def save(run_dir: str | Path, model: Any, tokenizer: Any, optimizer: Any, state: dict[str, Any]) -> Path:
     """Write a complete checkpoint, then swap it in; on any error the previous one is untouched."""
-    import torch
-    from safetensors.torch import save_file
-
-    run_dir = Path(run_dir)
-    final, old = run_dir / CHECKPOINT_DIR, run_dir / (CHECKPOINT_DIR + OLD_SUFFIX)
-    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=run_dir))
-    try:
+    def write(tmp: Path) -> None:
         with quiet_hf():
             model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+
+    return swap_in(run_dir, CHECKPOINT_DIR, write, model, optimizer, state)
+
+
+def swap_in(run_dir: str | Path, name: str, write: Any, model: Any, optimizer: Any, state: dict[str, Any]) -> Path:
+    """`write(tmp)` the weights, add the optimizer moments, the RNG state and `state`, then rename
+    the whole directory into `run_dir/name` (the previous one kept as `name.old` until then)."""
+    import torch
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    final, old = run_dir / name, run_dir / (name + OLD_SUFFIX)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=run_dir))
+    try:
+        write(tmp)
         tensors, scalars = optimizer_to_flat(optimizer, model)
         tensors["rng.torch_cpu"] = torch.get_rng_state()
         save_file(tensors, str(tmp / OPTIMIZER_FILE))

@@ -1,24 +1,56 @@
-"""`scalelab demo --quick` end to end in a subprocess, as a user runs it: every stage's records, the
-fits and the report with its figures; a re-run reuses every run and is fast; `--json` parses.
-About 2 minutes on 2 cores (the quick preset trains 9 tiny models)."""
+"""`scalelab demo --quick` end to end in a subprocess, as a user runs it: killed with SIGKILL in
+the middle of pretraining and run again (nothing lost or duplicated, finished runs kept), every
+stage's records, the fits and the report with its figures; a re-run reuses every run and is fast;
+`--json` parses. About 2-3 minutes on 2 cores (the quick preset trains 9 tiny models)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
 from scalelab.pipeline.demo import STAGES, DemoConfig
 from scalelab.tables import load_runs
-from tests.conftest import run_cli
+from scalelab.records import read_record
+from tests.conftest import REPO, run_cli
 
 
-def test_quick_demo_runs_every_stage_and_a_rerun_reuses_them(tmp_path):
+def _kill_after_finished_members(out, k):
+    """Start `demo --quick`, SIGKILL its process group once k pretraining runs are complete;
+    return {run dir: created_at} of the finished ones."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab", "demo", "--quick", "--out", str(out)], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, done = time.time() + 400, {}
+    while time.time() < deadline and proc.poll() is None and len(done) < k:
+        for rec in (out / "runs").rglob("record.json"):
+            try:
+                r = read_record(rec.parent)
+            except Exception:  # noqa: BLE001 - a record being replaced at this instant
+                continue
+            if r.status == "complete" and r.phase == "pretrain":
+                done[rec.parent] = r.created_at
+        time.sleep(0.1)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and len(done) >= k, "the demo ended or stalled before the kill"
+    return done
+
+
+def test_quick_demo_killed_then_run_again_completes_every_stage_and_a_rerun_reuses_them(tmp_path):
     out = tmp_path / "demo"
+    finished = _kill_after_finished_members(out, 3)
     t0 = time.perf_counter()
     p = run_cli("demo", "--quick", "--out", out, timeout=600)
     first = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr[-3000:]
+    for d, created in finished.items():  # finished before the kill: kept, not trained again
+        assert read_record(d).created_at == created
     assert "smoke test" in p.stdout and "wrote" in p.stdout
     for stage in STAGES:  # stderr is not a terminal: one plain line per finished stage
         assert re.search(rf"^{stage}\s", p.stderr, re.M), (stage, p.stderr[-2000:])

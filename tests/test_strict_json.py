@@ -111,12 +111,59 @@ def json_verbs():
     return sorted(out)
 
 
+def _feedback(path):
+    """Preference pairs and thumbs on testbed questions (a tiny policy is rarely right by itself)."""
+    from scalelab.data.testbed import TestbedSource
+
+    lines = []
+    for p in TestbedSource(**SMALL_TESTBED).problems("train", 4, steps=1):
+        q, good, bad = "<bos>" + p.question(), p.solution(), p.solution().replace("A:", "A:1")
+        lines += [{"prompt": q, "chosen": good, "rejected": bad}, {"prompt": q, "completion": good, "label": "up"},
+                  {"prompt": q, "completion": bad, "label": False}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def _on_trained(runs, tmp_path, parent, feedback):
+    """Verbs that read trained runs: every post-training technique (as small as each allows), test-time
+    evaluation and verifier training, curves and the report. None = filled in once its input exists."""
+    post = ["--runs-dir", tmp_path / "post", "--threads", "1", "--set", "eval_problems=1", "--set", "eval_parent=false",
+            "--eval-difficulties", "1"]
+    rl = ["--steps", "1", "--prompts-per-step", "2", "--group-size", "2", "--set", "eval_every=0",
+          "--set", "curve_problems=1"]
+    return {
+        "posttrain sft": ["posttrain", "sft", "--from", parent, "--examples", "4", *post],
+        "posttrain distill": ["posttrain", "distill", "--from", parent, "--teacher", parent, "--examples", "4", *post],
+        "posttrain synth": ["posttrain", "synth", "--from", parent, "--examples", "4", "--set", "synth_problems=2",
+                            "--set", "samples=1", *post],
+        "posttrain prune": ["posttrain", "prune", "--from", parent, "--method", "magnitude", "--sparsity", "0.2", *post],
+        "posttrain quantize": ["posttrain", "quantize", "--from", parent, "--method", "int8-weight", *post],
+        "posttrain reward-model": ["posttrain", "reward-model", "--from", parent, "--data", feedback, "--runs-dir",
+                                   tmp_path / "post", "--threads", "1"],
+        "posttrain rlvr": ["posttrain", "rlvr", "--from", parent, *rl, *post],
+        "posttrain rlhf": None,  # needs the reward model's run
+        "posttrain rlaif": ["posttrain", "rlaif", "--from", parent, "--judge", parent, *rl, *post],
+        "posttrain dpo": ["posttrain", "dpo", "--from", parent, "--data", feedback, "--epochs", "1", "--set",
+                          "curve_problems=1", *post],
+        "posttrain rft": ["posttrain", "rft", "--from", parent, "--rounds", "1", "--questions", "2", "--samples", "2",
+                          "--set", "curve_problems=1", *post],
+        "testtime": ["testtime", "--model", parent, "--strategies", "cot", "--n", "1", "--difficulties", "1",
+                     "--problems", "2", "--threads", "1", "--runs-dir", tmp_path / "tt"],
+        "testtime train-verifier": ["testtime", "train-verifier", "--policy", parent, "--kind", "orm", "--problems", "4",
+                                    "--samples", "2", "--threads", "1", "--set", "max_steps=1", "--runs-dir",
+                                    tmp_path / "rm"],
+        "curves": ["curves", runs, "--out", tmp_path / "curves.png"],
+        "report": ["report", runs, "--bootstrap", "0", "--out", tmp_path / "report.html"],
+    }
+
+
 def test_every_json_verb_prints_strict_json(inputs, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     i = inputs
     runs = i["runs"]
     a = ["train", *TRAIN, "--set", "tokens=2000", "--runs-dir", runs]
     b = ["train", *TRAIN, "--set", "tokens=3000", "--runs-dir", runs]
+    c = ["train", *TRAIN, "--set", "tokens=4000", "--runs-dir", runs]
     cases = {
         "fit": ["fit", i["table"], "--law", "chinchilla", "--method", "vpnls", "--bootstrap", "0", "--out", i["fit"]],
         "predict": ["predict", i["fit"], "--params", "1e8", "--tokens", "1e10"],
@@ -137,21 +184,35 @@ def test_every_json_verb_prints_strict_json(inputs, capsys, monkeypatch, tmp_pat
         "posttrain compare": None,  # filled once the two runs exist
         "posttrain fit": ["posttrain", "fit", i["root"] / "curves.csv", "--technique", "rlvr", "--bootstrap", "5"],
     }
-    assert sorted(cases) == json_verbs(), "a verb with --json is missing from this test"
+    later = _on_trained(runs, tmp_path, "PARENT", "FEEDBACK")
+    assert sorted({**cases, **later}) == json_verbs(), "a verb with --json is missing from this test"
     docs = {}
     for verb in [v for v in cases if v != "posttrain compare"] + ["posttrain compare"]:
         argv = cases[verb]
         if verb == "posttrain compare":
-            second = strict(call([*b, "--json"], capsys)[1])
-            argv = ["posttrain", "compare", runs / docs["train"]["run_id"], runs / second["run_id"],
+            docs["b"] = strict(call([*b, "--json"], capsys)[1])
+            strict(call([*c, "--json"], capsys)[1])
+            argv = ["posttrain", "compare", runs / docs["train"]["run_id"], runs / docs["b"]["run_id"],
                     "--problems", "3", "--difficulties", "1", "--threads", "1"]
         code, out, err = call([*argv, "--json"], capsys)
         assert code == 0, (verb, err[-1500:])
         docs[verb] = strict(out)  # the whole of stdout is one strict JSON document
+    later = _on_trained(runs, tmp_path, runs / docs["b"]["run_id"], _feedback(tmp_path / "feedback.jsonl"))
+    for verb, argv in later.items():
+        if verb == "posttrain rlhf":
+            argv = ["posttrain", "rlhf", "--from", runs / docs["b"]["run_id"], "--reward-model",
+                    tmp_path / "post" / docs["posttrain reward-model"]["run_id"], *later["posttrain rlvr"][4:]]
+        code, out, err = call([*argv, "--json"], capsys)
+        assert code == 0, (verb, err[-1500:])
+        docs[verb] = strict(out)
     assert docs["train"]["status"] == "complete" and docs["fit"]["law"] == "chinchilla"
     assert strict(i["fit"].read_text())["params"] == docs["fit"]["params"]
     assert docs["predict"]["loss"] > 0 and isinstance(docs["testtime compare"], list)
     assert [o["status"] for o in docs["sweep"]] == ["complete"] and docs["sweep"][0]["loss"] > 0
+    for verb in [v for v in later if v.startswith("posttrain ")] + ["testtime train-verifier"]:
+        assert docs[verb]["status"] == "complete" and docs[verb]["run_id"], verb  # the record itself
+    assert [p["strategy"] for p in docs["testtime"]] == ["cot"] and 0 <= docs["testtime"][0]["accuracy"] <= 1
+    assert len(docs["curves"]["budgets"]) >= 3 and docs["report"]["bytes"] > 0
 
 
 def test_testtime_results_go_to_stdout(tiny_parent, tmp_path, capsys):

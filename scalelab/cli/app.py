@@ -17,4 +17,5 @@ def _root() -> None:
 
 
 # train, sweep, posttrain and testtime: where rows, config and record are mirrored (scalelab.trackers)
+JSON_RECORD = typer.Option(False, "--json", help="print the finished run's record as strict JSON (no tables)")
 TRACKER = typer.Option(None, "--tracker", help="none | mlflow | tensorboard (default: $SCALELAB_TRACKER, else none)")

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from scalelab.cli.app import TRACKER, app
+from scalelab.cli.app import JSON_RECORD, TRACKER, app
 from scalelab.cli.task_options import difficulty_labels, with_task_options
 from scalelab.cli.testtime import _ints, _progress, _setup
 from scalelab.errors import InputError
@@ -53,6 +53,7 @@ def _go(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, thre
     from scalelab.posttrain.stage import run_stage
 
     tech = get_technique(name)
+    as_json = fields.pop("as_json", False)
     for key in ("data_steps", "target_steps"):
         if isinstance(fields.get(key), str):
             fields[key] = _ints(fields[key], "--" + key.replace("_", "-"))
@@ -62,6 +63,11 @@ def _go(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, thre
     with _progress() as bar:
         task = bar.add_task("loading", total=None)
         rec = run_stage(tech, cfg, runs_dir, progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))
+    if as_json:  # the record is the whole output: the command's tables are not printed
+        from scalelab.records import dumps_json
+
+        print(dumps_json(rec.model_dump()))
+        raise typer.Exit(0)
     if show:
         _summary(rec, runs_dir)
     return rec
@@ -94,7 +100,7 @@ def sft_cmd(parent: str = FROM, lora_rank: Optional[int] = LORA,
             lr: Optional[float] = LR, trainer: Optional[str] = typer.Option(None, "--trainer", help="own | trl"),
             eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
             threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-            tracker: Optional[str] = TRACKER,
+            tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
             task_options: Optional[dict] = None) -> None:
     """Supervised fine-tuning (full, or LoRA with --lora-rank) on worked solutions or a JSONL file."""
     _go("sft", dict(locals_of(locals())), sets, runs_dir, threads)
@@ -113,7 +119,7 @@ def distill_cmd(parent: str = FROM, teacher: str = typer.Option(..., "--teacher"
                 epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR,
                 eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
                 threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-                tracker: Optional[str] = TRACKER,
+                tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
                 task_options: Optional[dict] = None) -> None:
     """Distil --teacher into the parent: logit-level KL, or offline on teacher-written solutions."""
     _go("distill", dict(locals_of(locals())), sets, runs_dir, threads)
@@ -130,7 +136,7 @@ def synth_cmd(parent: str = FROM, teacher: Optional[str] = TEACHER,
               epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR,
               eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-              tracker: Optional[str] = TRACKER,
+              tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
               task_options: Optional[dict] = None) -> None:
     """Teacher-written, verifier-filtered solutions for scarce difficulties, mixed into fine-tuning."""
     _go("synth", dict(locals_of(locals())), sets, runs_dir, threads)
@@ -146,7 +152,7 @@ def prune_cmd(parent: str = FROM,
               recover_tokens: Optional[int] = typer.Option(None, "--recover-tokens", help="distillation tokens after"),
               lr: Optional[float] = LR, eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-              tracker: Optional[str] = TRACKER,
+              tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
               task_options: Optional[dict] = None) -> None:
     """Unstructured (magnitude, Wanda) or structured (width, depth) pruning, then distillation."""
     fields = dict(locals_of(locals()))
@@ -162,7 +168,7 @@ def quantize_cmd(parent: str = FROM,
                  group_size: Optional[int] = typer.Option(None, "--group-size", help="int4: weights per scale"),
                  eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
                  threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-                 tracker: Optional[str] = TRACKER,
+                 tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
                  task_options: Optional[dict] = None) -> None:
     """torchao weight quantization: size on disk, latency and accuracy against the parent."""
     _go("quantize", dict(locals_of(locals())), sets, runs_dir, threads)

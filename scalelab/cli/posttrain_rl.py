@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from scalelab.cli.app import TRACKER
+from scalelab.cli.app import JSON_RECORD, TRACKER
 from scalelab.cli.posttrain import DIFFS, FROM, LR, PROBLEMS, RUNS, SET, THREADS, _go, _summary, locals_of, pt
 from scalelab.cli.task_options import with_task_options
 from scalelab.errors import InputError
@@ -50,7 +50,7 @@ def reward_model_cmd(parent: str = FROM, data: Optional[str] = DATA,
                      init: Optional[str] = typer.Option(None, "--init", help="parent | RUN (same tokenizer)"),
                      epochs: Optional[int] = typer.Option(None, "--epochs"), lr: Optional[float] = LR,
                      data_steps: Optional[str] = DATA_STEPS, threads: Optional[int] = THREADS,
-                     sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER,
+                     sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
                      task_options: Optional[dict] = None) -> None:
     """A reward model from preference pairs (Bradley-Terry) or thumbs labels; held-out pairwise accuracy."""
     rec = _run("reward-model", locals_of(locals()), sets, runs_dir, threads)
@@ -84,7 +84,7 @@ def rlvr_cmd(parent: str = FROM, steps: Optional[int] = STEPS, algorithm: Option
              data_steps: Optional[str] = DATA_STEPS,
              reference: Optional[str] = REF, eval_problems: Optional[int] = PROBLEMS,
              eval_difficulties: Optional[str] = DIFFS, threads: Optional[int] = THREADS,
-             sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER,
+             sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
              task_options: Optional[dict] = None) -> None:
     """RL with verifiable rewards: GRPO (or RLOO) with the exact verifier as the reward."""
     _rl("rlvr", locals_of(locals()), sets, runs_dir, threads)
@@ -99,7 +99,7 @@ def rlhf_cmd(parent: str = FROM, reward_model: str = typer.Option(..., "--reward
              data_steps: Optional[str] = DATA_STEPS, reference: Optional[str] = REF,
              eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
              threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-             tracker: Optional[str] = TRACKER,
+             tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
              task_options: Optional[dict] = None) -> None:
     """RLHF: GRPO (or RLOO) against a learned reward model, with a KL penalty to the reference."""
     _rl("rlhf", locals_of(locals()), sets, runs_dir, threads)
@@ -115,7 +115,7 @@ def rlaif_cmd(parent: str = FROM, judge: str = typer.Option(..., "--judge", help
               data_steps: Optional[str] = DATA_STEPS, reference: Optional[str] = REF,
               eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
               threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-              tracker: Optional[str] = TRACKER,
+              tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
               task_options: Optional[dict] = None) -> None:
     """RLAIF: GRPO (or RLOO) against an AI judge (a larger model's judgement, not the verifier)."""
     _rl("rlaif", locals_of(locals()), sets, runs_dir, threads)
@@ -129,7 +129,7 @@ def dpo_cmd(parent: str = FROM, data: Optional[str] = DATA,
             reference: Optional[str] = REF, data_steps: Optional[str] = DATA_STEPS,
             eval_problems: Optional[int] = PROBLEMS, eval_difficulties: Optional[str] = DIFFS,
             threads: Optional[int] = THREADS, sets: list[str] = SET, runs_dir: Path = RUNS,
-            tracker: Optional[str] = TRACKER,
+            tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
             task_options: Optional[dict] = None) -> None:
     """Direct preference optimisation on pairs (a JSONL file, or the parent's ranked testbed samples)."""
     rec = _run("dpo", locals_of(locals()), sets, runs_dir, threads)
@@ -147,7 +147,7 @@ def rft_cmd(parent: str = FROM, rounds: Optional[int] = typer.Option(None, "--ro
             lora_rank: Optional[int] = typer.Option(None, "--lora-rank"), lr: Optional[float] = LR,
             data_steps: Optional[str] = DATA_STEPS, eval_problems: Optional[int] = PROBLEMS,
             eval_difficulties: Optional[str] = DIFFS, threads: Optional[int] = THREADS,
-            sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER,
+            sets: list[str] = SET, runs_dir: Path = RUNS, tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
             task_options: Optional[dict] = None) -> None:
     """Rejection-sampling fine-tuning / expert iteration, best-of-n distillation, search as the sampler."""
     rec = _run("rft", locals_of(locals()), sets, runs_dir, threads)

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from scalelab.cli import task_options as T
-from scalelab.cli.app import TRACKER, app
+from scalelab.cli.app import JSON_RECORD, TRACKER, app
 from scalelab.errors import ConfigError, InputError
 
 tt = typer.Typer(help="Test-time scaling: strategies, reward models, laws and allocation, in FLOPs.",
@@ -114,6 +114,7 @@ def testtime_cmd(
     sets: list[str] = _SET,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where records go"),
     tracker: Optional[str] = TRACKER,
+    as_json: bool = typer.Option(False, "--json", help="print one strict-JSON list of the points (no table)"),
 ) -> None:
     """Evaluate strategies on the testbed or a task file: one record per (strategy, n, difficulty)."""
     if ctx.invoked_subcommand is not None:
@@ -144,6 +145,8 @@ def testtime_cmd(
         shown = []
 
         def show(rec) -> None:
+            if as_json:
+                return
             if not shown:  # the header with the first row: bad input leaves stdout empty
                 shown.append(True)
                 print(f"{'strategy':<24}{'steps':>6}{'n':>5}{'accuracy':>10}{'± se':>8}{'95% interval':>15}"
@@ -156,6 +159,13 @@ def testtime_cmd(
             bar.update(task, description=f"d{m['steps']} {rec.technique} n={m['n']}")
 
         recs = evaluate(cfg, runs_dir, progress=tick, on_record=show)
+    if as_json:
+        from scalelab.records import dumps_json
+
+        keys = ("steps", "difficulty", "n", "accuracy", "accuracy_se", "accuracy_ci95", "chance", "problems",
+                "flops_per_question", "tokens_per_question")
+        print(dumps_json([{"run_id": r.run_id, "strategy": r.technique, "parent_id": r.parent_id,
+                           **{k: r.metrics.get(k) for k in keys}, "flops": r.flops} for r in recs]))
     print(f"{len(recs)} records under {runs_dir}", file=sys.stderr)
 
 
@@ -192,6 +202,7 @@ def train_verifier_cmd(
     threads: Optional[int] = typer.Option(None, "--threads"),
     sets: list[str] = _SET,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    as_json: bool = JSON_RECORD,
 ) -> None:
     """Train an outcome or process reward model on the policy's own samples (of the testbed, or of a task
     file's train split, labelled by its verifier); writes a run."""
@@ -209,6 +220,11 @@ def train_verifier_cmd(
     with _progress() as bar:
         task = bar.add_task("loading", total=None)
         rec = train_verifier(cfg, runs_dir, progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))
+    if as_json:
+        from scalelab.records import dumps_json
+
+        print(dumps_json(rec.model_dump()))
+        return
     m = rec.metrics
     agree = f", MC labels agree with true step correctness {m['label_agreement']:.3f}" if m.get("label_agreement") is not None else ""
     within = m.get("val_auc_within_problem")

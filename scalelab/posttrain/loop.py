@@ -150,10 +150,21 @@ def fit(model: Any, data: list[Example], ctx: Any, cfg: TrainStageConfig, *, lr:
     rng = np.random.default_rng(cfg.seed)
     every = max(1, steps // LOG_ROWS)
     step, tokens, targets, window, recent = 0, 0, 0, [], math.nan
+    resume, kind = ctx.resume, f"fit:{part}"
+    scope = resume.enter() if resume is not None else None
+    at = resume.restore(kind, model, opt, ctx.ledger) if resume is not None else None
+    first, skip = 0, 0
+    if at is not None:  # a killed attempt's position: the same batches follow (see `resume`)
+        rng.bit_generator.state = at["rng"]  # as it was when that epoch drew its order
+        step, tokens, targets, window = at["step"], at["tokens"], at["targets"], at["window"]
+        recent = math.nan if at["recent"] is None else at["recent"]
+        first, skip = at["epoch"], at["step"] - at["epoch"] * per_epoch
+    start = step
     t0, c0 = time.perf_counter(), time.process_time()
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, cfg.epochs):
+        epoch_rng = rng.bit_generator.state
         order = rng.permutation(len(data))
-        for i in range(0, len(order), cfg.batch_size):
+        for i in range(skip * cfg.batch_size, len(order), cfg.batch_size):
             b = collate([data[j] for j in order[i:i + cfg.batch_size]], tok)
             x, y, m, att = b.ids[:, :-1], b.ids[:, 1:], b.target[:, 1:], b.attn[:, :-1]  # [B, T-1] each
             lengths = [L - 1 for L in b.lengths]
@@ -187,8 +198,14 @@ def fit(model: Any, data: list[Example], ctx: Any, cfg: TrainStageConfig, *, lr:
                          "kd": float(kd.detach()) if kd is not None else None, "lr": lr_now})
                 ctx.progress("training", step, steps)
                 window = []
+            if resume is not None and step < steps and resume.due():
+                resume.save(kind, model, opt, ctx.ledger, {
+                    "step": step, "epoch": epoch, "rng": epoch_rng, "tokens": tokens, "targets": targets,
+                    "window": window, "recent": None if math.isnan(recent) else recent, "scope": scope})
+        skip = 0
     model.eval()
-    return {"train_loss": recent, "train_steps": step, "train_tokens": tokens, "train_target_tokens": targets,
+    return {"train_loss": recent, "train_steps": step, "train_steps_run": step - start,  # this attempt's
+            "train_tokens": tokens, "train_target_tokens": targets,
             "train_examples": len(data),
             "trainable_params": sum(p.numel() for p in params), "lr": lr,
             "train_wall_s": round(time.perf_counter() - t0, 3), "train_cpu_s": round(time.process_time() - c0, 3)}

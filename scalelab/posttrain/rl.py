@@ -218,9 +218,17 @@ def transform(ctx: StageContext) -> StageResult:
     curve_probs = data.heldout_problems(cfg.curve_problems, steps, cfg.seed)
     loop = _Loop(ctx, cfg, policy, reference, engine, reward, task, count, rcount)
     warmup = math.ceil(cfg.warmup_frac * cfg.steps)
-    curve = [loop.curve_point(0, curve_probs, None)]
+    resume = ctx.resume
+    if resume is not None:
+        resume.enter()
+    at = resume.restore("rl", policy, opt, ctx.ledger) if resume is not None else None
+    if at is None:
+        curve, first = [loop.curve_point(0, curve_probs, None)], 1
+    else:  # a killed attempt's state: every step's questions and samples follow from (seed, step)
+        curve, first = at["curve"], at["step"] + 1
+        loop.failed, loop.errors, loop.samples, loop.tokens = at["failed"], at["errors"], at["samples"], at["tokens"]
     t0, c0 = time.perf_counter(), time.process_time()
-    for step in range(1, cfg.steps + 1):
+    for step in range(first, cfg.steps + 1):
         lr_now = lr_at(step - 1, cfg.steps, lr, warmup, cfg.min_lr_frac)
         for g in opt.param_groups:
             g["lr"] = lr_now
@@ -231,11 +239,16 @@ def transform(ctx: StageContext) -> StageResult:
         ctx.progress("rl", step, cfg.steps)
         if _due(step, cfg):
             curve.append(loop.curve_point(step, curve_probs, row))
+        if resume is not None and step < cfg.steps and resume.due():
+            resume.save("rl", policy, opt, ctx.ledger, {"step": step, "curve": curve, "failed": loop.failed,
+                                                        "errors": loop.errors, "samples": loop.samples,
+                                                        "tokens": loop.tokens})
     policy.eval()
     last = curve[-1]
     metrics = {"curve": curve, "reward_source": reward.name, "reward_failures": loop.failed,
                "reward_errors": loop.errors, "samples": loop.samples, "final_reward": last.get("greedy_reward"),
                "final_greedy_accuracy_val": last["greedy_accuracy"], "lr": lr, "rl_steps": cfg.steps,
+               "rl_steps_run": cfg.steps - first + 1,  # this attempt's (fewer after a resume)
                "train_tokens": loop.tokens, "train_wall_s": round(time.perf_counter() - t0, 3),
                "train_cpu_s": round(time.process_time() - c0, 3),
                "trainable_params": sum(p.numel() for p in policy.parameters())}

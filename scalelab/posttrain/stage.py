@@ -48,7 +48,7 @@ from scalelab.records import CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metr
 from scalelab.runs import run_id
 from scalelab.tasks.options import TASK_FIELDS, TaskOptions
 
-EXECUTION_FIELDS = {"threads", "max_batch", "tracker"}  # change how fast, never what: left out of the run id
+EXECUTION_FIELDS = {"threads", "max_batch", "tracker", "checkpoint_interval_s"}  # change how fast, never what: left out of the run id
 LEDGER_CONVENTION = (
     "exact (scalelab.model): matmul FLOPs, 2 per multiply-add, attention over the causal context; a training "
     "pass = 3 x forward minus the weight gradients of frozen matrices (2 x frozen weights per token); teacher "
@@ -70,6 +70,8 @@ class StageConfig(TaskOptions):
     max_batch: int = Field(256, ge=1, le=1_000_000, description="engine rows per batch (sampling, evaluation)")
     tracker: Literal["none", "mlflow", "tensorboard"] | None = Field(
         None, description="mirror rows and record to MLflow or TensorBoard (default: $SCALELAB_TRACKER)")
+    checkpoint_interval_s: float = Field(
+        120.0, ge=0, le=1e6, description="save the training state after this long (what a kill loses; 0: every step)")
 
     def needs_train_split(self) -> bool:  # draws training questions or examples from the task
         return False
@@ -230,6 +232,7 @@ class StageContext:
     ledger: Ledger
     progress: Callable[[str, int, int], None]
     data: Any = None                           # taskdata.TestbedData or FileData: the stage's task
+    resume: Any = None                         # resume.Resume: the training state of a killed attempt
     t0: float = field(default_factory=time.perf_counter)
 
     def open_run(self, path: str | Path, *, role: str) -> RunRef:
@@ -238,6 +241,8 @@ class StageContext:
         return ref
 
     def log(self, row: dict[str, Any]) -> None:
+        if self.resume is not None and not self.resume.keep_row():
+            return  # written by the attempt this one resumes
         append_metrics(self.run_dir, {**row, "posttrain_flops": self.ledger.total,
                                       "wall_s": round(time.perf_counter() - self.t0, 3)})
 
@@ -318,17 +323,21 @@ def preflight(cfg: StageConfig, parent: RunRef) -> Any:
 
 def _run(technique: Technique, cfg: StageConfig, parent: RunRef, data: Any, run_dir: Path,
          progress: Any) -> RunRecord:
+    from scalelab.checkpoint import remove_stale_temporaries
     from scalelab.model import count_module_params
     from scalelab.posttrain.accuracy import evaluate_model
+    from scalelab.posttrain.resume import Resume
 
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # left by a failed or killed attempt
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    remove_stale_temporaries(run_dir)
+    resume = Resume.open(run_dir, cfg.checkpoint_interval_s)  # metrics.jsonl kept only up to its state
     record = RunRecord(run_id=run_dir.name, parent_id=parent.run_id, phase="posttrain", technique=technique.name,
                        task=cfg.task_name(), config={**cfg.model_dump(), "technique": technique.name},
                        flops_convention=LEDGER_CONVENTION)
     atomic_write_json(run_dir / CONFIG_FILE, record.config)
     write_record(run_dir, record)
-    ctx = StageContext(cfg=cfg, parent=parent, run_dir=run_dir, ledger=Ledger(), progress=progress, data=data)
+    ctx = StageContext(cfg=cfg, parent=parent, run_dir=run_dir, ledger=Ledger(), progress=progress, data=data,
+                       resume=resume)
     try:
         result = technique.transform(ctx)
         ev: dict[str, Any] = {}
@@ -341,6 +350,7 @@ def _run(technique: Technique, cfg: StageConfig, parent: RunRef, data: Any, run_
                 parent_ev = evaluate_model(parent.load_model(train=False), parent.tokenizer, data, cfg)
                 ctx.ledger.eval_flops += parent_ev.pop("flops")
         _save(result, parent, run_dir)
+        resume.finish()
     except BaseException as err:
         record.fail(err)
         write_record(run_dir, record)
@@ -359,7 +369,8 @@ def _run(technique: Technique, cfg: StageConfig, parent: RunRef, data: Any, run_
              "posttrain_tokens": ctx.ledger.tokens, "flops_eval": ctx.ledger.eval_flops,
              "teacher_id": result.teacher.run_id if result.teacher else None,
              "teacher_flops": result.teacher.flops() if result.teacher else None,
-             "parent_flops": parent.flops(), **parent.inherited(), **result.extra}
+             "parent_flops": parent.flops(), **parent.inherited(), **result.extra,
+             "resumed_from": resume.restored, "resumed_from_step": (resume.restored or {}).get("step")}
     for k, v in extra.items():
         setattr(record, k, v)
     metrics = {**result.metrics, **ev}

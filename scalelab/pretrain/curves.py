@@ -33,6 +33,13 @@ class Frontier:
     g: float             # L - floor = k * C^-g
     residual_rms: float  # of log(L - floor), i.e. relative
 
+    def as_dict(self) -> dict:
+        """The power law and, per budget, the best run and the law's relative error there."""
+        pred = self.floor + self.k * self.C ** -self.g
+        return {"floor": self.floor, "k": self.k, "g": self.g, "residual_rms": self.residual_rms,
+                "budgets": [{"C": float(c), "model": m, "loss": float(l), "predicted": float(p),
+                             "rel_err": float(l / p - 1)} for c, l, m, p in zip(self.C, self.loss, self.model, pred)]}
+
     def lines(self) -> list[str]:
         out = [f"frontier: L - {self.floor:.4f} = {self.k:.4g} * C^-{self.g:.4f}  "
                f"(rms relative residual {100 * self.residual_rms:.2f}%)"]
