@@ -99,6 +99,15 @@ def active() -> Tracker | None:
     return make(None) if os.environ.get(ENV) else None
 
 
+def worker_env() -> dict[str, str]:
+    """What a worker process started elsewhere (a Ray task) needs to mirror its records where this
+    process does: the active tracker's name and the stores' environment variables."""
+    tracker = active()
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", TB_ENV)
+    return {ENV: tracker.name if tracker is not None else "none",
+            **{k: os.environ[k] for k in keys if os.environ.get(k)}}
+
+
 # ---- hooks called by records.py --------------------------------------------------------------------
 _warned: set[str] = set()
 

@@ -163,3 +163,18 @@ def test_trl_sft_reports_to_the_same_mlflow_store_nested_under_the_stage(tiny_pa
     assert len(nested) == 1 and nested[0].data.tags["mlflow.parentRunId"] == stage[0].info.run_id
     assert "train_loss" in nested[0].data.metrics or "loss" in nested[0].data.metrics  # TRL's own log
     assert len(load_table(f"{store}#sweep").frame) == 1  # the trainer's log is not a run of the table
+
+
+def test_ray_workers_are_told_the_tracker_and_its_store(tmp_path, monkeypatch):
+    """A Ray member runs in another process without this one's `trackers.use` block: the sweep passes
+    the active tracker and the store's variables in the task's environment."""
+    monkeypatch.delenv(trackers.ENV, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "sweeps")
+    assert trackers.worker_env()[trackers.ENV] == "none"
+    with trackers.use("tensorboard"):
+        env = trackers.worker_env()
+    assert env == {trackers.ENV: "tensorboard", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}",
+                   "MLFLOW_EXPERIMENT_NAME": "sweeps"}
+    monkeypatch.setenv(trackers.ENV, "tensorboard")
+    assert trackers.worker_env()[trackers.ENV] == "tensorboard"  # the environment default carries over too

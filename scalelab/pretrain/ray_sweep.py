@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from scalelab import trackers
 from scalelab.cluster import connect, describe_failure, require_ray
 from scalelab.errors import ConfigError, ScalelabError
 from scalelab.pretrain.sweep import Outcome, run_member
@@ -118,7 +119,8 @@ class RayExecutor:
         task = ray.remote(_member_task).options(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries,
             retry_exceptions=False,  # a Python error in train() is deterministic: retrying repeats it
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(self.threads), "OMP_WAIT_POLICY": "PASSIVE"}})
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(self.threads), "OMP_WAIT_POLICY": "PASSIVE",
+                                      **trackers.worker_env()}})  # members log where the sweep does
         refs = {task.remote({**c.model_dump(), "threads": self.threads}, str(runs_dir), events,
                             self.busy_wait_s): run_id_for(c) for c in configs}
         outcomes: dict[str, Outcome] = {}
