@@ -7,6 +7,7 @@ child run with lineage (`parent_id`, `teacher_id`) and its own FLOPs ledger.
     taskdata.py  the stage's task: the testbed or a task file (--task FILE): questions, examples, bins
     data.py      fine-tuning examples: task solutions, user JSONL or chat messages, verified generations
     loop.py      the shared training loop (cross-entropy on completions, logit distillation), FLOPs
+    resume.py    a killed stage's training state (weights, AdamW, RNG, position, ledger): saved, restored
     evaluate.py  accuracy by difficulty (test-time `cot` strategy, exact verifier) and held-out loss
     sft.py       full and LoRA fine-tuning (own loop or TRL's SFTTrainer)
     distill.py   offline (teacher-written solutions) and logit-level (KL) distillation
