@@ -4,6 +4,7 @@ runs dirs with one line and exit code 2. CPU only, seconds."""
 from __future__ import annotations
 
 import json
+import re
 import math
 
 import numpy as np
@@ -200,3 +201,29 @@ def test_report_shows_exchange_rates_and_the_plan(tmp_path):
     page = build_report(root, tmp_path / "r2.html", bootstrap=8, n_jobs=1).read_text()
     assert 'id="plan"' in page and ("plan for " in page or "cannot reach" in page)
     assert "scalelab plan --budget" in page
+
+
+def test_headlines_give_a_rate_only_where_it_is_reached_and_pinned_down():
+    """A strategy that never lifts a smaller model to its neighbour's greedy accuracy is said not to
+    replace 10x pretraining; a wide interval is not printed as a rate; the numbers stay in the doc."""
+    from scalelab.laws.exchange_tables import headlines
+
+    def doc(best, ci):
+        rows = [{"large_accuracy": 0.5, "by_strategy": {"majority": {"best_accuracy": b, "max_n": 16}}} for b in best]
+        pooled = {"params": {"multiplier": 30.0}, "ci95": {"multiplier": ci}, "replaces": True}
+        return {"strategies": {"cot": {}, "majority": {"pooled": pooled, "oracle": False}}, "replacement": rows}
+
+    never = headlines(doc([0.3, 0.45], [10.0, 90.0]))["majority"]
+    assert never["text"] == "majority does not replace 10x pretraining within n <= 16" and never["reached"] == 0
+    pinned = headlines(doc([0.3, 0.55], [10.0, 90.0]))["majority"]
+    assert pinned["pinned"] and pinned["text"].startswith("majority: 10x pretraining is worth x30")
+    wide = headlines(doc([0.3, 0.55], [7.6e7, 8.7e10]))["majority"]
+    assert not wide["pinned"] and "reaches the next model in 1 of 2 cases" in wide["text"]
+    assert "not pinned down" in wide["text"]
+
+
+def test_exchange_prints_headlines(tmp_path, capsys):
+    write_runs(tmp_path / "runs")
+    code, stdout, err = run(["exchange", tmp_path / "runs", "--bootstrap", "20"], capsys)
+    assert code == 0, err
+    assert re.search(r"^headline: majority", stdout, re.M), stdout

@@ -177,6 +177,8 @@ def replacement(table: pd.DataFrame) -> list[dict[str, Any]]:
                    "small_best_n": int(best.n), "gap": float(best.accuracy - ref.accuracy),
                    "two_se": float(noise), "replaced": bool(best.accuracy >= ref.accuracy)}
             row["already"] = bool(s[s.strategy == GREEDY].accuracy.max() >= ref.accuracy)  # no extra test time needed
+            row["by_strategy"] = {str(k): {"best_accuracy": float(g.accuracy.max()), "max_n": int(g.n.max())}
+                                  for k, g in s.groupby("strategy")}
             if row["replaced"] and not row["already"]:
                 curve = s[s.strategy == best.strategy].sort_values("C_test")
                 acc = _isotonic(curve.accuracy.to_numpy(float))
@@ -325,6 +327,38 @@ def reach(lad: pd.DataFrame, strategies: dict[str, Any]) -> dict[str, Any]:
     return {"models": k, "C_train_range": [lo, hi], "decades": span, "statements": words}
 
 
+def headlines(doc: dict[str, Any], *, max_ratio: float = 100.0) -> dict[str, dict[str, Any]]:
+    """Per strategy, what can honestly be said of "10x pretraining is worth x test-time FLOPs":
+    the multiplier only where the strategy lets a smaller model reach its larger neighbour's greedy
+    accuracy somewhere on the ladder, the fit says c > 0, and the 95% interval spans at most
+    `max_ratio` (hi/lo); "does not replace" where it never reaches it within the budgets measured;
+    otherwise how often it reached it and that the rate is not pinned down. Numbers stay in `doc`."""
+    from scalelab.laws.render import fmt
+
+    out = {}
+    for s, e in doc["strategies"].items():
+        if s == GREEDY:
+            continue
+        rows = [r for r in doc["replacement"] if s in r.get("by_strategy", {})]
+        reached = sum(r["by_strategy"][s]["best_accuracy"] >= r["large_accuracy"] for r in rows)
+        max_n = max((r["by_strategy"][s]["max_n"] for r in rows), default=0)
+        p = e["pooled"]
+        mult = (p.get("params") or {}).get("multiplier")
+        lo, hi = ((p.get("ci95") or {}).get("multiplier") or [None, None])[:2]
+        pinned = (p.get("replaces") is True and mult is not None and lo is not None and hi is not None
+                  and 0 < _num(lo) and _num(hi) < math.inf and _num(hi) / _num(lo) <= max_ratio)
+        if rows and not reached:
+            text = f"{s} does not replace 10x pretraining within n <= {max_n}"
+        elif pinned and reached:
+            text = f"{s}: 10x pretraining is worth x{fmt(mult)} [{fmt(lo)}, {fmt(hi)}] test-time FLOPs"
+        else:
+            text = (f"{s} reaches the next model in {reached} of {len(rows)} cases within n <= {max_n}; the rate is "
+                    f"not pinned down (x{show(mult)}, 95% [{show(lo)}, {show(hi)}])")
+        out[s] = {"reached": int(reached), "cases": len(rows), "max_n": int(max_n), "pinned": bool(pinned),
+                  "text": text + (" (oracle)" if e["oracle"] else "")}
+    return out
+
+
 def summary_lines(doc: dict[str, Any]) -> list[str]:
     """The exchange document as the command line prints it."""
     from scalelab.laws.render import fmt
@@ -346,6 +380,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             tag = {True: "yes", False: "no", None: "-"}[f.get("replaces")]
             lines.append(f"{s:<12}{d:>6}{mult:>12}  {civ:<26}{p['b']:>7.3f}{p['c']:>7.3f}  {tag}"
                          + ("  (oracle)" if e["oracle"] else ""))
+    lines += [f"headline: {h['text']}" for h in headlines(doc).values()]
     no = [r for r in doc["replacement"] if not r["replaced"]]
     lines.append(f"cannot replace: {len(no)} of {len(doc['replacement'])} (difficulty, neighbouring pair) cases where "
                  "the smaller model's best over every strategy and n stays below the larger one's greedy accuracy")

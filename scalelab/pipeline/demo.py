@@ -343,7 +343,7 @@ class _Pipeline:
     # ---- 5. exchange rates and the planner -------------------------------------------------------
     def exchange(self) -> str:
         from scalelab.laws.exchange_plot import plot_frontier
-        from scalelab.laws.exchange_tables import measure_exchange, show, testtime_table
+        from scalelab.laws.exchange_tables import headlines, measure_exchange, testtime_table
         from scalelab.pipeline.plan import default_config, explain, load_fits, make_plan
 
         self.disp.begin("exchange", 2, "exchange rates")
@@ -358,10 +358,12 @@ class _Pipeline:
             atomic_write_json(self.fits_dir / "exchange.json", doc)
             plot_frontier(testtime_table(self.runs)[0], doc, self.fits_dir / "exchange.png")
             pooled = {k: v["pooled"] for k, v in doc["strategies"].items() if k != "cot"}
+            heads = headlines(doc)
             got = {"ladder": [{"model": m["model"], "C_train": m["C_train"]} for m in doc["ladder"]],
                    "strategies": {k: {"multiplier": p.get("params", {}).get("multiplier"), "error": p.get("error"),
                                       "ci95": p.get("ci95", {}).get("multiplier"), "replaces": p.get("replaces"),
-                                      "oracle": doc["strategies"][k]["oracle"]} for k, p in pooled.items()},
+                                      "oracle": doc["strategies"][k]["oracle"], **heads.get(k, {})}
+                                  for k, p in pooled.items()},
                    "replacement": {"cases": len(doc["replacement"]),
                                    "not_reached": sum(not r["replaced"] for r in doc["replacement"])},
                    "posttrain": [{k: r[k] for k in ("run", "technique", "parent_accuracy", "accuracy", "multiplier",
@@ -378,9 +380,7 @@ class _Pipeline:
             except ScalelabError as e:  # a measurement too: e.g. a Chinchilla fit with alpha < 0
                 got["plan"] = {"error": str(e)}
         self.s["exchange"] = got
-        rates = [f"{k} x{show(v['multiplier'])}" for k, v in got.get("strategies", {}).items()
-                 if v.get("multiplier") is not None]
-        return "10x pretraining is worth " + (", ".join(rates) or "no rate") + " test-time FLOPs"
+        return "; ".join(v["text"] for v in got.get("strategies", {}).values() if v.get("text")) or "no rate"
 
     # ---- 6. the report ---------------------------------------------------------------------------
     def report(self) -> str:
