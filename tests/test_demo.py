@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-from scalelab.pipeline.demo import bundled_table
+from scalelab.pipeline.bundled import bundled_table
 from tests.test_cli_fit import run
 
 

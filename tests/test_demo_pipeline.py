@@ -93,6 +93,11 @@ def test_quick_demo_killed_then_run_again_completes_every_stage_and_a_rerun_reus
     assert s["pretrain"]["reused"] == len(s["pretrain"]["runs"])
     assert list(s["stages"]) == list(STAGES) and all(v["wall_s"] >= 0 for v in s["stages"].values())
     assert s["smoke_test"] is True and s["paths"]["report"].endswith("report.html")
+    assert 0 <= s["fits"]["backtest"]["mean_abs_err"] < 1 and s["fits"]["chinchilla"]["ci95"]
+    assert all({"budget", "N", "D", "loss"} <= set(r) for r in s["pretrain"]["runs"])
+    sft_law = s["posttrain_laws"]["sft"]  # the SFT child's curve: 4 points, fitted on 3, checked on the 4th
+    assert sft_law["law"] == "posttrain-power" and sft_law["n_points"] == 4 and sft_law["extrapolation_error"] >= 0
+    assert "error" in s["posttrain_laws"]["quantize"]  # no curve to fit: said, not invented
     assert second < max(45.0, first / 3), (first, second)
     assert json.loads((out / "summary.json").read_text())["cache"] == s["cache"]
 

@@ -124,3 +124,27 @@ def test_cli_prints_strict_json_and_one_line_errors(tmp_path):
     assert text.returncode == 0 and "* scalerl" in text.stdout and "extrapolation" not in text.stderr
     bad = run_cli("posttrain", "fit", path, "--technique", "nope")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "techniques here" in bad.stderr
+
+
+def test_a_fine_tuning_run_with_a_curve_gives_a_law_and_the_same_weights(tiny_parent, tmp_path):
+    """`curve_points`: held-out greedy accuracy along one SFT run, fitted like an RL curve; measuring
+    it leaves the trained weights as they are without it."""
+    from safetensors.torch import load_file
+
+    from scalelab.laws.posttrain_fit import fit_posttrain_law
+    from scalelab.posttrain import run
+
+    cfg = {"parent": str(tiny_parent), "examples": 64, "batch_size": 8, "eval_problems": 2, "eval_parent": False,
+           "threads": 1}
+    plain = run("sft", cfg, tmp_path / "a")
+    curved = run("sft", {**cfg, "curve_points": 4, "curve_problems": 3}, tmp_path / "b")
+    assert "curve" not in plain.metrics and [c["step"] for c in curved.metrics["curve"]] == [0, 2, 4, 6, 8]
+    flops = [c["posttrain_flops"] for c in curved.metrics["curve"]]
+    assert flops[0] == 0 and flops == sorted(flops) and flops[-1] == curved.posttrain_ledger["student_train"]
+    wa = load_file(str(tmp_path / "a" / plain.run_id / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "b" / curved.run_id / "checkpoint" / "model.safetensors"))
+    assert all((wa[k] == wb[k]).all() for k in wa)
+    law = fit_posttrain_law(tmp_path / "b", "sft", bootstrap=0)
+    assert law["law"] == "posttrain-power" and law["n_points"] == 4 and law["R0_from"] == "the curve's first point"
+    assert law["R0"] == curved.metrics["curve"][0]["greedy_accuracy"]
+    assert law["laws"]["posttrain-power"]["extrapolation"]["fit_budgets"] == 3

@@ -64,8 +64,10 @@ def _same_as_uninterrupted(resumed, ref, runs, ref_runs):
 
 @pytest.mark.parametrize("lora", [0, 2])
 def test_sft_stopped_mid_epoch_resumes_at_its_saved_step(parent, tmp_path, monkeypatch, lora):
-    cfg = {"parent": str(parent), **SFT, "lora_rank": lora, "checkpoint_interval_s": 0}
+    cfg = {"parent": str(parent), **SFT, "lora_rank": lora, "checkpoint_interval_s": 0, "curve_points": 3,
+           "curve_problems": 2}
     ref = run("sft", cfg, tmp_path / "ref")
+    assert [c["step"] for c in ref.metrics["curve"]] == [0, 2, 4, 6]
     assert ref.resumed_from is None and ref.metrics["train_steps_run"] == 6
     _stop_after_saves(monkeypatch, 4)  # saved after steps 1..4: stopped in the second epoch
     with pytest.raises(RuntimeError):
@@ -76,6 +78,7 @@ def test_sft_stopped_mid_epoch_resumes_at_its_saved_step(parent, tmp_path, monke
     again = run("sft", cfg, tmp_path / "runs")
     assert again.resumed_from_step == 4 and again.metrics["train_steps_run"] == 2  # steps 1-4 not redone
     assert again.metrics["train_steps"] == 6 and again.metrics["train_loss"] == ref.metrics["train_loss"]
+    assert again.metrics["curve"] == ref.metrics["curve"]  # points before the stop kept, after it measured once
     _same_as_uninterrupted(again, ref, tmp_path / "runs", tmp_path / "ref")
 
 

@@ -1,5 +1,5 @@
 """`scalelab demo`: what a new user runs first (`make demo`). Parsing and printing only; the
-pipeline is `scalelab.pipeline.demo.run_demo`, the bundled-table fit `scalelab.pipeline.demo.fit_bundled`."""
+pipeline is `scalelab.pipeline.demo.run_demo`, the bundled-table fit `scalelab.pipeline.bundled.fit_bundled`."""
 from __future__ import annotations
 
 import os
@@ -31,7 +31,8 @@ def demo_cmd(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # FINDINGS.md: busy-waiting threads cost 10-16x
     from scalelab.cli.progress import StageDisplay
-    from scalelab.pipeline.demo import STAGES, DemoConfig, fit_bundled, run_demo
+    from scalelab.pipeline.bundled import fit_bundled
+    from scalelab.pipeline.demo import STAGES, DemoConfig, run_demo
     from scalelab.errors import InputError
     from scalelab.pretrain.train import quiet_import_noise
 

@@ -19,7 +19,7 @@ under them changed):
   report     OUT/report.html (`report.build_report`)
 
 Layout: OUT/runs/{pretrain,testtime,posttrain}/, OUT/fits/, OUT/report.html, OUT/summary.json.
-`fit_bundled` is the demo of earlier versions: fit the bundled sweep table (`scalelab demo --bundled`).
+`scalelab.pipeline.bundled.fit_bundled` is the demo of earlier versions: fit the bundled sweep table (`scalelab demo --bundled`).
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import math
 import os
 import time
 import warnings
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +97,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "posttrain": {
             # 8,000 examples clear the evaluation's noise where 2,000 did not, and 3x the default lr
             # (0.1 x pretraining) fine-tuned a d3 better (docs/posttrain.md)
-            "sft": {"examples": 8000, "lr": 0.003},
+            "sft": {"examples": 8000, "lr": 0.003, "curve_points": 5},
             # the recipe that raised greedy accuracy over an SFT parent (docs/posttrain-rl.md): 64
             # questions x 8 samples a batch, only better-than-average samples reinforced, no KL term
             "rlvr": {"steps": 150, "prompts_per_step": 64, "kl_coef": 0.0, "negative_weight": 0.0,
-                     "data_steps": [2, 3, 4], "eval_every": 50},
-            "distill": {"examples": 4000},
+                     "data_steps": [2, 3, 4], "eval_every": 30},
+            "distill": {"examples": 4000, "curve_points": 5},
             "prune": {"method": "wanda", "sparsity": 0.5, "recover_tokens": 200_000},
             "quantize": {"method": "int8-weight"}}},
     "quick": {  # a smoke test of every stage in under 3 minutes on 2 cores (CI)
@@ -112,7 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_tokens_per_param": None, "train": {**TESTBED, "lr": 0.01, "batch_size": 4},
         "n": [1, 2, 4], "difficulties": [1, 2], "problems": 20, "eval_problems": 20, "bootstrap": 20,
         "posttrain": {
-            "sft": {"examples": 400, "lr": 0.003},
+            "sft": {"examples": 400, "lr": 0.003, "curve_points": 4, "curve_problems": 4},
             "rlvr": {"steps": 3, "prompts_per_step": 4, "group_size": 4, "eval_every": 0, "curve_problems": 8,
                      "kl_coef": 0.0, "negative_weight": 0.0},
             "distill": {"examples": 200},
@@ -268,9 +267,23 @@ class _Pipeline:
                 nxt["error"] = (f"no compute-optimal allocation (alpha {ch.params_['alpha']:.3g}, "
                                 f"beta {ch.params_['beta']:.3g})")
             got["next_budget"] = nxt
+            got["backtest"] = self._backtest(pre["entropy_floor"])
         self.s["fits"] = got
         p, a = got["chinchilla"]["params"], got["isoflop"]["params"]["a"]
         return f"Chinchilla alpha {p['alpha']:.3g}, beta {p['beta']:.3g}; IsoFLOP N_opt ~ C^{a:.3g}"
+
+    def _backtest(self, floor: float) -> dict[str, Any]:
+        """The fit's own check, as the demo fits it (E at the floor): refit without the largest
+        budget and predict its runs (`scalelab backtest runs/pretrain --law fixed-e --floor auto`)."""
+        from scalelab.laws.backtest import backtest, runs_frame
+
+        try:
+            bt = backtest(runs_frame(str(self.runs / "pretrain")), ["fixed-e"], holdout="largest-compute", floor=floor)
+        except ScalelabError as e:  # e.g. two budgets: nothing left to fit below the held-out one
+            return {"error": str(e)}
+        row = bt["candidates"][0]
+        return {"law": "fixed-e", "holdout": "largest-compute",
+                **{k: row.get(k) for k in ("mean_abs_err", "max_abs_err", "bias", "n_train", "n_test", "error")}}
 
     # ---- 3. test-time compute on the compute-optimal ladder --------------------------------------
     def testtime(self) -> str:
@@ -336,9 +349,32 @@ class _Pipeline:
                           "n_params": rec.n_params, "wall_s": rec.wall_s,
                           **{k: m[k] for k in ("weights_bytes", "parent_weights_bytes", "matrix_sparsity") if k in m}}
         self.s["posttrain"] = {"base": base["run"], "teacher": teacher["run"], "children": rows}
+        self.s["posttrain_laws"] = self._posttrain_laws([n for n in TECHNIQUES if "run" in rows[n]])
         ok = [n for n in TECHNIQUES if "run" in rows[n]]
-        return f"{len(ok)}/{len(TECHNIQUES)} children of {base['run']}" + (
+        laws = [f"{n} {v['law']} (last point {v['extrapolation_error']:.3f} off)"
+                for n, v in self.s["posttrain_laws"].items() if v.get("extrapolation_error") is not None]
+        return f"{len(ok)}/{len(TECHNIQUES)} children of {base['run']}" + (f"; laws: {', '.join(laws)}" if laws else "") + (
             "" if len(ok) == len(TECHNIQUES) else f" (failed: {', '.join(n for n in TECHNIQUES if n not in ok)})")
+
+    def _posttrain_laws(self, names: list[str]) -> dict[str, Any]:
+        """Accuracy against post-training FLOPs along each child's curve, fitted without its last
+        point and checked there (`scalelab posttrain fit runs/posttrain --technique T`)."""
+        from scalelab.laws.posttrain_fit import fit_posttrain_law
+
+        out: dict[str, Any] = {}
+        for name in names:
+            try:
+                f = fit_posttrain_law(self.runs / "posttrain", name, bootstrap=self.cfg.bootstrap)
+            except ScalelabError as e:  # no curve (quantize, prune), or too few points on it
+                out[name] = {"error": str(e)}
+                continue
+            main = f["laws"][f["law"]]
+            out[name] = {"law": f["law"], "params": main["params"], "ci95": main["ci95"], "R0": f.get("R0"),
+                         "asymptote": f["asymptote"], "efficiency": f["efficiency"], "n_points": f["n_points"],
+                         "extrapolation_error": f["extrapolation_error"], "extrapolation": main["extrapolation"],
+                         "other_forms": {k: (v["extrapolation"] or {}).get("error") for k, v in f["laws"].items()
+                                         if k != f["law"]}}
+        return out
 
     # ---- 5. exchange rates and the planner -------------------------------------------------------
     def exchange(self) -> str:
@@ -401,45 +437,3 @@ def _complete(run_dir: Path) -> bool:
         return read_record(run_dir).status == "complete"
     except ScalelabError:
         return False
-
-
-# ---- the bundled sweep (no training): `scalelab demo --bundled` -----------------------------------
-DEMO_TABLE = "testbed_sweep.csv"
-
-
-def bundled_table() -> Path:
-    """Path of the bundled sweep table (a CSV with the standard columns N, D, C, loss)."""
-    return Path(str(resources.files("scalelab") / "data" / DEMO_TABLE))
-
-
-def fit_bundled(out: Path, *, bootstrap: int = 1000, seed: int = 0) -> dict:
-    """Fit the bundled sweep both ways, write FIT.json files and figures under `out`, return a summary."""
-    import pandas as pd
-
-    from scalelab.laws import fit_table, make_law, plot_fit, write_fit
-    from scalelab.laws.predict import optimal_point, predict_point
-
-    table = bundled_table()
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"table": table.name, "out": str(out), "fits": {}}
-    frame = pd.read_csv(table)
-    # The testbed knows its irreducible loss: E is held at it. Fitted freely, E lands below the
-    # floor and the 10x extrapolation misses by 14% instead of 1.6% (docs/LOG.md, 2026-11-25).
-    floor = float(frame["entropy_floor"].iloc[0]) if "entropy_floor" in frame else None
-    summary["entropy_floor"] = floor
-    fits = {}
-    for name in ("chinchilla", "isoflop"):
-        law, prep = fit_table(table, make_law(name, bootstrap=bootstrap, seed=seed,
-                                              **({"E_fixed": floor} if name == "chinchilla" else {})))
-        write_fit(out / f"{name}.json", law, source=table.name, notices=prep.notices)
-        plot_fit(law, prep.X, prep.y, out / f"{name}.png")
-        fits[name] = law
-        summary["fits"][name] = {"params": law.params_, "ci95": law.ci_, "converged": bool(law.converged_),
-                                 "n_points": int(len(prep.y)), "json": str(out / f"{name}.json"),
-                                 "figure": str(out / f"{name}.png")}
-    c_next = 10 * float(frame["C"].max())
-    opt = optimal_point(fits["chinchilla"], compute=c_next)["allocation"]
-    loss = predict_point(fits["chinchilla"], N=opt["N"], D=opt["D"])["loss"]
-    summary["next_budget"] = {"C": c_next, "N": opt["N"], "D": opt["D"], "tokens_per_param": opt["tokens_per_param"],
-                              "predicted_loss": loss}
-    return summary

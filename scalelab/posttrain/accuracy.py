@@ -77,11 +77,14 @@ def completion_loss(model: Any, tokenizer: Any, src: Any, cfg: Any) -> tuple[flo
 
 
 def greedy_accuracy(ctx: Any, model: Any, probs: list[Any], seed: int) -> float:
-    """Accuracy of greedy solutions to `probs` on the stage's task (evaluation FLOPs, outside the ledger)."""
+    """Accuracy of greedy solutions to `probs` on the stage's task (evaluation FLOPs, outside the ledger).
+    A LoRA model in training is sampled through Hugging Face's forward of its base model, where the
+    adapters sit (the engine's own path reads plain weights)."""
     from scalelab.testtime.strategies import Context, Options, run_strategy
 
     training = model.training
-    eng = ctx.engine(model)
+    lora = hasattr(model, "get_base_model")
+    eng = ctx.engine(model.get_base_model() if lora else model, backend="hf" if lora else "auto")
     outs = run_strategy("cot", probs, 1, Context(engine=eng, options=Options(seed=seed), task=ctx.data.task))
     ctx.ledger.eval_flops += sum(eng.meter.totals.values())
     model.train(training)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -45,6 +45,11 @@ class TrainStageConfig(StageConfig):
     min_lr_frac: float = Field(0.1, ge=0, le=1.0, description="final lr / peak (cosine)")
     weight_decay: float = Field(0.0, ge=0, le=1.0)
     grad_clip: float = Field(1.0, ge=0, le=1e3, description="0 disables")
+    curve_points: int = Field(0, ge=0, le=1000, description="held-out greedy accuracy before training and at this "
+                              "many evenly spaced steps: the points of a post-training law from one run (0: none)")
+    curve_problems: int = Field(32, ge=1, le=100_000, description="held-out validation questions per difficulty")
+    # left out of the run id while there is no curve, so that runs made before curves keep their ids
+    id_quiet_without_curve: ClassVar[tuple[str, ...]] = ("curve_points", "curve_problems")
 
 
 def default_lr(parent: Any, *, lora: bool = False, scratch: bool = False) -> float:
@@ -160,6 +165,7 @@ def fit(model: Any, data: list[Example], ctx: Any, cfg: TrainStageConfig, *, lr:
         recent = math.nan if at["recent"] is None else at["recent"]
         first, skip = at["epoch"], at["step"] - at["epoch"] * per_epoch
     start = step
+    curve = Curve(ctx, model, cfg, steps, at)
     t0, c0 = time.perf_counter(), time.process_time()
     for epoch in range(first, cfg.epochs):
         epoch_rng = rng.bit_generator.state
@@ -198,17 +204,50 @@ def fit(model: Any, data: list[Example], ctx: Any, cfg: TrainStageConfig, *, lr:
                          "kd": float(kd.detach()) if kd is not None else None, "lr": lr_now})
                 ctx.progress("training", step, steps)
                 window = []
+            curve.after(step)
             if resume is not None and step < steps and resume.due():
                 resume.save(kind, model, opt, ctx.ledger, {
                     "step": step, "epoch": epoch, "rng": epoch_rng, "tokens": tokens, "targets": targets,
-                    "window": window, "recent": None if math.isnan(recent) else recent, "scope": scope})
+                    "window": window, "recent": None if math.isnan(recent) else recent, "scope": scope,
+                    "curve": curve.points})
         skip = 0
     model.eval()
     return {"train_loss": recent, "train_steps": step, "train_steps_run": step - start,  # this attempt's
             "train_tokens": tokens, "train_target_tokens": targets,
             "train_examples": len(data),
             "trainable_params": sum(p.numel() for p in params), "lr": lr,
-            "train_wall_s": round(time.perf_counter() - t0, 3), "train_cpu_s": round(time.process_time() - c0, 3)}
+            "train_wall_s": round(time.perf_counter() - t0, 3), "train_cpu_s": round(time.process_time() - c0, 3),
+            **({"curve": curve.points} if curve.at else {})}
+
+
+class Curve:
+    """Held-out greedy accuracy along one training run (`curve_points`), as the RL loop keeps it:
+    `metrics.curve` = [{step, posttrain_flops, greedy_accuracy}], step 0 before any update. The
+    evaluation runs the test-time engine without gradients or the training RNG, so the trained
+    weights are the same with or without a curve; its FLOPs are evaluation FLOPs (not the ledger)."""
+
+    def __init__(self, ctx: Any, model: Any, cfg: TrainStageConfig, steps: int, at: dict[str, Any] | None):
+        k = getattr(cfg, "curve_points", 0)
+        self.ctx, self.model, self.cfg = ctx, model, cfg
+        self.at = sorted({max(1, round(steps * i / k)) for i in range(1, k + 1)}) if k else []
+        self.points: list[dict[str, Any]] = list((at or {}).get("curve") or [])
+        if self.at:
+            data = ctx.data
+            self.probs = data.heldout_problems(cfg.curve_problems, data.bins(getattr(cfg, "data_steps", None),
+                                                                              "data_steps"), cfg.seed)
+            if not self.points:
+                self._point(0)
+
+    def after(self, step: int) -> None:
+        if step in self.at:
+            self._point(step)
+
+    def _point(self, step: int) -> None:
+        from scalelab.posttrain.accuracy import greedy_accuracy
+
+        acc = greedy_accuracy(self.ctx, self.model, self.probs, self.cfg.seed)
+        self.points.append({"step": step, "posttrain_flops": self.ctx.ledger.total, "greedy_accuracy": acc})
+        self.ctx.log({"step": step, "curve": True, "greedy_accuracy": acc})
 
 
 def completion_logprobs(model: Any, batch: Any) -> tuple[Any, Any]:

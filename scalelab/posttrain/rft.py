@@ -25,7 +25,7 @@ reward-model passes (sampler_verifier), and fine-tuning (student_train).
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -45,6 +45,7 @@ class RFTConfig(SFTConfig):
     orm: str | None = Field(None, description="outcome reward model (keep reward-best, ORM strategies)")
     prm: str | None = Field(None, description="process reward model (beam_search, dvts)")
     curve_problems: int = Field(32, ge=1, le=100_000, description="held-out validation questions per difficulty")
+    id_quiet_without_curve: ClassVar[tuple[str, ...]] = ("curve_points",)  # rft had curve_problems from the start
 
     def needs_train_split(self) -> bool:
         return True

@@ -271,7 +271,8 @@ class Technique:
 # ---- the stage --------------------------------------------------------------------------------------
 def run_id_for(technique: Technique, cfg: StageConfig, parent_id: str, teacher_id: str | None) -> str:
     # the task enters as `task_key()`: nothing on the testbed, so testbed run ids are as before task files
-    key = {**cfg.model_dump(exclude=EXECUTION_FIELDS | {"parent", "teacher"} | set(TASK_FIELDS)), **cfg.task_key(),
+    quiet = set(getattr(cfg, "id_quiet_without_curve", ())) if not getattr(cfg, "curve_points", 0) else set()
+    key = {**cfg.model_dump(exclude=EXECUTION_FIELDS | {"parent", "teacher"} | set(TASK_FIELDS) | quiet), **cfg.task_key(),
            "technique": technique.name, "parent": parent_id, "teacher": teacher_id}
     return run_id(parent_id, technique.name, key=key)
 
