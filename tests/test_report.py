@@ -87,6 +87,9 @@ def test_the_report_holds_the_fitted_numbers_and_embeds_every_figure(report):
     assert all(s in page for s in ("<td>child-sft</td>", "<td>0.6125</td>", f"<td>{fmt(3.25e10)}</td>"))
     assert f"<td>{fmt(1.25e7 * 16)}</td>" in page and "<td>majority</td>" in page
     assert re.search(r"frontier: L - 0\.3000 = ", page)
+    # the fit predicting its own largest budget; no post-training law from one child without a curve
+    assert "Backtest: the fit predicting its own largest budget" in page and "<td>fixed-e</td>" in page
+    assert "no law: sft" in page
     # the 10x prediction names its interval: of one new run (residual noise; with >= 20 bootstrap
     # draws the interval of the law's mean is printed before it)
     assert re.search(r"predicted loss of [\d.]+ \((95% interval of the mean \[[\d.]+, [\d.]+\]; )?"
@@ -168,7 +171,7 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
             state = browser.execute_script(LAYOUT_JS)
             assert len(state["imgs"]) == 5 and all(ok and w > 0 for ok, w in state["imgs"]), state["imgs"]
             assert state["scroll"] <= state["inner"] and not state["wide"], (width, state)
-            assert len(state["tables"]) == 5  # chinchilla, isoflop x2, post-training, test-time
+            assert len(state["tables"]) == 6  # chinchilla, backtest, isoflop x2, post-training, test-time
             if width >= 800:
                 assert all(t <= box for t, box in state["tables"]), (width, state["tables"])
     finally:

@@ -24,7 +24,6 @@ which command makes its records. Figures are the library's own (`laws.plot_fit`,
 from __future__ import annotations
 
 import base64
-import html
 import json
 import tempfile
 import time
@@ -34,6 +33,8 @@ from typing import Any, Callable
 
 from scalelab import __version__
 from scalelab.errors import InputError
+from scalelab.pipeline.htmlparts import esc as _e, fmt, note as _note, table as _table
+from scalelab.pipeline.report_laws import backtest_section, posttrain_laws_section, posttrain_section
 from scalelab.records import RunRecord, atomic_write_text
 from scalelab.tables import load_runs, records_to_frame
 
@@ -61,30 +62,7 @@ h1,p,li{overflow-wrap:anywhere}.note{color:#555;font-size:13px}.warn{color:#a33}
 """
 
 
-# ---- small HTML helpers ----------------------------------------------------------------------
-def fmt(v: Any) -> str:
-    """A number as the command line prints it (4 significant digits), '-' for none or NaN."""
-    from scalelab.laws.render import fmt as _fmt
-
-    return _fmt(v)
-
-
-def _e(s: Any) -> str:
-    return html.escape(str(s))
-
-
-def _table(head: list[str], rows: list[list[Any]]) -> str:
-    # numbers (fmt: 11 characters at most) stay whole; longer text (run ids, intervals) may wrap to fit
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(('<td class="w">' if len(str(c)) > 12 else "<td>") + f"{_e(c)}</td>" for c in r)
-                   + "</tr>" for r in rows)
-    return f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def _note(text: str, cls: str = "note") -> str:
-    return f'<p class="{cls}">{_e(text)}</p>'
-
-
+# ---- small HTML helpers (the primitives are in htmlparts, shared with report_laws) ---------------
 def _ci(law: Any, k: str) -> str:
     lo_hi = (getattr(law, "ci_", None) or {}).get(k)
     return f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "-"
@@ -253,19 +231,6 @@ def _learning_curves(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
     return "\n".join(out)
 
 
-def _posttrain(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
-    from scalelab.posttrain.plots import plot_posttrain
-
-    out = [figs.img_or_note(lambda p: plot_posttrain(root, p), "post-training accuracy against FLOPs")]
-    rows = [[r.run_id, r.technique, r.parent_id or "-", fmt(r.metrics["accuracy"]),
-             fmt(r.metrics.get("parent_accuracy")), fmt(float(r.flops.get("posttrain", 0.0))),
-             fmt(r.flops.get("pretrain"))]
-            for r in sorted(recs, key=lambda r: (r.technique, r.flops.get("posttrain", 0.0), r.run_id))]
-    out.append(_table(["child run", "technique", "parent", "accuracy", "parent accuracy", "post-training FLOPs",
-                       "pretraining FLOPs"], rows))
-    return "\n".join(out)
-
-
 def _testtime(root: Path, recs: list[RunRecord], figs: _Figures) -> str:
     from scalelab.testtime.plots import plot_accuracy_vs_flops
 
@@ -407,10 +372,11 @@ def build_report(runs_dir: str | Path, out_path: str | Path, *, bootstrap: int =
             recs = by_phase["pretraining"]
             body += [f'<h2 id="pretraining">Pretraining: {len(recs)} runs</h2>',
                      _chinchilla(recs, figs, bootstrap=bootstrap, n_jobs=n_jobs, fits_dir=fits_dir),
-                     _isoflop(recs, figs, bootstrap=bootstrap), _learning_curves(root, recs, figs)]
+                     backtest_section(recs), _isoflop(recs, figs, bootstrap=bootstrap), _learning_curves(root, recs, figs)]
         if by_phase["post-training"]:
             recs = by_phase["post-training"]
-            body += [f'<h2 id="post-training">Post-training: {len(recs)} child runs</h2>', _posttrain(root, recs, figs)]
+            body += [f'<h2 id="post-training">Post-training: {len(recs)} child runs</h2>',
+                     posttrain_section(root, recs, figs), posttrain_laws_section(root, recs, bootstrap=min(bootstrap, 100))]
         if by_phase["test-time"]:
             recs = by_phase["test-time"]
             body += [f'<h2 id="test-time">Test-time: {len(recs)} evaluations</h2>', _testtime(root, recs, figs)]

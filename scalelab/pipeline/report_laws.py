@@ -1,0 +1,86 @@
+"""Two sections of the report that check the laws rather than show them: the pretraining fit's
+backtest (refit without the largest budget, predict its runs) and the post-training laws
+(accuracy against post-training FLOPs, fitted without the last point and checked there).
+
+With them, the post-training section itself (`posttrain_section`). All are HTML fragments built from the run records alone, with the command that gives the same
+numbers on the command line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scalelab.errors import ScalelabError
+from scalelab.pipeline.htmlparts import fmt, note as _note, table as _table
+
+
+def backtest_section(recs: list[Any]) -> str:
+    """The Chinchilla fit, E held at the entropy floor where the runs know it (else fitted), refit on
+    every budget but the largest and scored on the largest budget's runs."""
+    from scalelab.laws.backtest import backtest
+    from scalelab.tables import records_to_frame
+
+    frame = records_to_frame(recs)
+    floors = {r.metrics.get("entropy_floor") for r in recs}
+    floor = floors.pop() if len(floors) == 1 and None not in floors else None
+    law = "fixed-e" if floor is not None else "free"
+    title = "<h3>Backtest: the fit predicting its own largest budget</h3>"
+    try:
+        bt = backtest(frame, [law], holdout="largest-compute", floor=floor)
+    except ScalelabError as e:
+        return title + _note(f"not made: {e}", "warn")
+    r = bt["candidates"][0]
+    if r.get("error"):
+        return title + _note(f"not made: {r['error']}", "warn")
+    rows = [[law, r.get("held_out", "-"), r.get("n_train", "-"), r.get("n_test", "-"),
+             f"{100 * r['mean_abs_err']:.2f}%", f"{100 * r['max_abs_err']:.2f}%", f"{100 * r['bias']:+.2f}%"]]
+    cmd = f"scalelab backtest RUNS --law {law}" + (" --floor auto" if floor is not None else "")
+    return "\n".join([title, _note("Every budget but the largest is fitted; the largest budget's runs are then "
+                                   f"predicted and compared with their measured loss ({cmd})."),
+                      _table(["law", "held out", "runs fitted", "runs predicted", "mean |error|", "max |error|",
+                              "bias"], rows)])
+
+
+def posttrain_section(root: Path, recs: list[Any], figs: Any) -> str:
+    """The children: accuracy against post-training FLOPs (figure) and one row per child run."""
+    from scalelab.posttrain.plots import plot_posttrain
+
+    out = [figs.img_or_note(lambda p: plot_posttrain(root, p), "post-training accuracy against FLOPs")]
+    rows = [[r.run_id, r.technique, r.parent_id or "-", fmt(r.metrics["accuracy"]),
+             fmt(r.metrics.get("parent_accuracy")), fmt(float(r.flops.get("posttrain", 0.0))),
+             fmt(r.flops.get("pretrain"))]
+            for r in sorted(recs, key=lambda r: (r.technique, r.flops.get("posttrain", 0.0), r.run_id))]
+    out.append(_table(["child run", "technique", "parent", "accuracy", "parent accuracy", "post-training FLOPs",
+                       "pretraining FLOPs"], rows))
+    return "\n".join(out)
+
+
+def posttrain_laws_section(root: Path, recs: list[Any], *, bootstrap: int = 100) -> str:
+    """One law per technique that has a curve (or three or more budgets) among the child runs."""
+    from scalelab.laws.posttrain_fit import fit_posttrain_law
+
+    rows, skipped = [], []
+    for tech in sorted({r.technique for r in recs}):
+        try:
+            f = fit_posttrain_law(root, tech, bootstrap=bootstrap)
+        except ScalelabError as e:
+            skipped.append(f"{tech}: {e}")
+            continue
+        ext = f["laws"][f["law"]]["extrapolation"]
+        other = {k: v["extrapolation"] for k, v in f["laws"].items() if k != f["law"]}
+        oth = "; ".join(f"{k} {fmt(abs(v['error']))}" for k, v in other.items() if v) or "-"
+        rows.append([tech, f["law"], f["n_points"], fmt(f.get("R0")), fmt(f["asymptote"]), fmt(f["efficiency"]),
+                     fmt(f.get("C_mid")),
+                     f"{fmt(ext['predicted'])} vs {fmt(ext['actual'])}" if ext else "- (too few points)",
+                     fmt(f["extrapolation_error"]), oth])
+    out = ["<h3>Post-training laws: accuracy against post-training FLOPs</h3>"]
+    if rows:
+        out += [_note("Each technique's held-out greedy accuracy along its run (or across its runs) against the "
+                      "stage's FLOPs, fitted with the ScaleRL form R(C) = R0 + (A - R0) / (1 + (C_mid / C)^B) for RL "
+                      "and with the saturating power law acc(C) = A - K C^-gamma for the others; A is the "
+                      "asymptote, the efficiency B or gamma. The last point is left out, predicted, and compared "
+                      "(scalelab posttrain fit RUNS --technique T)."),
+                _table(["technique", "law", "points", "R0", "asymptote A", "efficiency", "C_mid",
+                        "last point: predicted vs measured", "|error|", "other form's |error|"], rows)]
+    out += [_note(f"no law: {s}") for s in skipped]
+    return "\n".join(out)
