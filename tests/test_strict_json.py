@@ -152,6 +152,9 @@ def _on_trained(runs, tmp_path, parent, feedback):
         "testtime train-verifier": ["testtime", "train-verifier", "--policy", parent, "--kind", "orm", "--problems", "4",
                                     "--samples", "2", "--threads", "1", "--set", "max_steps=1", "--runs-dir",
                                     tmp_path / "rm"],
+        "testtime allocate": ["testtime", "allocate", "--model", parent, "--difficulties", "1", "--problems", "4",
+                              "--n-max", "4", "--probe", "2", "--threads", "1", "--set", "orders=2", "--set", "draws=10",
+                              "--set", "caps=[4]", "--runs-dir", tmp_path / "alloc"],
         "curves": ["curves", runs, "--out", tmp_path / "curves.png"],
         "report": ["report", runs, "--bootstrap", "0", "--out", tmp_path / "report.html"],
     }
@@ -213,6 +216,7 @@ def test_every_json_verb_prints_strict_json(inputs, capsys, monkeypatch, tmp_pat
         assert docs[verb]["status"] == "complete" and docs[verb]["run_id"], verb  # the record itself
     assert [p["strategy"] for p in docs["testtime"]] == ["cot"] and 0 <= docs["testtime"][0]["accuracy"] <= 1
     assert len(docs["curves"]["budgets"]) >= 3 and docs["report"]["bytes"] > 0
+    assert docs["testtime allocate"]["report"] and docs["testtime allocate"]["allocators"]
 
 
 def test_testtime_results_go_to_stdout(tiny_parent, tmp_path, capsys):

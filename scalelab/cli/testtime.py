@@ -304,6 +304,8 @@ def allocate_cmd(
     threads: Optional[int] = typer.Option(None, "--threads"),
     sets: list[str] = _SET,
     out_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where the adaptive records go"),
+    as_json: bool = typer.Option(False, "--json", help="print the report's lines and the adaptive allocators' "
+                                 "records (compact) as strict JSON"),
 ) -> None:
     """Difficulty predicted from the probe (answer agreement or best ORM score), compute-optimal
     strategy per bin, and adaptive allocators (stop rules, per-bin caps, marginal-gain stopping)
@@ -317,6 +319,17 @@ def allocate_cmd(
         task = bar.add_task("loading", total=None)
         report = run_allocation(cfg, out_dir,
                                 progress=lambda s, d, t: bar.update(task, description=s, completed=d, total=t))
+    if as_json:
+        from scalelab.records import dumps_json
+        from scalelab.tables import load_runs
+
+        keys = ("stop", "threshold", "cap", "n", "accuracy", "accuracy_se", "flops_per_question",
+                "uniform_flops_same_accuracy", "problems")
+        recs = [r for r in load_runs(out_dir).records
+                if r.metrics.get("kind") == "adaptive" and r.config.get("model") == cfg.model]
+        print(dumps_json({"report": report, "allocators": [{"run_id": r.run_id, "rule": r.technique,
+                                                            **{k: r.metrics.get(k) for k in keys}} for r in recs]}))
+        return
     for line in report:
         print(line)
 
