@@ -186,15 +186,17 @@ def _fit_predict(cand: Candidate, frame: pd.DataFrame, train: np.ndarray, test: 
 
 
 def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int = "largest-compute",
-             method: str = "vpnls", floor: float | None = None) -> dict[str, Any]:
+             method: str = "vpnls", floor: float | None = None, frontier_weight: float = 0.0) -> dict[str, Any]:
     """Score every candidate on the held-out frontier (module docstring). Candidates that cannot
-    be fitted on a split keep an `error` and are never chosen."""
+    be fitted on a split keep an `error` and are never chosen. `frontier_weight`: every refit of
+    the Chinchilla forms and L(C) weights its runs by (C/C_max)^this (`loghuber.frontier_weights`),
+    as the final fit will; datacon fits unweighted."""
     frame = runs.frame if isinstance(runs, Runs) else runs
     folds = splits(frame, holdout)
     rows = []
     for name in names:
         cand = candidate(name)
-        hyper: dict[str, Any] = {"bootstrap": 0}
+        hyper: dict[str, Any] = {"bootstrap": 0, "frontier_weight": frontier_weight}
         if cand.law == "chinchilla":
             hyper.update(method=method, n_jobs=1)
             if cand.name == "fixed-e":   # only this form holds E; free and tied fit it
@@ -227,7 +229,8 @@ def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int 
         raise InputError("backtest: no candidate could be fitted below the held-out frontier: "
                          + "; ".join(f"{r['law']}: {r['error']}" for r in rows))
     best = choose(scored)
-    return {"holdout": holdout, "method": method, "criterion": CRITERION, "candidates": rows, "best": best["law"]}
+    return {"holdout": holdout, "method": method, "frontier_weight": frontier_weight, "criterion": CRITERION,
+            "candidates": rows, "best": best["law"]}
 
 
 CRITERION = ("one-standard-error rule on the rolling backtest: among the nested forms of the best one's "

@@ -49,8 +49,8 @@ class LogHuberObjective:
         self._design = [np.stack([np.ones_like(self.logy), self.logx[:, v]], 1) for v in self.term_vars]
 
     def subset(self, rows: np.ndarray) -> "LogHuberObjective":
-        w = None if self.weights is None else self.weights[rows]
-        return self.with_weights(w)
+        w = None if self.weights is None or self.weights.ndim == 1 else self.weights[rows]
+        return self.with_weights(self.weights if w is None else w)
 
     def with_weights(self, weights: np.ndarray | None) -> "LogHuberObjective":
         return LogHuberObjective(self.logx + self.shift, self.logy, self.term_vars, self.const, weights,
@@ -108,7 +108,7 @@ class LogHuberObjective:
         r *= dh                      # Huber value: dh·(r - dh/2) equals both branches
         v = dh / s                   # dHuber/dlog L̂ times the softmax denominator
         if self.weights is not None:
-            w = self.weights[rows]
+            w = self.weights if self.weights.ndim == 1 else self.weights[rows]
             r *= w
             v *= w
         f = r.sum(axis=1)
@@ -193,6 +193,28 @@ class FixedConstObjective:
         return FixedConstObjective(self.inner.subset(rows), self.e)
 
 
+def frontier_weights(x: np.ndarray, power: float) -> np.ndarray | None:
+    """Point weights (x / max x)^power with mean 1 (None when power is 0): runs near the
+    largest x (compute, for L(N, D) C = 6·N·D) count more.
+
+    A law is fitted to be used beyond its largest runs. When the form is only an approximation
+    of the true curve (a misspecified model, which a scaling law fitted over several decades
+    is), the unweighted fit is the best approximation over where the runs happen to lie, most of
+    them small. Shimodaira (2000, "Improving predictive inference under covariate shift by
+    weighting the log-likelihood function") shows that weighting each point by the density
+    ratio of where predictions will be asked to where the data are removes that bias, and that
+    a flattened ratio (the ratio to a power between 0 and 1) trades it against variance. Beyond
+    the frontier that ratio grows with x; a power of x is its scale-free stand-in: with power
+    1, runs a decade below the largest count a tenth as much (local regression, Cleveland 1979,
+    weights the same way by distance).
+    """
+    if not power:
+        return None
+    x = np.asarray(x, float)
+    w = np.exp(power * (np.log(x) - np.log(x).max()))
+    return w / w.mean()
+
+
 def hoffmann_grid(n_terms: int = 2, const: bool = True) -> np.ndarray:
     """The initialisation grid of Hoffmann et al. (2022, App. D.2): a, b in {0, 5, ..., 25},
     e in {-1, -0.5, ..., 1}, alpha, beta in {0, 0.5, ..., 2}; 6·6·5·5·5 = 4,500 starts for
@@ -259,6 +281,9 @@ def bootstrap_refits(obj, theta: np.ndarray, grid: np.ndarray, *, n_boot: int, s
         W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
     else:
         W = np.asarray(weights, float)
+    base = getattr(obj, "weights", None)
+    if base is not None and base.ndim == 1:   # the fit's own point weights stay under each resample
+        W = W * base[None, :]
     H = obj.point_losses(grid)
     H = np.where(np.isfinite(H), H, 1e300)
     thetas = np.full((n_boot, obj.n_params), np.nan)
