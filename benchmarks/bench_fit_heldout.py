@@ -30,13 +30,23 @@ from scalelab.laws.select import AUTO_FRONTIER_WEIGHT  # noqa: E402
 FORMS = ["free", "tied", "kaplan"]
 
 
-def errors(form, train, test, fw):
+def predictions(form, train, test, fw):
     cand = candidate(form)
     law = cand.make(bootstrap=0, frontier_weight=fw, **({"method": "vpnls"} if cand.law == "chinchilla" else {}))
     law.fit(train[list(cand.columns)].to_numpy(float), train["loss"].to_numpy(float))
     with np.errstate(all="ignore"):
-        e = law.predict(test[list(cand.columns)].to_numpy(float)) / test["loss"].to_numpy(float) - 1
+        return law.predict(test[list(cand.columns)].to_numpy(float))
+
+
+def errors(pred, test):
+    e = pred / test["loss"].to_numpy(float) - 1
     return 100 * np.mean(np.abs(e)), 100 * np.max(np.abs(e))
+
+
+def case_result(train, test, fw):
+    """What `--law auto` chose on the cut table, and every form's predictions of the held-out runs."""
+    bt = backtest(Runs(train[["N", "D", "C", "loss"]]), FORMS, holdout="both", frontier_weight=fw)
+    return bt["best"], {f: predictions(f, train, test, fw) for f in FORMS}
 
 
 def cases():
@@ -68,11 +78,11 @@ def main() -> None:
     autos = []
     for name, train, test in cases():
         train, test = train.reset_index(drop=True), test.reset_index(drop=True)
-        bt = backtest(Runs(train[["N", "D", "C", "loss"]]), FORMS, holdout="both", frontier_weight=fw)
-        errs = {f: errors(f, train, test, fw) for f in FORMS}
-        autos.append(errs[bt["best"]])
+        best, preds = case_result(train, test, fw)
+        errs = {f: errors(p, test) for f, p in preds.items()}
+        autos.append(errs[best])
         cell = lambda v: f"{v[0]:.2f} / {v[1]:.2f}"  # noqa: E731
-        print(f"| {name} | {len(test)} | {bt['best']} | {cell(errs[bt['best']])} | "
+        print(f"| {name} | {len(test)} | {best} | {cell(errs[best])} | "
               + " | ".join(cell(errs[f]) for f in FORMS) + " |", flush=True)
     a = np.array(autos)
     print(f"\n--law auto over {len(a)} cases: mean of the mean |errors| {a[:, 0].mean():.2f}%, "

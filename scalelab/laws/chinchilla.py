@@ -74,7 +74,7 @@ class ChinchillaLaw(Law):
         self.theta_ = np.asarray(self.result_.x, float)
         self.params_ = self._params_from_theta(self.theta_)
         self.n_points_ = int(X.shape[0])
-        record_fit_data(self, X, y, self.columns)
+        record_fit_data(self, X, y, self.columns, frontier_weights(X[:, 0] * X[:, 1], self.frontier_weight))
         self.timing_ = {"fit_s": timer()}
         self.ci_, self.optimal_ci_ = {}, {}
         self.bootstrap_failed_ = 0

@@ -36,7 +36,10 @@ class LogHuberObjective:
 
     def __init__(self, logx, logy, term_vars=(0, 1), const=True, weights=None, delta=HUBER_DELTA, shift=None):
         logx = np.asarray(logx, float).reshape(len(logy), -1)
-        self.shift = logx.mean(axis=0) if shift is None else np.asarray(shift, float)
+        if shift is None:   # centred where the weight is (1-D point weights), else on the plain mean
+            w1 = weights is not None and np.ndim(weights) == 1
+            shift = np.average(logx, axis=0, weights=np.asarray(weights, float) if w1 else None)
+        self.shift = np.asarray(shift, float)
         self.logx = logx - self.shift
         self.logy = np.asarray(logy, float)
         self.term_vars = tuple(term_vars)
@@ -264,7 +267,7 @@ def fit_multistart(obj, starts: np.ndarray, *, n_jobs: int | None = None, polish
 
 
 def bootstrap_refits(obj, theta: np.ndarray, grid: np.ndarray, *, n_boot: int, seed: int,
-                     weights: np.ndarray | None = None, top: int = 3, chunk: int = 100,
+                     weights: np.ndarray | None = None, top: int = 3, chunk: int | None = None,
                      progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Refit `n_boot` resamples (drawn with replacement, as point weights); returns the
     parameters [n_boot, p] and whether each refit converged [n_boot].
@@ -289,8 +292,11 @@ def bootstrap_refits(obj, theta: np.ndarray, grid: np.ndarray, *, n_boot: int, s
     thetas = np.full((n_boot, obj.n_params), np.nan)
     ok = np.zeros(n_boot, dtype=bool)
     k = top + 1
-    if n < 50:  # tiny tables: per-iteration overhead dominates, so one batch beats many chunks
-        chunk = max(chunk, n_boot)
+    if chunk is None:
+        # As many resamples per batch as keep its [rows, points] arrays near 250k entries (2 MB):
+        # the per-iteration overhead of a batch is paid once per chunk, and the slowest refit sets
+        # a chunk's iterations (1,000 Epoch resamples: 5.3 s in one chunk against 12.8 s in ten).
+        chunk = int(np.clip(250_000 // (n * (top + 1)), 100, max(n_boot, 100)))
     for lo in range(0, n_boot, chunk):
         hi = min(n_boot, lo + chunk)
         Wc = W[lo:hi]

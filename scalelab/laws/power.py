@@ -56,7 +56,7 @@ class PowerLaw(Law):
         self.params_ = self._params(self.theta_[None, :])
         self.params_ = {k: float(v[0]) for k, v in self.params_.items()}
         self.n_points_ = int(X.shape[0])
-        record_fit_data(self, X, y, (self.x,))
+        record_fit_data(self, X, y, (self.x,), frontier_weights(X[:, 0], self.frontier_weight))
         self.timing_ = {"fit_s": timer()}
         self.ci_ = {}
         self.bootstrap_failed_ = 0
