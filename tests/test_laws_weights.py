@@ -99,3 +99,15 @@ def test_bad_frontier_weight_is_one_line(tmp_path, capsys, argv, needle):
 def test_negative_weight_refused_by_the_estimators():
     with pytest.raises(InputError, match=">= 0"):
         PowerLaw(x="C", bootstrap=0, frontier_weight=-0.5).fit(np.logspace(17, 20, 6)[:, None], np.linspace(3, 2, 6))
+
+
+def test_optimal_on_a_weighted_fit_says_how_to_read_it(tmp_path, capsys):
+    csv = ladder(tmp_path / "l.csv")
+    fit = tmp_path / "FIT.json"
+    code, out, err = run(["fit", csv, "--law", "auto", "--bootstrap", "0", "--out", fit], capsys)
+    assert code == 0, err
+    code, out, err = run(["optimal", fit, "--compute", "1e20"], capsys)
+    assert code == 0 and "refit with --frontier-weight 0" in err
+    code, out, err = run(["fit", csv, "--law", "auto", "--bootstrap", "0", "--frontier-weight", "0", "--out", fit], capsys)
+    code, out, err = run(["optimal", fit, "--compute", "1e20"], capsys)
+    assert code == 0 and "frontier-weight" not in err
