@@ -36,6 +36,7 @@ ROLLING = 4          # levels scored in the rolling backtest (the top one includ
 MIN_LEVEL = 3        # runs a held-out level needs (smaller ones join the level below)
 MIN_FIT_LEVELS = 2   # levels left below the held-out one to fit on (a law that needs more says so)
 BIN_DEX = 0.25       # budget width for tables whose compute is a continuum
+PARALLEL_MIN_ROWS = 2000   # runs x refits below which the refits stay in one process
 
 
 @dataclass(frozen=True)
@@ -185,15 +186,40 @@ def _fit_predict(cand: Candidate, frame: pd.DataFrame, train: np.ndarray, test: 
     return pred
 
 
+def _refit(args) -> np.ndarray | str:
+    """One candidate on one split: its predictions, or why it could not be fitted (a string)."""
+    try:
+        return _fit_predict(*args)
+    except (InputError, ValueError, FloatingPointError) as e:
+        return str(e)
+
+
+def _run_refits(tasks: list, n_jobs: int | None) -> list:
+    from scalelab.laws.optimize import usable_cpus
+
+    jobs = min(usable_cpus() if n_jobs in (None, -1) else max(1, int(n_jobs)), len(tasks))
+    # Refits of a small table take milliseconds, less than starting a process: those stay here.
+    if jobs <= 1 or sum(len(t[1]) for t in tasks) < PARALLEL_MIN_ROWS:
+        return [_refit(t) for t in tasks]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
+        return list(ex.map(_refit, tasks))
+
+
 def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int = "largest-compute",
-             method: str = "vpnls", floor: float | None = None, frontier_weight: float = 0.0) -> dict[str, Any]:
+             method: str = "vpnls", floor: float | None = None, frontier_weight: float = 0.0,
+             n_jobs: int | None = None) -> dict[str, Any]:
     """Score every candidate on the held-out frontier (module docstring). Candidates that cannot
     be fitted on a split keep an `error` and are never chosen. `frontier_weight`: every refit of
     the Chinchilla forms and L(C) weights its runs by (C/C_max)^this (`loghuber.frontier_weights`),
-    as the final fit will; datacon fits unweighted."""
+    as the final fit will; datacon fits unweighted. The refits run in `n_jobs` processes (None:
+    all CPUs) when the table is large enough to repay starting them."""
     frame = runs.frame if isinstance(runs, Runs) else runs
     folds = splits(frame, holdout)
-    rows = []
+    cands = []
     for name in names:
         cand = candidate(name)
         hyper: dict[str, Any] = {"bootstrap": 0, "frontier_weight": frontier_weight}
@@ -205,14 +231,21 @@ def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int 
                 hyper["E_fixed"] = floor
         if "U" in cand.columns and "U" not in frame:
             raise InputError(f"backtest candidate {name!r} needs unique tokens U per run (a U column or --col U=NAME)")
+        cands.append((cand, hyper))
+    tasks = [(cand, frame, train, test, hyper) for cand, hyper in cands for _, train, test in folds]
+    preds = iter(_run_refits(tasks, n_jobs))
+    rows = []
+    for cand, _ in cands:
         row: dict[str, Any] = {"law": cand.name, "title": cand.title}
-        per_fold = []
-        try:
-            for lab, train, test in folds:
-                pred = _fit_predict(cand, frame, train, test, hyper)
+        per_fold, error = [], None
+        for lab, train, test in folds:
+            pred = next(preds)
+            if error is None and isinstance(pred, str):
+                error = pred
+            elif error is None:
                 per_fold.append({"held_out": lab, "n_train": int(train.sum()), **_errors(pred, frame.loc[test, "loss"].to_numpy())})
-        except (InputError, ValueError, FloatingPointError) as e:
-            row.update(mean_abs_err=None, max_abs_err=None, bias=None, error=str(e))
+        if error is not None:
+            row.update(mean_abs_err=None, max_abs_err=None, bias=None, error=error)
             rows.append(row)
             continue
         row.update({k: per_fold[0][k] for k in ("mean_abs_err", "max_abs_err", "bias", "n_test", "n_train")})

@@ -84,7 +84,7 @@ class ChinchillaLaw(Law):
             # multi-start method keeps its three best starts per resample, as before)
             grid_b, top = (grid, 1) if self.method == "vpnls" else (starts, 3)
             thetas, ok = bootstrap_refits(obj, self._reduce(self.theta_), grid_b, n_boot=int(self.bootstrap),
-                                          seed=self.seed, top=top, progress=progress)
+                                          seed=self.seed, top=top, n_jobs=self.n_jobs, progress=progress)
             thetas = full(thetas)
             self.bootstrap_failed_ = int((~ok).sum())
             self.bootstrap_params_ = thetas[ok]
