@@ -111,3 +111,22 @@ def test_optimal_on_a_weighted_fit_says_how_to_read_it(tmp_path, capsys):
     code, out, err = run(["fit", csv, "--law", "auto", "--bootstrap", "0", "--frontier-weight", "0", "--out", fit], capsys)
     code, out, err = run(["optimal", fit, "--compute", "1e20"], capsys)
     assert code == 0 and "frontier-weight" not in err
+
+
+def test_processes_do_not_change_the_answer(tmp_path, monkeypatch):
+    """Bootstrap chunks and backtest refits give the same numbers in one process or two."""
+    import scalelab.laws.backtest as bt_mod
+    from scalelab.laws.loghuber import LogHuberObjective, bootstrap_refits, hoffmann_grid
+
+    df = pd.read_csv(ladder(tmp_path / "l.csv"))
+    X, y = df[["N", "D"]].to_numpy(), df["loss"].to_numpy()
+    law = ChinchillaLaw(method="vpnls", bootstrap=0, frontier_weight=1.0).fit(X, y)
+    obj = LogHuberObjective(np.log(X), np.log(y), weights=frontier_weights(X[:, 0] * X[:, 1], 1.0))
+    one, ok1 = bootstrap_refits(obj, law.theta_, hoffmann_grid(), n_boot=24, seed=3, top=1, chunk=8, n_jobs=1)
+    two, ok2 = bootstrap_refits(obj, law.theta_, hoffmann_grid(), n_boot=24, seed=3, top=1, chunk=8, n_jobs=2)
+    assert np.array_equal(ok1, ok2) and np.allclose(one, two, rtol=0, atol=0, equal_nan=True)
+    runs = runs_frame(tmp_path / "l.csv")
+    serial = backtest(runs, ["free", "tied", "kaplan"], holdout="both", frontier_weight=1.0, n_jobs=1)
+    monkeypatch.setattr(bt_mod, "PARALLEL_MIN_ROWS", 0)
+    forked = backtest(runs, ["free", "tied", "kaplan"], holdout="both", frontier_weight=1.0, n_jobs=2)
+    assert json.dumps(serial, sort_keys=True) == json.dumps(forked, sort_keys=True)
