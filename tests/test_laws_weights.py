@@ -90,6 +90,7 @@ def test_backtest_and_auto_record_the_weight(tmp_path, capsys):
 @pytest.mark.parametrize("argv, needle", [
     (["--law", "chinchilla", "--frontier-weight", "-1"], "frontier_weight must be a number >= 0"),
     (["--law", "isoflop", "--frontier-weight", "1"], "--frontier-weight applies to --law"),
+    (["--law", "auto", "--frontier-weight", "nan"], "--frontier-weight must be a number >= 0"),
 ])
 def test_bad_frontier_weight_is_one_line(tmp_path, capsys, argv, needle):
     code, out, err = run(["fit", ladder(tmp_path / "l.csv"), "--bootstrap", "0", *argv], capsys)

@@ -16,7 +16,8 @@ mean (bias). Budgets are clusters of log10 C (0.1 dex, as `isoflop.budget_groups
 whose compute is a continuum is binned in 0.25 dex steps instead (×1.8 per budget); model sizes
 the same way (1% clusters, else 0.1 dex bins). A level of fewer than 3 runs joins the one below.
 `both` scores the largest-compute and the largest-params splits together. `choose` picks a form
-from the scores (the one-standard-error rule, see there).
+from the scores (the one-standard-error rule, see there). With `frontier_weight` P every refit
+weights its runs by (C/C_max)^P (`loghuber.frontier_weights`), as `fit --law auto` does with P = 1.
 
     >>> bt = backtest(runs_frame("runs.csv"), ["free", "tied", "kaplan"])
     >>> bt["best"], bt["candidates"][0]["mean_abs_err"]
@@ -217,6 +218,8 @@ def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int 
     the Chinchilla forms and L(C) weights its runs by (C/C_max)^this (`loghuber.frontier_weights`),
     as the final fit will; datacon fits unweighted. The refits run in `n_jobs` processes (None:
     all CPUs) when the table is large enough to repay starting them."""
+    if not (np.isfinite(frontier_weight) and frontier_weight >= 0):
+        raise InputError(f"--frontier-weight must be a number >= 0, got {frontier_weight!r}")
     frame = runs.frame if isinstance(runs, Runs) else runs
     folds = splits(frame, holdout)
     cands = []
@@ -314,5 +317,7 @@ def reason(bt: dict[str, Any]) -> str:
         low = rows[best["chosen_over"]]
         why = (f", within one standard error of the lowest ({low['law']} {100 * score(low):.2f}% ± "
                f"{100 * score_se(low):.2f}) with fewer parameters")
+    fw = bt.get("frontier_weight") or 0
+    weights = f", runs weighted by (C/C_max)^{fw:g}" if fw else ""
     return (f"chose {best['law']} ({best['title']}) by backtest: mean |error| {100 * score(best):.2f}% "
-            f"({where}; --holdout {bt['holdout']}){why}" + (f"; others: {others}" if others else ""))
+            f"({where}; --holdout {bt['holdout']}{weights}){why}" + (f"; others: {others}" if others else ""))

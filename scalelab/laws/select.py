@@ -1,8 +1,9 @@
 """`fit --law auto`: choose the law form by backtest on the table itself, then fit it on all runs.
 
 The candidates (`backtest.default_candidates`) are refitted below the held-out frontier and
-scored on it (`backtest.backtest`); the one with the lowest rolling mean |relative error| is
-fitted on every run with the requested settings. FIT.json then carries `selected_by` (the choice
+scored on it (`backtest.backtest`); the one the one-standard-error rule picks is fitted on every
+run with the requested settings. Backtest refits and the final fit weight the runs towards the
+largest compute (AUTO_FRONTIER_WEIGHT, below). FIT.json then carries `selected_by` (the choice
 and its one-line reason) and `backtest` (every candidate's errors), so the reader sees how far
 each form could be trusted on this very table.
 
