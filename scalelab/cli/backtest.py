@@ -20,6 +20,8 @@ def backtest_cmd(
     holdout: str = typer.Option("largest-compute", "--holdout", help="largest-compute, largest-params, both, or K (top K budgets)"),
     method: str = typer.Option("vpnls", "--method", help="chinchilla refits: vpnls (default) or lbfgs"),
     floor: Optional[str] = typer.Option(None, "--floor", help="known irreducible loss for the fixed-e candidate (a number or auto)"),
+    frontier_weight: float = typer.Option(0.0, "--frontier-weight", help="weight runs by (C/C_max)^P in every refit "
+                                          "(`fit --law auto` uses 1)"),
     col: list[str] = typer.Option([], "--col", help="use another column as a standard one: N=NAME, D=, C=, loss=, U="),
     as_json: bool = typer.Option(False, "--json", help="print JSON (errors as fractions)"),
 ) -> None:
@@ -36,7 +38,7 @@ def backtest_cmd(
     E = _floor(floor, table) if floor is not None else None
     runs = runs_frame(table, parse_col_map(col))
     bt = backtest(runs, list(dict.fromkeys(law)) or default_candidates(runs.frame, E), holdout=ho, method=method,
-                  floor=E)
+                  floor=E, frontier_weight=frontier_weight)
     if as_json:
         print(dumps_json(bt))
         return

@@ -49,6 +49,8 @@ def fit_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="write a figure (PNG) of the fit"),
     floor: Optional[str] = typer.Option(None, "--floor", help="chinchilla: a known irreducible loss E, not fitted: "
                                         "a number, or 'auto' for the entropy floor the testbed's runs record"),
+    frontier_weight: Optional[float] = typer.Option(None, "--frontier-weight", help="weight runs by (C/C_max)^P "
+                                                    "(chinchilla, power; default 0, auto 1)"),
     as_json: bool = typer.Option(False, "--json", help="print the fit document (as --out writes it) instead of tables"),
 ) -> None:
     """Fit a scaling law to the runs in TABLE and print its parameters with 95% intervals."""
@@ -69,7 +71,7 @@ def fit_cmd(
     from scalelab.laws import LAWS
 
     for flag, value, hyper in (("--x", x, "x"), ("--n-init", n_init, "n_init"), ("--floor", floor, "E_fixed"),
-                               ("--method", method, "method")):
+                               ("--method", method, "method"), ("--frontier-weight", frontier_weight, "frontier_weight")):
         if value is not None and law != "auto" and hyper not in LAWS[law]._hyper_names():
             able = [name for name in REGISTRY if hyper in LAWS[name]._hyper_names()]
             raise InputError(f"{flag} applies to --law {' / '.join(able)}, not {law}")
@@ -90,7 +92,8 @@ def fit_cmd(
     est = None
     if law != "auto":
         est = make_law(law, x=x, n_init=n_init, bootstrap=bootstrap, seed=seed, E_fixed=E_fixed, form=form,
-                       method=method, tie_exponents=(form == "tied") if datacon_form else None)
+                       method=method, tie_exponents=(form == "tied") if datacon_form else None,
+                       frontier_weight=frontier_weight)
     n_boot = getattr(est, "bootstrap", 0) if est is not None else (1000 if bootstrap is None else bootstrap)
     progress = Progress(TextColumn("bootstrap"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=stderr, transient=True, auto_refresh=False,  # no refresh thread: fits fork
@@ -108,7 +111,8 @@ def fit_cmd(
 
             est, prep, selection = fit_auto(table, col_map=parse_col_map(col), floor=E_fixed,
                                             holdout=parse_holdout(holdout or "both"), method=method,
-                                            bootstrap=bootstrap, seed=seed, n_init=n_init, progress=tick)
+                                            bootstrap=bootstrap, seed=seed, n_init=n_init,
+                                            frontier_weight=frontier_weight, progress=tick)
         else:
             est, prep = fit_table(table, est, col_map=parse_col_map(col), x=x, progress=tick)
     for note in prep.notices:

@@ -16,7 +16,8 @@ mean (bias). Budgets are clusters of log10 C (0.1 dex, as `isoflop.budget_groups
 whose compute is a continuum is binned in 0.25 dex steps instead (×1.8 per budget); model sizes
 the same way (1% clusters, else 0.1 dex bins). A level of fewer than 3 runs joins the one below.
 `both` scores the largest-compute and the largest-params splits together. `choose` picks a form
-from the scores (the one-standard-error rule, see there).
+from the scores (the one-standard-error rule, see there). With `frontier_weight` P every refit
+weights its runs by (C/C_max)^P (`loghuber.frontier_weights`), as `fit --law auto` does with P = 1.
 
     >>> bt = backtest(runs_frame("runs.csv"), ["free", "tied", "kaplan"])
     >>> bt["best"], bt["candidates"][0]["mean_abs_err"]
@@ -36,6 +37,7 @@ ROLLING = 4          # levels scored in the rolling backtest (the top one includ
 MIN_LEVEL = 3        # runs a held-out level needs (smaller ones join the level below)
 MIN_FIT_LEVELS = 2   # levels left below the held-out one to fit on (a law that needs more says so)
 BIN_DEX = 0.25       # budget width for tables whose compute is a continuum
+PARALLEL_MIN_ROWS = 2000   # runs x refits below which the refits stay in one process
 
 
 @dataclass(frozen=True)
@@ -185,16 +187,45 @@ def _fit_predict(cand: Candidate, frame: pd.DataFrame, train: np.ndarray, test: 
     return pred
 
 
+def _refit(args) -> np.ndarray | str:
+    """One candidate on one split: its predictions, or why it could not be fitted (a string)."""
+    try:
+        return _fit_predict(*args)
+    except (InputError, ValueError, FloatingPointError) as e:
+        return str(e)
+
+
+def _run_refits(tasks: list, n_jobs: int | None) -> list:
+    from scalelab.laws.optimize import usable_cpus
+
+    jobs = min(usable_cpus() if n_jobs in (None, -1) else max(1, int(n_jobs)), len(tasks))
+    # Refits of a small table take milliseconds, less than starting a process: those stay here.
+    if jobs <= 1 or sum(len(t[1]) for t in tasks) < PARALLEL_MIN_ROWS:
+        return [_refit(t) for t in tasks]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
+        return list(ex.map(_refit, tasks))
+
+
 def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int = "largest-compute",
-             method: str = "vpnls", floor: float | None = None) -> dict[str, Any]:
+             method: str = "vpnls", floor: float | None = None, frontier_weight: float = 0.0,
+             n_jobs: int | None = None) -> dict[str, Any]:
     """Score every candidate on the held-out frontier (module docstring). Candidates that cannot
-    be fitted on a split keep an `error` and are never chosen."""
+    be fitted on a split keep an `error` and are never chosen. `frontier_weight`: every refit of
+    the Chinchilla forms and L(C) weights its runs by (C/C_max)^this (`loghuber.frontier_weights`),
+    as the final fit will; datacon fits unweighted. The refits run in `n_jobs` processes (None:
+    all CPUs) when the table is large enough to repay starting them."""
+    if not (np.isfinite(frontier_weight) and frontier_weight >= 0):
+        raise InputError(f"--frontier-weight must be a number >= 0, got {frontier_weight!r}")
     frame = runs.frame if isinstance(runs, Runs) else runs
     folds = splits(frame, holdout)
-    rows = []
+    cands = []
     for name in names:
         cand = candidate(name)
-        hyper: dict[str, Any] = {"bootstrap": 0}
+        hyper: dict[str, Any] = {"bootstrap": 0, "frontier_weight": frontier_weight}
         if cand.law == "chinchilla":
             hyper.update(method=method, n_jobs=1)
             if cand.name == "fixed-e":   # only this form holds E; free and tied fit it
@@ -203,14 +234,21 @@ def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int 
                 hyper["E_fixed"] = floor
         if "U" in cand.columns and "U" not in frame:
             raise InputError(f"backtest candidate {name!r} needs unique tokens U per run (a U column or --col U=NAME)")
+        cands.append((cand, hyper))
+    tasks = [(cand, frame, train, test, hyper) for cand, hyper in cands for _, train, test in folds]
+    preds = iter(_run_refits(tasks, n_jobs))
+    rows = []
+    for cand, _ in cands:
         row: dict[str, Any] = {"law": cand.name, "title": cand.title}
-        per_fold = []
-        try:
-            for lab, train, test in folds:
-                pred = _fit_predict(cand, frame, train, test, hyper)
+        per_fold, error = [], None
+        for lab, train, test in folds:
+            pred = next(preds)
+            if error is None and isinstance(pred, str):
+                error = pred
+            elif error is None:
                 per_fold.append({"held_out": lab, "n_train": int(train.sum()), **_errors(pred, frame.loc[test, "loss"].to_numpy())})
-        except (InputError, ValueError, FloatingPointError) as e:
-            row.update(mean_abs_err=None, max_abs_err=None, bias=None, error=str(e))
+        if error is not None:
+            row.update(mean_abs_err=None, max_abs_err=None, bias=None, error=error)
             rows.append(row)
             continue
         row.update({k: per_fold[0][k] for k in ("mean_abs_err", "max_abs_err", "bias", "n_test", "n_train")})
@@ -227,7 +265,8 @@ def backtest(runs: Runs | pd.DataFrame, names: list[str], *, holdout: str | int 
         raise InputError("backtest: no candidate could be fitted below the held-out frontier: "
                          + "; ".join(f"{r['law']}: {r['error']}" for r in rows))
     best = choose(scored)
-    return {"holdout": holdout, "method": method, "criterion": CRITERION, "candidates": rows, "best": best["law"]}
+    return {"holdout": holdout, "method": method, "frontier_weight": frontier_weight, "criterion": CRITERION,
+            "candidates": rows, "best": best["law"]}
 
 
 CRITERION = ("one-standard-error rule on the rolling backtest: among the nested forms of the best one's "
@@ -278,5 +317,7 @@ def reason(bt: dict[str, Any]) -> str:
         low = rows[best["chosen_over"]]
         why = (f", within one standard error of the lowest ({low['law']} {100 * score(low):.2f}% ± "
                f"{100 * score_se(low):.2f}) with fewer parameters")
+    fw = bt.get("frontier_weight") or 0
+    weights = f", runs weighted by (C/C_max)^{fw:g}" if fw else ""
     return (f"chose {best['law']} ({best['title']}) by backtest: mean |error| {100 * score(best):.2f}% "
-            f"({where}; --holdout {bt['holdout']}){why}" + (f"; others: {others}" if others else ""))
+            f"({where}; --holdout {bt['holdout']}{weights}){why}" + (f"; others: {others}" if others else ""))

@@ -23,7 +23,7 @@ import numpy as np
 from scalelab.errors import InputError
 from scalelab.laws.base import Allocation, Law, Timer, as_columns, as_target, percentile_ci
 from scalelab.laws.loghuber import (BOOTSTRAP_TOL, FixedConstObjective, LogHuberObjective, bootstrap_refits, fit_multistart,
-                                    hoffmann_grid, select_starts)
+                                    frontier_weights, hoffmann_grid, select_starts)
 from scalelab.laws.intervals import keep_draws, record_fit_data
 from scalelab.laws.optimize import HUBER_DELTA
 from scalelab.laws.vpnls import TiedLast, vpnls_starts
@@ -43,7 +43,7 @@ class ChinchillaLaw(Law):
 
     def __init__(self, *, form: str = "free", method: str = "lbfgs", n_init: int | None = None,
                  bootstrap: int = 1000, seed: int = 0, delta: float = HUBER_DELTA, n_jobs: int | None = None,
-                 E_fixed: float | None = None):
+                 E_fixed: float | None = None, frontier_weight: float = 0.0):
         self.form = form              # free | tied (alpha = beta, Gadre et al. 2024) | fixed-e (needs E_fixed)
         self.method = method          # lbfgs: Hoffmann-grid multi-start; vpnls: variable projection, then polish
         self.E_fixed = E_fixed        # a known irreducible loss (e.g. the testbed's entropy floor): not fitted
@@ -52,6 +52,7 @@ class ChinchillaLaw(Law):
         self.seed = seed
         self.delta = delta
         self.n_jobs = n_jobs          # processes for the multi-start pass (None: all CPUs)
+        self.frontier_weight = frontier_weight  # runs weighted by (C/C_max)^this (loghuber.frontier_weights)
 
     # ---- fitting -----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, *, progress: Callable[[int, int], None] | None = None) -> "ChinchillaLaw":
@@ -61,7 +62,8 @@ class ChinchillaLaw(Law):
         obj, grid, full = self._objective(X, y)
         if self.method == "vpnls":
             E = None if self.E_fixed is None else float(self.E_fixed)
-            starts5, self.vpnls_ = vpnls_starts(X[:, 0], X[:, 1], y, E=E, tied=self.form == "tied")
+            starts5, self.vpnls_ = vpnls_starts(X[:, 0], X[:, 1], y, E=E, tied=self.form == "tied",
+                                                weights=frontier_weights(X[:, 0] * X[:, 1], self.frontier_weight))
             starts = self._reduce(starts5)
             # few starts, all near the optimum: the batch can run to the tight tolerances
             self.result_ = fit_multistart(obj, starts, n_jobs=1, polish_top=3, tol=BOOTSTRAP_TOL)
@@ -72,7 +74,7 @@ class ChinchillaLaw(Law):
         self.theta_ = np.asarray(self.result_.x, float)
         self.params_ = self._params_from_theta(self.theta_)
         self.n_points_ = int(X.shape[0])
-        record_fit_data(self, X, y, self.columns)
+        record_fit_data(self, X, y, self.columns, frontier_weights(X[:, 0] * X[:, 1], self.frontier_weight))
         self.timing_ = {"fit_s": timer()}
         self.ci_, self.optimal_ci_ = {}, {}
         self.bootstrap_failed_ = 0
@@ -82,7 +84,7 @@ class ChinchillaLaw(Law):
             # multi-start method keeps its three best starts per resample, as before)
             grid_b, top = (grid, 1) if self.method == "vpnls" else (starts, 3)
             thetas, ok = bootstrap_refits(obj, self._reduce(self.theta_), grid_b, n_boot=int(self.bootstrap),
-                                          seed=self.seed, top=top, progress=progress)
+                                          seed=self.seed, top=top, n_jobs=self.n_jobs, progress=progress)
             thetas = full(thetas)
             self.bootstrap_failed_ = int((~ok).sum())
             self.bootstrap_params_ = thetas[ok]
@@ -97,11 +99,14 @@ class ChinchillaLaw(Law):
         """The Huber objective of this form, its start grid, and the map back to [a, b, e, alpha, beta]."""
         if self.form not in FORMS:
             raise InputError(f"chinchilla: form {self.form!r} is not one of {', '.join(FORMS)}")
+        if not (np.isfinite(self.frontier_weight) and self.frontier_weight >= 0):
+            raise InputError(f"chinchilla: frontier_weight must be a number >= 0, got {self.frontier_weight!r}")
         if self.method not in METHODS:
             raise InputError(f"chinchilla: method {self.method!r} is not one of {', '.join(METHODS)}")
         if self.form == "fixed-e" and self.E_fixed is None:
             raise InputError("chinchilla: form 'fixed-e' needs a known irreducible loss (--floor)")
-        obj = LogHuberObjective(np.log(X), np.log(y), (0, 1), True, None, self.delta)
+        w = frontier_weights(X[:, 0] * X[:, 1], self.frontier_weight)   # C = 6·N·D, up to the factor
+        obj = LogHuberObjective(np.log(X), np.log(y), (0, 1), True, w, self.delta)
         grid = hoffmann_grid(2, True)
         steps = []
         if self.E_fixed is not None:

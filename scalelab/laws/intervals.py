@@ -27,8 +27,10 @@ FAR_FACTOR = 100.0       # two decades beyond the fitted range
 _Z = norm.ppf((np.arange(64) + 0.5) / 64)   # deterministic noise quantiles
 
 
-def record_fit_data(law: Any, X: np.ndarray, y: np.ndarray, columns: tuple[str, ...]) -> None:
-    """Set `range_` (per input column, plus C = 6ND when N and D are given) and `noise_`."""
+def record_fit_data(law: Any, X: np.ndarray, y: np.ndarray, columns: tuple[str, ...],
+                    weights: np.ndarray | None = None) -> None:
+    """Set `range_` (per input column, plus C = 6ND when N and D are given) and `noise_`. With the
+    fit's point weights (mean 1) the scatter is the weighted one: that of the runs the fit follows."""
     X = np.asarray(X, float).reshape(len(y), -1)
     rng = {c: [float(X[:, j].min()), float(X[:, j].max())] for j, c in enumerate(columns) if c in ("N", "D", "C", "U")}
     if "N" in columns and "D" in columns:
@@ -38,8 +40,10 @@ def record_fit_data(law: Any, X: np.ndarray, y: np.ndarray, columns: tuple[str, 
     with np.errstate(all="ignore"):
         r = np.log(law.predict(X)) - np.log(y)
     dof = max(len(y) - len(law.param_names), 1)
-    law.noise_ = {"sigma_log": float(np.sqrt(np.sum(r * r) / dof)), "dof": int(dof),
-                  "what": "standard deviation of log residuals (n - p degrees of freedom)"}
+    w = np.ones_like(r) if weights is None else np.asarray(weights, float)
+    law.noise_ = {"sigma_log": float(np.sqrt(np.sum(w * r * r) / dof)), "dof": int(dof),
+                  "what": "standard deviation of log residuals (n - p degrees of freedom)"
+                          + ("" if weights is None else ", weighted as the fit")}
 
 
 def keep_draws(law: Any, params: np.ndarray) -> None:

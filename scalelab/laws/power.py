@@ -15,8 +15,9 @@ from typing import Any, Callable
 import numpy as np
 
 from scalelab.laws.base import Law, Timer, as_columns, as_target, percentile_ci
-from scalelab.laws.loghuber import (LogHuberObjective, bootstrap_refits, fit_multistart, hoffmann_grid,
-                                    select_starts)
+from scalelab.errors import InputError
+from scalelab.laws.loghuber import (LogHuberObjective, bootstrap_refits, fit_multistart, frontier_weights,
+                                    hoffmann_grid, select_starts)
 from scalelab.laws.intervals import keep_draws, record_fit_data
 from scalelab.laws.optimize import HUBER_DELTA
 
@@ -31,19 +32,23 @@ class PowerLaw(Law):
     min_distinct = {"x": 3}
 
     def __init__(self, *, x: str = "N", irreducible: bool = True, n_init: int | None = None,
-                 bootstrap: int = 1000, seed: int = 0, delta: float = HUBER_DELTA):
+                 bootstrap: int = 1000, seed: int = 0, delta: float = HUBER_DELTA, frontier_weight: float = 0.0):
         self.x = x                        # which quantity the law is of: N, D, C or any column
         self.irreducible = irreducible    # False: pure power law (E = 0)
         self.n_init = n_init
         self.bootstrap = bootstrap
         self.seed = seed
         self.delta = delta
+        self.frontier_weight = frontier_weight   # runs weighted by (x/x_max)^this (loghuber.frontier_weights)
 
     def fit(self, X: Any, y: Any, *, progress: Callable[[int, int], None] | None = None) -> "PowerLaw":
         X = as_columns(X, 1, (self.x,))
         y = as_target(y, X.shape[0])
         timer = Timer()
-        obj = LogHuberObjective(np.log(X), np.log(y), (0,), bool(self.irreducible), None, self.delta)
+        if not (np.isfinite(self.frontier_weight) and self.frontier_weight >= 0):
+            raise InputError(f"power: frontier_weight must be a number >= 0, got {self.frontier_weight!r}")
+        obj = LogHuberObjective(np.log(X), np.log(y), (0,), bool(self.irreducible),
+                                frontier_weights(X[:, 0], self.frontier_weight), self.delta)
         grid = hoffmann_grid(1, bool(self.irreducible))
         starts = select_starts(obj, grid, self.n_init, self.seed)
         self.result_ = fit_multistart(obj, starts, n_jobs=1)
@@ -51,7 +56,7 @@ class PowerLaw(Law):
         self.params_ = self._params(self.theta_[None, :])
         self.params_ = {k: float(v[0]) for k, v in self.params_.items()}
         self.n_points_ = int(X.shape[0])
-        record_fit_data(self, X, y, (self.x,))
+        record_fit_data(self, X, y, (self.x,), frontier_weights(X[:, 0], self.frontier_weight))
         self.timing_ = {"fit_s": timer()}
         self.ci_ = {}
         self.bootstrap_failed_ = 0

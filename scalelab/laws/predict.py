@@ -96,6 +96,10 @@ def optimal_point(law: Law, *, compute: float, inference_tokens: float | None = 
     from scalelab.laws.intervals import far_outside, predict_intervals
 
     out["warnings"] = far_outside(law, {"C": compute, "N": alloc.N, "D": alloc.D})
+    if getattr(law, "frontier_weight", 0):
+        out["warnings"].append(f"this fit weights runs by (C/C_max)^{law.frontier_weight:g} (as --law auto does): its "
+                               "exponents describe the largest runs and pin the allocation loosely; for N* and D* "
+                               "refit with --frontier-weight 0")
     if alloc.loss is not None and "predict" in law.verbs and law.name == "chinchilla":
         with np.errstate(all="ignore"):
             iv = predict_intervals(law, [[alloc.N, alloc.D]])

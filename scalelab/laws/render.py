@@ -52,8 +52,12 @@ def fit_facts(law: Law) -> list[tuple[str, str]]:
             ("converged", "yes" if law.converged_ else "NO")]
     noise = getattr(law, "noise_", None)
     if noise and np.isfinite(noise.get("sigma_log", np.nan)):
-        rows.append(("scatter", f"{100 * noise['sigma_log']:.3g}% (sd of log residuals, {noise['dof']} dof: "
+        weighted = ", weighted as the fit" if "weighted" in noise.get("what", "") else ""
+        rows.append(("scatter", f"{100 * noise['sigma_log']:.3g}% (sd of log residuals{weighted}, {noise['dof']} dof: "
                                 "the noise in 95% prediction intervals for new runs)"))
+    fw = getattr(law, "frontier_weight", 0)
+    if fw:
+        rows.append(("weights", f"runs weighted by (C/C_max)^{fw:g} (frontier weights)"))
     starts = getattr(res, "n_starts", None)
     if starts:
         rows.append(("starts", f"{starts:,} ({res.n_starts_converged:,} met a stopping test)"))

@@ -50,22 +50,24 @@ def _solve(Phi: np.ndarray, t: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, n
 
 
 def profile(cols: list[np.ndarray], y: np.ndarray, exps: np.ndarray, E: float | None,
-            tied: bool = False) -> tuple[np.ndarray, np.ndarray]:
+            tied: bool = False, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Linear coefficients and objective at exponent rows `exps` [k, T] (T = 1 when tied).
 
     cols: the variables of the power-law terms (e.g. [N, D]); E: a fixed constant, or None to
-    fit it. Returns (coef [k, 1 + T or T], fun [k]); with E free the constant comes first.
+    fit it; weights: point weights of the squared residuals. Returns (coef [k, 1 + T or T],
+    fun [k]); with E free the constant comes first.
     """
     exps = np.atleast_2d(exps)
     k = exps.shape[0]
     terms = [np.power(c[None, :], -exps[:, 0 if tied else j, None]) for j, c in enumerate(cols)]
     parts = ([np.ones((k, len(y)))] if E is None else []) + terms
     # Residuals are relative to the loss itself (also when E is fixed and subtracted).
-    return _solve(np.stack(parts, axis=2), y if E is None else y - E, y)
+    scale = y if weights is None else y / np.sqrt(weights)
+    return _solve(np.stack(parts, axis=2), y if E is None else y - E, scale)
 
 
 def vpnls_starts(N: np.ndarray, D: np.ndarray, y: np.ndarray, *, E: float | None = None, tied: bool = False,
-                 top: int = 5) -> tuple[np.ndarray, dict]:
+                 top: int = 5, weights: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Best distinct minima of the projected objective, as Hoffmann-form starts.
 
     Returns (starts [top, 5] as [a, b, e, alpha, beta] with the tie and the fixed E kept in the
@@ -73,7 +75,7 @@ def vpnls_starts(N: np.ndarray, D: np.ndarray, y: np.ndarray, *, E: float | None
     """
     g = EXPONENT_GRID
     exps = g[:, None] if tied else np.array([(a, b) for a in g for b in g])
-    coef, fun = profile([N, D], y, exps, E, tied)
+    coef, fun = profile([N, D], y, exps, E, tied, weights)
     fun = np.where(np.isfinite(fun), fun, np.inf)
     order = np.argsort(fun, kind="stable")
     picked: list[int] = []
@@ -104,6 +106,10 @@ class TiedLast:
         self.inner = inner
         self.n_params = inner.n_params - 1
         self.delta, self.logy = inner.delta, inner.logy
+
+    @property
+    def weights(self):
+        return getattr(self.inner, "weights", None)
 
     @staticmethod
     def expand(X: np.ndarray) -> np.ndarray:
