@@ -86,27 +86,6 @@ class RMSNorm(torch.autograd.Function):
         return dx, dweight, None
 
 
-class SwiGLU(torch.autograd.Function):
-    """silu(gate) * up from the fused [gate | up] projection. Written out so the backward pass
-    writes both gradients into one [.., 2F] tensor; autograd's chunk would add a concatenation."""
-
-    @staticmethod
-    def forward(ctx: Any, gate_up: torch.Tensor) -> torch.Tensor:
-        gate, up = gate_up.chunk(2, dim=-1)
-        ctx.save_for_backward(gate_up)
-        return F.silu(gate) * up
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (gate_up,) = ctx.saved_tensors
-        gate, up = gate_up.chunk(2, dim=-1)
-        out = torch.empty_like(gate_up)
-        half = gate.shape[-1]
-        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=out[..., :half])
-        torch.mul(grad, F.silu(gate), out=out[..., half:])
-        return out
-
-
 class FastLlamaDecoderLayer(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)). (The class name ends in
     `DecoderLayer` so FSDP's per-layer wrapping finds it as it finds HF's.)"""
@@ -136,7 +115,8 @@ class FastLlamaDecoderLayer(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=K != H)  # [B, H, T, D]
         x = x + self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
         h = RMSNorm.apply(x, self.post_attention_layernorm, self.eps)
-        return x + self.down_proj(SwiGLU.apply(self.gate_up_proj(h)))
+        gate, up = self.gate_up_proj(h).chunk(2, dim=-1)  # [B, T, F] each
+        return x + self.down_proj(F.silu(gate) * up)
 
 
 class FastLlama(nn.Module):
