@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 WEIGHTS_FILE = "model.safetensors"  # what save_pretrained names a single-file checkpoint
@@ -86,6 +87,18 @@ class RMSNorm(torch.autograd.Function):
         return dx, dweight, None
 
 
+def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x [B, T, heads, D] (pairs adjacent, `interleave`) by rope [T, 1, D/2, 2],
+    in float32 (bfloat16 has no complex type; HF computes its cos/sin in float32 too). Eager: one
+    complex multiply (one kernel forward and one backward). Under torch.compile, whose inductor
+    generates no code for complex operators, the same products in real arithmetic, which it fuses."""
+    pairs = x.float().unflatten(-1, (x.shape[-1] // 2, 2))  # [B, T, heads, D/2, 2]
+    if not torch.compiler.is_compiling():
+        return torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rope)).flatten(-2)
+    re, im, cos, sin = pairs[..., 0], pairs[..., 1], rope[..., 0], rope[..., 1]
+    return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
+
+
 class FastLlamaDecoderLayer(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)). (The class name ends in
     `DecoderLayer` so FSDP's per-layer wrapping finds it as it finds HF's.)"""
@@ -109,8 +122,7 @@ class FastLlamaDecoderLayer(nn.Module):
         # split, not slices: the backward of a split is one concatenation, of a slice a zero-filled
         # full-size tensor per piece
         qk, v = self.qkv_proj(h).view(B, T, H + 2 * K, D).split([H + K, K], dim=2)  # [B, T, H+K | K, D]
-        qk = torch.view_as_complex(qk.float().unflatten(-1, (D // 2, 2)))  # [B, T, H+K, D/2]
-        q, k = torch.view_as_real(qk * rope).flatten(-2).to(x.dtype).split([H, K], dim=2)  # rope: [T, 1, D/2]
+        q, k = rotate(qk, rope).to(v.dtype).split([H, K], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H | K, T, D]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=K != H)  # [B, H, T, D]
         x = x + self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
@@ -143,7 +155,7 @@ class FastLlama(nn.Module):
     def forward(self, input_ids: torch.Tensor, **ignored: Any) -> Output:
         """`ignored`: HF's call keywords (use_cache, ...); positions are 0..T-1, no padding mask."""
         T = input_ids.shape[1]
-        rope = torch.view_as_complex(self.rope[:T].float())[:, None, :]  # [T, 1, D/2]: over heads
+        rope = self.rope[:T, None].float()  # [T, 1, D/2, 2]: broadcast over heads
         x = self.embed_tokens(input_ids)  # [B, T, d]
         for layer in self.layers:
             x = layer(x, rope)
@@ -172,7 +184,6 @@ class FastLlama(nn.Module):
 
     def save_pretrained(self, path: str | Path, **ignored: Any) -> None:
         """model.safetensors + config.json + generation_config.json, as HF writes them."""
-        from safetensors.torch import save_file
         from transformers import GenerationConfig
 
         path = Path(path)
@@ -186,7 +197,6 @@ class FastLlama(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, **ignored: Any) -> "FastLlama":
         """A Llama checkpoint directory (single safetensors file or HF's sharded index)."""
-        from safetensors.torch import load_file
         from transformers import LlamaConfig
 
         path = Path(path)
@@ -236,6 +246,16 @@ def _own_to_hf_name(name: str) -> str:
             rest, _NORMS.get(rest, rest))
         return f"model.layers.{i}.{rest}"
     return {"embed_tokens.weight": "model.embed_tokens.weight", "norm": "model.norm.weight"}.get(name, name)
+
+
+def hf_names_of(name: str, cfg: Any) -> list[str]:
+    """The HF tensors one own tensor becomes (none for a tied lm_head, which HF saves once)."""
+    if cfg.tie_word_embeddings and name == "lm_head.weight":
+        return []
+    parts, splits = name.split("."), _splits(cfg)
+    if len(parts) == 4 and parts[2] in splits:
+        return [f"model.layers.{parts[1]}.{proj}.weight" for proj in splits[parts[2]][0]]
+    return [_own_to_hf_name(name)]
 
 
 def own_to_hf(tensors: dict[str, torch.Tensor], cfg: Any, suffix: str = "") -> dict[str, torch.Tensor]:
