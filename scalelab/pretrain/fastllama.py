@@ -99,6 +99,17 @@ def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
 
 
+class Norm(nn.Module):
+    """RMSNorm's weight as a module, like HF's, so parameters come in HF's order (`runmodel` relies on it)."""
+
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(width)), eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return RMSNorm.apply(x, self.weight, self.eps)
+
+
 class FastLlamaDecoderLayer(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)). (The class name ends in
     `DecoderLayer` so FSDP's per-layer wrapping finds it as it finds HF's.)"""
@@ -107,18 +118,17 @@ class FastLlamaDecoderLayer(nn.Module):
         super().__init__()
         d, hd = cfg.hidden_size, cfg.head_dim
         self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
-        self.eps = cfg.rms_norm_eps
-        self.input_layernorm = nn.Parameter(torch.ones(d))
+        self.input_layernorm = Norm(d, cfg.rms_norm_eps)
         self.qkv_proj = nn.Linear(d, (self.n_heads + 2 * self.n_kv) * hd, bias=False)  # [q; k; v] rows
         self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
-        self.post_attention_layernorm = nn.Parameter(torch.ones(d))
+        self.post_attention_layernorm = Norm(d, cfg.rms_norm_eps)
         self.gate_up_proj = nn.Linear(d, 2 * cfg.intermediate_size, bias=False)  # [gate; up] rows
         self.down_proj = nn.Linear(cfg.intermediate_size, d, bias=False)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         H, K, D = self.n_heads, self.n_kv, self.head_dim
-        h = RMSNorm.apply(x, self.input_layernorm, self.eps)
+        h = self.input_layernorm(x)
         # split, not slices: the backward of a split is one concatenation, of a slice a zero-filled
         # full-size tensor per piece
         qk, v = self.qkv_proj(h).view(B, T, H + 2 * K, D).split([H + K, K], dim=2)  # [B, T, H+K | K, D]
@@ -126,7 +136,7 @@ class FastLlamaDecoderLayer(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H | K, T, D]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=K != H)  # [B, H, T, D]
         x = x + self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
-        h = RMSNorm.apply(x, self.post_attention_layernorm, self.eps)
+        h = self.post_attention_layernorm(x)
         gate, up = self.gate_up_proj(h).chunk(2, dim=-1)  # [B, T, F] each
         return x + self.down_proj(F.silu(gate) * up)
 
@@ -142,9 +152,10 @@ class FastLlama(nn.Module):
         rope_type = (getattr(c, "rope_parameters", None) or {}).get("rope_type", "default")
         if rope_type != "default" or getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
             raise ValueError(f"FastLlama computes plain Llama only (rope {rope_type!r}, no biases)")
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        # padding_idx as HF's LlamaModel sets it: the pad token's row gets no gradient
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
         self.layers = nn.ModuleList(FastLlamaDecoderLayer(c) for _ in range(c.num_hidden_layers))
-        self.norm = nn.Parameter(torch.ones(c.hidden_size))
+        self.norm = Norm(c.hidden_size, c.rms_norm_eps)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
         if c.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -159,7 +170,7 @@ class FastLlama(nn.Module):
         x = self.embed_tokens(input_ids)  # [B, T, d]
         for layer in self.layers:
             x = layer(x, rope)
-        x = RMSNorm.apply(x, self.norm, self.config.rms_norm_eps)
+        x = self.norm(x)
         return Output(self.lm_head(x))  # [B, T, V]
 
     # ---- the HF interface the training code uses -------------------------------------------------
@@ -220,7 +231,6 @@ class FastLlama(nn.Module):
 # ---- name and shape mapping: fused own tensors <-> HF's per-projection tensors --------------------
 # Also applied to AdamW's moments, which have the shapes of their parameters (checkpoint files keep
 # HF names for them too, so a run started by the HF model resumes here and the other way round).
-_NORMS = {"input_layernorm": "input_layernorm.weight", "post_attention_layernorm": "post_attention_layernorm.weight"}
 
 
 _ROTATED = ("self_attn.q_proj", "self_attn.k_proj")  # the rows that `interleave` reorders
@@ -242,10 +252,9 @@ def _splits(cfg: Any) -> dict[str, tuple[list[str], list[int]]]:
 def _own_to_hf_name(name: str) -> str:
     if name.startswith("layers."):
         _, i, rest = name.split(".", 2)
-        rest = {"o_proj.weight": "self_attn.o_proj.weight", "down_proj.weight": "mlp.down_proj.weight"}.get(
-            rest, _NORMS.get(rest, rest))
+        rest = {"o_proj.weight": "self_attn.o_proj.weight", "down_proj.weight": "mlp.down_proj.weight"}.get(rest, rest)
         return f"model.layers.{i}.{rest}"
-    return {"embed_tokens.weight": "model.embed_tokens.weight", "norm": "model.norm.weight"}.get(name, name)
+    return {"embed_tokens.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}.get(name, name)
 
 
 def hf_names_of(name: str, cfg: Any) -> list[str]:
@@ -280,9 +289,9 @@ def own_to_hf(tensors: dict[str, torch.Tensor], cfg: Any, suffix: str = "") -> d
 
 def hf_to_own(tensors: dict[str, torch.Tensor], cfg: Any, suffix: str = "") -> dict[str, torch.Tensor]:
     """HF names -> own names (the per-projection matrices concatenated); unknown names are an error."""
-    inverse = {_own_to_hf_name(n): n for n in ("embed_tokens.weight", "norm", "lm_head.weight")}
+    inverse = {_own_to_hf_name(n): n for n in ("embed_tokens.weight", "norm.weight", "lm_head.weight")}
     for i in range(cfg.num_hidden_layers):
-        for own in ("input_layernorm", "post_attention_layernorm", "o_proj.weight", "down_proj.weight"):
+        for own in ("input_layernorm.weight", "post_attention_layernorm.weight", "o_proj.weight", "down_proj.weight"):
             inverse[_own_to_hf_name(f"layers.{i}.{own}")] = f"layers.{i}.{own}"
     fused: dict[str, list[tuple[str, str]]] = {}  # own name -> [(HF name, projection)]
     for i in range(cfg.num_hidden_layers):
