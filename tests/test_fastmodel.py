@@ -163,3 +163,22 @@ def test_a_checkpoint_of_the_hf_model_resumes_in_fastllama(tmp_path):
     moments = load_file(str(tmp_path / "again" / "checkpoint" / ckpt.OPTIMIZER_FILE))
     assert "model.layers.0.self_attn.k_proj.weight.exp_avg" in moments
     assert moments["model.layers.0.mlp.up_proj.weight.exp_avg_sq"].shape == hf.model.layers[0].mlp.up_proj.weight.shape
+
+
+def test_bf16_autocast_runs_and_agrees_with_hf():
+    hf, fast = pair("d2")
+    x = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = loss(hf, x), loss(fast, x)
+    got.backward()
+    assert abs(got.item() - want.item()) < 2e-2 and all(p.grad is not None for p in fast.parameters())
+
+
+def test_which_runs_train_fastllama():
+    from scalelab.pretrain.runmodel import uses_fast
+
+    dense, moe = M.parse_preset("d2", V, T), M.parse_preset("moe-d2", V, T)
+    assert uses_fast(dense, "sdpa", "single") and uses_fast(dense, "sdpa", "ddp")
+    assert not uses_fast(moe, "sdpa", "single")          # Mixtral stays HF's
+    assert not uses_fast(dense, "eager", "single")       # HF's eager attention was asked for
+    assert not uses_fast(dense, "sdpa", "fsdp")          # FSDP gathers into HF's classes
