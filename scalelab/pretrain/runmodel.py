@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scalelab import checkpoint as ckpt, model as M
 from scalelab.pretrain.fastllama import FastLlama, hf_names_of, hf_to_own, own_to_hf
 
@@ -26,7 +28,6 @@ def load_or_build(arch: M.Arch, c: Any, tokenizer: Any, last: Path | None, mode:
     """The run's model: resumed from checkpoint `last`, or initialised from `c.seed`. A new FastLlama
     takes its initial weights from HF's initialisation (normal(0, 0.02), norms at 1), so a run starts
     from the same weights it did when HF's class trained it."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     fast = uses_fast(arch, c.attn_implementation, mode)
@@ -76,8 +77,9 @@ class HFNamedOptimizer:
         self.model, self.opt = model, opt
         own = {id(p): n for n, p in model.named_parameters()}
         self.own_names = [[own[id(p)] for p in g["params"]] for g in opt.param_groups]
-        self.hf = own_to_hf({n: p.detach() for n, p in model.named_parameters()}, model.config)
         self.hf_names = [[h for n in names for h in self._expand(n)] for names in self.own_names]
+        # stand-ins, one per HF parameter: `checkpoint` pairs optimizer slots with names by identity
+        self.hf = {h: torch.empty(0) for names in self.hf_names for h in names}
         self.param_groups = [{**g, "params": [self.hf[h] for h in names]}
                              for g, names in zip(opt.param_groups, self.hf_names)]
 
