@@ -296,7 +296,8 @@ def _eval_set(source: Any, c: TrainConfig) -> tuple[list[tuple[Any, Any]], int]:
 def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: RunRecord | None, par: Any) -> RunRecord:
     import torch
     import torch.nn.functional as F
-    from transformers import AutoModelForCausalLM
+
+    from scalelab.pretrain.runmodel import checkpoint_view, load_or_build
 
     plan = plan_run(c, source.vocab_size)
     arch, B, T, steps = plan["arch"], plan["batch_size"], c.seq_len, plan["steps"]
@@ -308,21 +309,15 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
     if par.main:
         ckpt.remove_stale_temporaries(run_dir)
     last = ckpt.latest(run_dir)
-    if last is not None:
-        with ckpt.quiet_hf():
-            model = AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32,
-                                                         attn_implementation=c.attn_implementation)
-    else:
-        special = {f"{k}_token_id": getattr(tok, f"{k}_token_id", None) for k in ("pad", "bos", "eos")}
-        model = M.build_model(arch, seed=c.seed, special_tokens=special,
-                              attn_implementation=c.attn_implementation, router_aux_loss_coef=c.router_aux_coef)
+    model = load_or_build(arch, c, tok, last, par.mode)  # dense: FastLlama; checkpoints in HF's layout
     model.to(device).train()
     wrapped = par.wrap(model)  # DDP / FSDP; the model itself when one process
     opt = make_optimizer(model, c, plan["lr"])
+    saved_model, saved_opt = checkpoint_view(model, opt)  # as checkpoint files name them (HF's names)
     st: dict[str, Any] = {"step": 0, "tokens": 0, "flops": 0.0, "flops_6n": 0.0, "wall_s": 0.0,
                           "loss_sum": 0.0, "loss_count": 0, "eval_curve": []}
     if last is not None:
-        st = par.load_checkpoint(last, opt, model)
+        st = par.load_checkpoint(last, saved_opt, saved_model)
         kept = [r for r in read_metrics(run_dir) if r["step"] <= st["step"]]  # drop rows past it
         par.barrier()  # every rank has read the checkpoint and metrics before rank 0 rewrites them
         if par.main:
@@ -363,7 +358,7 @@ def _run(c: TrainConfig, run_dir: Path, source: Any, progress: Any, previous: Ru
 
     def save_state(step: int) -> None:
         st.update(step=step, wall_s=wall0 + time.perf_counter() - t0, loss_sum=float(acc))
-        par.save_checkpoint(run_dir, model, tok, opt, {k: v for k, v in st.items() if k != "optimizer"})
+        par.save_checkpoint(run_dir, saved_model, tok, saved_opt, {k: v for k, v in st.items() if k != "optimizer"})
         record.tokens, record.wall_s = st["tokens"], st["wall_s"]
         record.flops, record.flops_6n = {"pretrain": st["flops"]}, {"pretrain": st["flops_6n"]}
         put(record)
