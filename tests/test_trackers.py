@@ -168,7 +168,8 @@ def test_trl_sft_reports_to_the_same_mlflow_store_nested_under_the_stage(tiny_pa
 def test_ray_workers_are_told_the_tracker_and_its_store(tmp_path, monkeypatch):
     """A Ray member runs in another process without this one's `trackers.use` block: the sweep passes
     the active tracker and the store's variables in the task's environment."""
-    monkeypatch.delenv(trackers.ENV, raising=False)
+    for var in (trackers.ENV, "MLFLOW_EXPERIMENT_ID", trackers.TB_ENV):  # set by other tests' stores
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "sweeps")
     assert trackers.worker_env()[trackers.ENV] == "none"

@@ -332,8 +332,11 @@ class _Pipeline:
                       "parent": parent, **({"teacher": str(pre / teacher["run"])} if name == "distill" else {})}
             self.disp.update("posttrain", i, name)
 
-            def progress(part: str, d: int, t: int, i: int = i, name: str = name) -> None:
-                self.disp.update("posttrain", i + (d / t if t else 0.0), f"{name}: {part}")
+            def progress(part: str, d: int, t: int, i: int = i, name: str = name, seen: list = [0.0]) -> None:
+                # a stage reports several parts (training, curve points, evaluation), each from 0 to 1:
+                # the bar shows the furthest point reached, so it never runs backwards
+                seen[0] = max(seen[0], i + (d / t if t else 0.0))
+                self.disp.update("posttrain", seen[0], f"{name}: {part}")
 
             try:
                 rec = run(name, fields, self.runs / "posttrain", progress=progress)
