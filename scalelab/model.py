@@ -13,6 +13,8 @@ parameters, 64x, and train on one core) and "gpu" (aspect 64, head dim 64, nanoc
 gpu-d12 is GPT-2-small shaped). `moe-` variants swap each MLP for a Mixtral sparse block.
 
 Preset names: `d4`, `moe-d4`, `gpu-d12`, `gpu-moe-d12` (any depth up to `MAX_DEPTH` works, see `parse_preset`).
+A `w` suffix sets the width instead of the rule (`d3w32`: depth 3, width 32): rungs between the
+depths (which grow 2-3x in N per step at d2..d5), for ladders with finer steps.
 
 FLOPs conventions (each number says which it is):
   exact  matmul FLOPs only, 2 per multiply-add: every projection, attention scores (QK^T) and
@@ -53,7 +55,7 @@ CPU_LADDER = [f"d{n}" for n in range(2, 9)]          # 25k .. 1.6M non-embedding
 GPU_LADDER = [f"gpu-d{n}" for n in (12, 16, 20, 24)]  # 85M .. 680M
 MOE_EXPERTS = 8  # Mixtral uses 8 experts, top-2 (Jiang et al. 2024)
 MOE_TOP_K = 2
-PRESET_PATTERN = re.compile(r"^(?P<gpu>gpu-)?(?P<moe>moe-)?d(?P<depth>\d+)$")
+PRESET_PATTERN = re.compile(r"^(?P<gpu>gpu-)?(?P<moe>moe-)?d(?P<depth>\d+)(?:w(?P<width>\d+))?$")
 EXACT_CONVENTION = (
     "exact: matmul FLOPs (2 per multiply-add) of projections, attention scores and values over the "
     "causal context ((T+1)/2 keys per token on average), MoE router, and lm_head on every position; "
@@ -106,8 +108,9 @@ def expert_ffn_for(width: int, multiple: int, top_k: int) -> int:
 
 
 def ladder(depth: int, vocab_size: int, max_seq_len: int, *, family: Family = "cpu",
-           moe: bool = False, tie_embeddings: bool = False) -> Arch:
-    """The decoder at `depth` in `family`; every other size follows from it (module docstring)."""
+           moe: bool = False, tie_embeddings: bool = False, width: int | None = None) -> Arch:
+    """The decoder at `depth` in `family`; every other size follows from it (module docstring),
+    the width too unless given (whole heads, at most the width of the family's deepest model)."""
     if family not in FAMILIES:
         raise ConfigError(f"family={family!r}: expected one of {', '.join(FAMILIES)}")
     if not 1 <= depth <= MAX_DEPTH[family]:
@@ -115,9 +118,13 @@ def ladder(depth: int, vocab_size: int, max_seq_len: int, *, family: Family = "c
     if vocab_size < 2 or max_seq_len < 1:
         raise ConfigError(f"vocab_size={vocab_size}, max_seq_len={max_seq_len}: expected >= 2 and >= 1")
     f = FAMILIES[family]
-    width = width_for(depth, f["aspect"], f["head_dim"])
+    rule = width_for(depth, f["aspect"], f["head_dim"])
+    if width is not None:
+        check_width(width, family)
+    width = width or rule
     heads = width // f["head_dim"]
-    name = f"{'gpu-' if family == 'gpu' else ''}{'moe-' if moe else ''}d{depth}"
+    name = (f"{'gpu-' if family == 'gpu' else ''}{'moe-' if moe else ''}d{depth}"
+            + (f"w{width}" if width != rule else ""))
     return Arch(
         name=name, depth=depth, width=width, n_heads=heads, n_kv_heads=heads,
         head_dim=f["head_dim"],
@@ -127,24 +134,40 @@ def ladder(depth: int, vocab_size: int, max_seq_len: int, *, family: Family = "c
     )
 
 
+def check_width(width: int, family: Family) -> None:
+    """Whole heads, at most the width of the family's deepest model (a typo is refused, as for depths)."""
+    f = FAMILIES[family]
+    widest = width_for(MAX_DEPTH[family], f["aspect"], f["head_dim"])
+    if not (width % f["head_dim"] == 0 and f["head_dim"] <= width <= widest):
+        raise ConfigError(f"width={width}: expected a multiple of {f['head_dim']} from {f['head_dim']} to "
+                          f"{widest} for the {family} family")
+
+
 def parse_preset(name: str, vocab_size: int, max_seq_len: int, *, tie_embeddings: bool = False) -> Arch:
-    """`d4`, `moe-d4`, `gpu-d12`, `gpu-moe-d12` -> Arch."""
+    """`d4`, `moe-d4`, `gpu-d12`, `gpu-moe-d12`, `d3w32` (width 32) -> Arch."""
     m = check_preset(name)
     return ladder(int(m["depth"]), vocab_size, max_seq_len, family="gpu" if m["gpu"] else "cpu",
-                  moe=bool(m["moe"]), tie_embeddings=tie_embeddings)
+                  moe=bool(m["moe"]), tie_embeddings=tie_embeddings,
+                  width=int(m["width"]) if m["width"] else None)
 
 
 def check_preset(name: str) -> re.Match:
     """A preset name within its family's depths, or a ConfigError that lists the valid ones."""
     m = PRESET_PATTERN.match(name.strip())
     valid = (f"d1 .. d{MAX_DEPTH['cpu']} (presets {', '.join(CPU_LADDER)}), moe-d1 .. moe-d{MAX_DEPTH['cpu']}, "
-             f"gpu-d1 .. gpu-d{MAX_DEPTH['gpu']} (presets {', '.join(GPU_LADDER)}), gpu-moe-d1 ..")
+             f"gpu-d1 .. gpu-d{MAX_DEPTH['gpu']} (presets {', '.join(GPU_LADDER)}), gpu-moe-d1 .., "
+             f"each with an optional width (d3w32)")
     if not m:
         raise ConfigError(f"model {name!r}: not a ladder preset; valid: {valid}")
     family = "gpu" if m["gpu"] else "cpu"
     if not 1 <= int(m["depth"]) <= MAX_DEPTH[family]:
         raise ConfigError(f"model {name!r}: beyond the {family} ladder (a model that size is not extrapolated "
                           f"from a name); valid: {valid}")
+    if m["width"]:
+        try:
+            check_width(int(m["width"]), family)
+        except ConfigError as e:
+            raise ConfigError(f"model {name!r}: {e}") from None
     return m
 
 

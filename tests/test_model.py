@@ -28,7 +28,7 @@ def _counted_train_flops(arch: M.Arch, batch: int, seq: int) -> int:
 
 
 @pytest.mark.parametrize("name,tie", [("d1", False), ("d3", False), ("d2", True), ("moe-d2", False),
-                                      ("moe-d3", True)])
+                                      ("moe-d3", True), ("d3w32", False)])
 def test_param_counts_match_the_built_model(name, tie):
     arch = M.parse_preset(name, VOCAB, T, tie_embeddings=tie)
     model = M.build_model(arch, seed=0)
@@ -39,7 +39,7 @@ def test_param_counts_match_the_built_model(name, tie):
     assert (counted.unembedding == 0) == tie
 
 
-@pytest.mark.parametrize("name", ["d1", "d3", "moe-d2"])
+@pytest.mark.parametrize("name", ["d1", "d3", "moe-d2", "d2w48"])
 def test_training_flops_match_flop_counter(name):
     arch = M.parse_preset(name, VOCAB, T)
     batch = 3
@@ -112,7 +112,15 @@ def test_derived_shapes_follow_the_rules():
     assert (g.width, g.n_heads) == (768, 12)
 
 
-@pytest.mark.parametrize("bad", ["d0", "big", "moe-x3", "d999"])
+def test_a_width_suffix_makes_rungs_between_the_depths():
+    a = M.parse_preset("d3w32", 64, 256)
+    assert (a.name, a.depth, a.width, a.n_heads) == ("d3w32", 3, 32, 2)
+    assert M.parse_preset("d3w48", 64, 256) == M.parse_preset("d3", 64, 256)  # the rule's width: plain name
+    ns = [M.param_counts(M.parse_preset(n, 64, 256)).nonembedding for n in ("d2", "d3w32", "d2w48", "d3")]
+    assert ns == sorted(ns) and all(1.3 < b / a < 1.6 for a, b in zip(ns, ns[1:]))
+
+
+@pytest.mark.parametrize("bad", ["d0", "big", "moe-x3", "d999", "d3w33", "d3w0", "d3w512", "gpu-d2w100"])
 def test_bad_preset_is_a_one_line_config_error(bad):
     with pytest.raises(ConfigError) as e:
         M.parse_preset(bad, 64, 256)

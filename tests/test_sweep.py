@@ -46,6 +46,18 @@ def test_isoflop_plan_brackets_twenty_tokens_per_parameter():
     assert [c.tokens for c in configs[:3]] == sorted((c.tokens for c in configs[:3]), reverse=True)
 
 
+def test_isoflop_plan_takes_a_finer_ladder_of_sizes():
+    b = TrainConfig.build(model="d2", seq_len=64)
+    fine = ["d3", "d2w48", "d2", "d3w32", "d4w48"]  # any order: the plan sorts them by size
+    configs = S.plan_isoflop(b, [1e12], 3, vocab_size=64, sizes=fine, tokens_per_param=40)
+    names = [c.model for c in configs]
+    assert len(names) == 3 and set(names) <= set(fine)
+    ns = [M.param_counts(M.parse_preset(n, 64, 64)).active for n in names]
+    assert ns == sorted(ns)
+    assert all(c.tokens * M.train_flops_per_token(M.parse_preset(c.model, 64, 64), 64) == pytest.approx(1e12, rel=1e-3)
+               for c in configs)
+
+
 def test_isoflop_plan_refuses_a_budget_too_small_for_the_ladder():
     with pytest.raises(ConfigError, match="budget 1e\\+06"):
         S.plan_isoflop(TrainConfig.build(model="d2"), [1e6], 3, vocab_size=64)
@@ -108,7 +120,8 @@ def test_corrupt_member_record_is_reported_and_skipped(tmp_path):
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     for args in (["--plan", "isoflop", "--budgets", "1e12,abc"], ["--plan", "cube"],
-                 ["--preset", "quick", "--set", "seqlen=4"], ["--plan", "grid", "--sizes", "d2"]):
+                 ["--preset", "quick", "--set", "seqlen=4"], ["--plan", "grid", "--sizes", "d2"],
+                 ["--plan", "isoflop", "--budgets", "1e12", "--sizes", "d2,d3w33,d3"]):
         r = run_cli("sweep", "--runs-dir", tmp_path, *args, cwd=REPO)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error:"), r.stderr

@@ -89,7 +89,8 @@ def sweep_cmd(
     budgets: str = typer.Option(None, "--budgets", help="isoflop: training FLOPs, e.g. 1e12,3e12"),
     points: int = typer.Option(None, "--points-per-budget", help="isoflop: model sizes per budget"),
     ratio: float = typer.Option(None, "--tokens-per-param", help="isoflop: centre of the sizes (default 20)"),
-    sizes: str = typer.Option(None, "--sizes", help="grid: presets, e.g. d2,d4,d6"),
+    sizes: str = typer.Option(None, "--sizes", help="grid: presets, e.g. d2,d4,d6; isoflop: the ladder to "
+                              "choose from, e.g. d2,d3w32,d2w48,d3 (default: every depth)"),
     tokens: str = typer.Option(None, "--tokens", help="grid: token counts, e.g. 1e5,1e6"),
     workers: int = typer.Option(1, "--workers", min=1, help="local processes (one torch thread each)"),
     preset: str = typer.Option(None, "--preset", help="quick (~2 min) | default (~20 min)"),
@@ -112,7 +113,7 @@ def sweep_cmd(
     pre = sweep_preset(preset, corpus or "testbed") if preset is not None else {}
     kind = plan or pre.get("plan")
     _check_plan_options(kind, {"--budgets": budgets, "--points-per-budget": points, "--tokens-per-param": ratio},
-                        {"--sizes": sizes, "--tokens": tokens})
+                        {"--tokens": tokens})
     runner = _executor(executor, address, cpus, gpus)
     base_sets = [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in pre.get("base", {}).items()]
     base, source = _base(None, corpus, sets, base_sets + _tracking(tracker))
@@ -126,7 +127,8 @@ def sweep_cmd(
         configs = plan_isoflop(base, cs, points or pre.get("points", 3), vocab_size=source.vocab_size,
                                tokens_per_param=ratio or pre.get("tokens_per_param", 20.0),
                                min_depth=pre.get("min_depth", 2),
-                               max_tokens_per_param=pre.get("max_tokens_per_param"))
+                               max_tokens_per_param=pre.get("max_tokens_per_param"),
+                               sizes=sizes.split(",") if sizes else None)
     elif kind == "grid":
         if not sizes or not tokens:
             raise InputError("--plan grid needs --sizes and --tokens")

@@ -33,8 +33,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from scalelab import model as M
 from scalelab.config import Config
-from scalelab.errors import ScalelabError
+from scalelab.errors import ConfigError, ScalelabError
 from scalelab.records import atomic_write_json, config_hash, read_record
 from scalelab.tables import load_runs
 
@@ -55,6 +56,8 @@ class DemoConfig(Config):
     points: int = Field(3, ge=3, description="model sizes per budget (a parabola needs 3)")
     tokens_per_param: float = Field(150.0, gt=0, description="centre of each budget's sizes (docs/LOG.md 2026-11-25)")
     min_depth: int = Field(1, ge=1)
+    sizes: list[str] | None = Field(None, description="the ladder to sample (presets, e.g. d2,d3w32,d2w48); "
+                                    "default: every depth from min_depth")
     max_tokens_per_param: float | None = Field(5000.0, gt=0)
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields of every sweep member")
     strategies: list[str] = Field(default_factory=lambda: ["cot", "majority", "coverage"])
@@ -76,6 +79,11 @@ class DemoConfig(Config):
         for name, fields in self.posttrain.items():  # a misspelt field fails now, not after the sweep
             stub = {"parent": "-", **({"teacher": "-"} if name == "distill" else {})}
             get_technique(name).config.build({**stub, **fields})
+        for size in self.sizes or []:  # a misspelt size too
+            try:
+                M.check_preset(size)
+            except ConfigError as e:
+                raise ValueError(f"sizes: {e}") from None
         return self
 
     @classmethod
@@ -203,7 +211,8 @@ class _Pipeline:
         base = TrainConfig.build({**cfg.train, "model": "d2"})
         vocab = resolve_source(base.source, source_options(base)).vocab_size
         configs = plan_isoflop(base, cfg.budgets, cfg.points, vocab_size=vocab, tokens_per_param=cfg.tokens_per_param,
-                               min_depth=cfg.min_depth, max_tokens_per_param=cfg.max_tokens_per_param)
+                               min_depth=cfg.min_depth, max_tokens_per_param=cfg.max_tokens_per_param,
+                               sizes=cfg.sizes)
         total = {run_id_for(c): c.tokens * plan_run(c, vocab)["flops_per_token"] for c in configs}
         budget = {rid: min(cfg.budgets, key=lambda b: abs(math.log(f / b))) for rid, f in total.items()}
         done = {rid: total[rid] if _complete(runs / rid) else 0.0 for rid in total}

@@ -92,22 +92,26 @@ def plan_grid(base: TrainConfig, sizes: list[str], tokens: list[int]) -> list[Tr
 def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_size: int,
                  family: str | None = None, moe: bool | None = None,
                  tokens_per_param: float = TOKENS_PER_PARAM, min_depth: int = MIN_DEPTH,
-                 max_tokens_per_param: float | None = None) -> list[TrainConfig]:
-    """For each budget C, `points` consecutive ladder depths centred on the size that would see
+                 max_tokens_per_param: float | None = None, sizes: list[str] | None = None) -> list[TrainConfig]:
+    """For each budget C, `points` consecutive ladder sizes centred on the size that would see
     `tokens_per_param` tokens per parameter, each trained for C / (exact FLOPs per token) tokens.
-    Depths that would see more than `max_tokens_per_param` are left out: far past their optimum
-    they add nothing to the parabola, and the smallest models are the slowest per FLOP."""
+    The ladder is every depth of the family from `min_depth`, or the presets in `sizes` (a finer
+    ladder with width-suffixed rungs, `d3w32`, ordered by size). Sizes that would see more than
+    `max_tokens_per_param` are left out: far past their optimum they add nothing to the parabola,
+    and the smallest models are the slowest per FLOP."""
     if not budgets or points < 1:
         raise ConfigError("isoflop plan: give at least one budget (--budgets) and --points-per-budget >= 1")
     ref = M.parse_preset(base.model, vocab_size, base.seq_len)
     family = family or ("gpu" if ref.name.startswith("gpu-") else "cpu")
     moe = ref.is_moe if moe is None else moe
     prefix = ("gpu-" if family == "gpu" else "") + ("moe-" if moe else "")
+    archs = [M.parse_preset(n, vocab_size, base.seq_len)
+             for n in sizes or [f"{prefix}d{depth}" for depth in range(min_depth, MAX_DEPTH[family] + 1)]]
+    archs.sort(key=lambda a: M.param_counts(a).active)
     out = []
     for c in sorted(budgets):
-        ladder = []  # (name, tokens, tokens per parameter) for every depth with enough tokens
-        for depth in range(min_depth, MAX_DEPTH[family] + 1):
-            arch = M.parse_preset(f"{prefix}d{depth}", vocab_size, base.seq_len)
+        ladder = []  # (name, tokens, tokens per parameter) for every size with enough tokens
+        for arch in archs:
             d = int(c / M.train_flops_per_token(arch, base.seq_len))
             too_many = max_tokens_per_param is not None and d / M.param_counts(arch).active > max_tokens_per_param
             if d >= max(1000, 10 * base.seq_len) and not too_many:
