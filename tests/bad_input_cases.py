@@ -70,8 +70,8 @@ CASES = [
     # ---- sweep
     ("sweep-points-0", ["sweep", "--runs-dir", "out", "--plan", "isoflop", "--budgets", "1e9",
                         "--points-per-budget", "0"], "--points-per-budget"),
-    ("sweep-sizes-with-isoflop", ["sweep", "--runs-dir", "out", "--plan", "isoflop", "--budgets", "1e9",
-                                  "--sizes", "d2,d4"], "--sizes"),
+    ("sweep-isoflop-size-bad-width", ["sweep", "--runs-dir", "out", "--plan", "isoflop", "--budgets", "1e12",
+                                      "--sizes", "d2,d3w33"], "d3w33"),
     ("sweep-tokens-with-isoflop", ["sweep", "--runs-dir", "out", "--plan", "isoflop", "--budgets", "1e9",
                                    "--tokens", "1e5"], "--tokens"),
     ("sweep-budgets-with-grid", ["sweep", "--runs-dir", "out", "--plan", "grid", "--sizes", "d2",

@@ -56,8 +56,7 @@ class DemoConfig(Config):
     points: int = Field(3, ge=3, description="model sizes per budget (a parabola needs 3)")
     tokens_per_param: float = Field(150.0, gt=0, description="centre of each budget's sizes (docs/LOG.md 2026-11-25)")
     min_depth: int = Field(1, ge=1)
-    sizes: list[str] | None = Field(None, description="the ladder to sample (presets, e.g. d2,d3w32,d2w48); "
-                                    "default: every depth from min_depth")
+    sizes: list[str] | None = Field(None, description="ladder to sample (e.g. d2,d3w32); default: depths >= min_depth")
     max_tokens_per_param: float | None = Field(5000.0, gt=0)
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields of every sweep member")
     strategies: list[str] = Field(default_factory=lambda: ["cot", "majority", "coverage"])
