@@ -95,10 +95,10 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     if "error" in ex:
         out.append(f"exchange     not measured: {ex['error']}")
     else:
-        rates = [f"{k}{' (oracle)' if v['oracle'] else ''} x{show(v['multiplier'])}"
-                 + (f" [{show(v['ci95'][0])}, {show(v['ci95'][1])}]" if v.get("ci95") else "")
-                 for k, v in ex["strategies"].items() if v.get("multiplier") is not None]
-        out.append(f"exchange     10x pretraining FLOPs is worth these test-time FLOPs: {'; '.join(rates) or '-'}")
+        # the headline says the true thing (exchange_tables.headlines); the fitted numbers stay in the JSON
+        heads = [v.get("text") or f"{k} x{show(v['multiplier'])}" for k, v in ex["strategies"].items()
+                 if v.get("text") or v.get("multiplier") is not None]
+        out += [f"{'exchange' if i == 0 else '':<13}{h}" for i, h in enumerate(heads or ["no rate"])]
         r = ex["replacement"]
         out.append(f"             the smaller model's best stayed below the next one's greedy accuracy in "
                    f"{r['not_reached']} of {r['cases']} (difficulty, neighbouring pair) cases")
@@ -116,6 +116,7 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
                 if "weights_bytes" in c else "")
         out.append(f"  {c['technique']:<21} {fmt(c['parent_accuracy'])} -> {fmt(c['accuracy'])}, "
                    f"{fmt(c['posttrain_flops'])} post-training FLOPs{size}")
+    out += _posttrain_law_lines(s.get("posttrain_laws") or {}, fmt)
     plan = ex.get("plan", {})
     if "explain" in plan:
         out += [f"plan         {plan['explain'][0]}"] + [f"           {ln}" for ln in plan["explain"][1:]]
@@ -141,3 +142,17 @@ def bundled_lines(s: dict[str, Any]) -> list[str]:
                f"D = {nxt['D']:.3g} tokens ({nxt['tokens_per_param']:.0f} tokens/parameter); predicted loss "
                f"{nxt['predicted_loss']:.4f} nats/token")
     return out + [f"wrote {s['fits'][n]['json']} and {s['fits'][n]['figure']}" for n in ("chinchilla", "isoflop")]
+
+
+def _posttrain_law_lines(laws: dict[str, Any], fmt: Any) -> list[str]:
+    """One line per post-training law fitted on a child's curve: asymptote, efficiency, the check."""
+    out = []
+    for name, v in laws.items():
+        if "law" not in v:
+            continue
+        ext = v.get("extrapolation") or {}
+        check = (f"last point predicted {fmt(ext['predicted'])}, measured {fmt(ext['actual'])}" if ext
+                 else "too few points to check")
+        out.append(f"  law of {name:<8} {v['law']}: accuracy {fmt(v['R0'])} -> asymptote {fmt(v['asymptote'])}, "
+                   f"efficiency {fmt(v['efficiency'])} along its run; {check}")
+    return out
