@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from scalelab.records import CHECKPOINT_DIR, atomic_write_json, fsync_dir
 
@@ -66,7 +66,8 @@ def save(run_dir: str | Path, model: Any, tokenizer: Any, optimizer: Any, state:
     return swap_in(run_dir, CHECKPOINT_DIR, write, model, optimizer, state)
 
 
-def swap_in(run_dir: str | Path, name: str, write: Any, model: Any, optimizer: Any, state: dict[str, Any]) -> Path:
+def swap_in(run_dir: str | Path, name: str, write: Callable[[Path], None], model: Any, optimizer: Any,
+            state: dict[str, Any]) -> Path:
     """`write(tmp)` the weights, add the optimizer moments, the RNG state and `state`, then rename
     the whole directory into `run_dir/name` (the previous one kept as `name.old` until then)."""
     import torch

@@ -68,7 +68,7 @@ def test_sft_stopped_mid_epoch_resumes_at_its_saved_step(parent, tmp_path, monke
            "curve_problems": 2}
     ref = run("sft", cfg, tmp_path / "ref")
     assert [c["step"] for c in ref.metrics["curve"]] == [0, 2, 4, 6]
-    assert ref.resumed_from is None and ref.metrics["train_steps_run"] == 6
+    assert ref.resumed_from_step is None and ref.metrics["train_steps_run"] == 6
     _stop_after_saves(monkeypatch, 4)  # saved after steps 1..4: stopped in the second epoch
     with pytest.raises(RuntimeError):
         run("sft", cfg, tmp_path / "runs")
@@ -104,7 +104,7 @@ def test_without_a_saved_state_a_stopped_stage_starts_over(parent, tmp_path, mon
         run("sft", cfg, tmp_path)
     monkeypatch.undo()
     again = run("sft", cfg, tmp_path)
-    assert again.resumed_from is None and again.metrics["train_steps_run"] == 6
+    assert again.resumed_from_step is None and again.metrics["train_steps_run"] == 6
     steps = [r["step"] for r in read_metrics(tmp_path / again.run_id)]
     assert steps == sorted(set(steps)) and steps[-1] == 6
 

@@ -245,6 +245,7 @@ class _Pipeline:
     def fits(self) -> str:
         from scalelab.laws import fit_table, make_law, plot_fit, write_fit
         from scalelab.laws.predict import optimal_point, predict_point
+        from scalelab.pipeline.report_laws import own_backtest
 
         pre, names = self.s["pretrain"], ("chinchilla", "isoflop")
         self.disp.begin("fits", len(names), ", ".join(names))
@@ -275,23 +276,11 @@ class _Pipeline:
                 nxt["error"] = (f"no compute-optimal allocation (alpha {ch.params_['alpha']:.3g}, "
                                 f"beta {ch.params_['beta']:.3g})")
             got["next_budget"] = nxt
-            got["backtest"] = self._backtest(pre["entropy_floor"])
+            # the fit's own check, as the demo fits it: `scalelab backtest runs/pretrain --law fixed-e --floor auto`
+            got["backtest"] = own_backtest(load_runs(self.runs / "pretrain").records)
         self.s["fits"] = got
         p, a = got["chinchilla"]["params"], got["isoflop"]["params"]["a"]
         return f"Chinchilla alpha {p['alpha']:.3g}, beta {p['beta']:.3g}; IsoFLOP N_opt ~ C^{a:.3g}"
-
-    def _backtest(self, floor: float) -> dict[str, Any]:
-        """The fit's own check, as the demo fits it (E at the floor): refit without the largest
-        budget and predict its runs (`scalelab backtest runs/pretrain --law fixed-e --floor auto`)."""
-        from scalelab.laws.backtest import backtest, runs_frame
-
-        try:
-            bt = backtest(runs_frame(str(self.runs / "pretrain")), ["fixed-e"], holdout="largest-compute", floor=floor)
-        except ScalelabError as e:  # e.g. two budgets: nothing left to fit below the held-out one
-            return {"error": str(e)}
-        row = bt["candidates"][0]
-        return {"law": "fixed-e", "holdout": "largest-compute",
-                **{k: row.get(k) for k in ("mean_abs_err", "max_abs_err", "bias", "n_train", "n_test", "error")}}
 
     # ---- 3. test-time compute on the compute-optimal ladder --------------------------------------
     def testtime(self) -> str:
@@ -331,6 +320,7 @@ class _Pipeline:
         base, teacher = self.s["pretrain"]["ladder"][-2:]
         rows: dict[str, Any] = {}
         self.disp.begin("posttrain", len(TECHNIQUES), f"from {base['run']}")
+        furthest = [0.0]
         for i, name in enumerate(TECHNIQUES):
             parent = rows.get("sft", {}).get("dir") if name == "rlvr" else str(pre / base["run"])
             if parent is None:
@@ -340,11 +330,11 @@ class _Pipeline:
                       "parent": parent, **({"teacher": str(pre / teacher["run"])} if name == "distill" else {})}
             self.disp.update("posttrain", i, name)
 
-            def progress(part: str, d: int, t: int, i: int = i, name: str = name, seen: list = [0.0]) -> None:
+            def progress(part: str, d: int, t: int, i: int = i, name: str = name) -> None:
                 # a stage reports several parts (training, curve points, evaluation), each from 0 to 1:
                 # the bar shows the furthest point reached, so it never runs backwards
-                seen[0] = max(seen[0], i + (d / t if t else 0.0))
-                self.disp.update("posttrain", seen[0], f"{name}: {part}")
+                furthest[0] = max(furthest[0], i + (d / t if t else 0.0))
+                self.disp.update("posttrain", furthest[0], f"{name}: {part}")
 
             try:
                 rec = run(name, fields, self.runs / "posttrain", progress=progress)

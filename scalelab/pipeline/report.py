@@ -34,7 +34,7 @@ from typing import Any, Callable
 from scalelab import __version__
 from scalelab.errors import InputError
 from scalelab.pipeline.htmlparts import esc as _e, fmt, note as _note, table as _table
-from scalelab.pipeline.report_laws import backtest_section, posttrain_laws_section, posttrain_section
+from scalelab.pipeline.report_laws import backtest_section, entropy_floor, posttrain_laws_section, posttrain_section
 from scalelab.records import RunRecord, atomic_write_text
 from scalelab.tables import load_runs, records_to_frame
 
@@ -115,8 +115,7 @@ def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs
     from scalelab.laws.table import prepare
 
     frame = records_to_frame(recs)
-    floors = {r.metrics.get("entropy_floor") for r in recs}
-    floor = floors.pop() if len(floors) == 1 and None not in floors else None
+    floor = entropy_floor(recs)
     fits: list[tuple[str, Any, Any]] = []  # (column title, law, prepared)
     errors: list[str] = []
     read_from: list[str] = []
@@ -318,8 +317,7 @@ def _plan(recs: list[RunRecord], doc: dict[str, Any], *, n_jobs: int | None) -> 
     if not recs:
         return _note("The planner needs a Chinchilla fit of pretraining records; make them with "
                      f"`{MAKE['pretraining']}`.", "warn")
-    floors = {r.metrics.get("entropy_floor") for r in recs}
-    floor = floors.pop() if len(floors) == 1 and None not in floors else None
+    floor = entropy_floor(recs)
     try:
         law = make_law("chinchilla", bootstrap=0, n_jobs=n_jobs, E_fixed=floor)
         prep = prepare(records_to_frame(recs), law)

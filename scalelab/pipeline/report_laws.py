@@ -14,27 +14,40 @@ from scalelab.errors import ScalelabError
 from scalelab.pipeline.htmlparts import fmt, note as _note, table as _table
 
 
-def backtest_section(recs: list[Any]) -> str:
+def entropy_floor(recs: list[Any]) -> float | None:
+    """The irreducible loss the runs state (the testbed's entropy floor), when they all state one."""
+    floors = {r.metrics.get("entropy_floor") for r in recs}
+    return floors.pop() if len(floors) == 1 and None not in floors else None
+
+
+def own_backtest(recs: list[Any]) -> dict[str, Any]:
     """The Chinchilla fit, E held at the entropy floor where the runs know it (else fitted), refit on
-    every budget but the largest and scored on the largest budget's runs."""
+    every budget but the largest and scored on the largest budget's runs: the law, the held-out
+    budget, mean / max |relative error| and bias (fractions), or `error`."""
     from scalelab.laws.backtest import backtest
     from scalelab.tables import records_to_frame
 
-    frame = records_to_frame(recs)
-    floors = {r.metrics.get("entropy_floor") for r in recs}
-    floor = floors.pop() if len(floors) == 1 and None not in floors else None
+    floor = entropy_floor(recs)
     law = "fixed-e" if floor is not None else "free"
-    title = "<h3>Backtest: the fit predicting its own largest budget</h3>"
     try:
-        bt = backtest(frame, [law], holdout="largest-compute", floor=floor)
-    except ScalelabError as e:
-        return title + _note(f"not made: {e}", "warn")
-    r = bt["candidates"][0]
+        bt = backtest(records_to_frame(recs), [law], holdout="largest-compute", floor=floor)
+    except ScalelabError as e:  # e.g. two budgets: nothing left to fit below the held-out one
+        return {"law": law, "error": str(e)}
+    row = bt["candidates"][0]
+    return {"law": law, "holdout": "largest-compute", "floor": floor, **{k: row.get(k) for k in (
+        "held_out", "mean_abs_err", "max_abs_err", "bias", "n_train", "n_test", "error")}}
+
+
+def backtest_section(recs: list[Any]) -> str:
+    """`own_backtest` as a table, with the command that gives the same numbers."""
+    r = own_backtest(recs)
+    law = r["law"]
+    title = "<h3>Backtest: the fit predicting its own largest budget</h3>"
     if r.get("error"):
         return title + _note(f"not made: {r['error']}", "warn")
     rows = [[law, r.get("held_out", "-"), r.get("n_train", "-"), r.get("n_test", "-"),
              f"{100 * r['mean_abs_err']:.2f}%", f"{100 * r['max_abs_err']:.2f}%", f"{100 * r['bias']:+.2f}%"]]
-    cmd = f"scalelab backtest RUNS --law {law}" + (" --floor auto" if floor is not None else "")
+    cmd = f"scalelab backtest RUNS --law {law}" + (" --floor auto" if r["floor"] is not None else "")
     return "\n".join([title, _note("Every budget but the largest is fitted; the largest budget's runs are then "
                                    f"predicted and compared with their measured loss ({cmd})."),
                       _table(["law", "held out", "runs fitted", "runs predicted", "mean |error|", "max |error|",

@@ -156,8 +156,8 @@ def fit(model: Any, data: list[Example], ctx: Any, cfg: TrainStageConfig, *, lr:
     every = max(1, steps // LOG_ROWS)
     step, tokens, targets, window, recent = 0, 0, 0, [], math.nan
     resume, kind = ctx.resume, f"fit:{part}"
-    scope = resume.enter() if resume is not None else None
-    at = resume.restore(kind, model, opt, ctx.ledger) if resume is not None else None
+    resume.enter()
+    at = resume.restore(kind, model, opt, ctx.ledger)
     first, skip = 0, 0
     if at is not None:  # a killed attempt's position: the same batches follow (see `resume`)
         rng.bit_generator.state = at["rng"]  # as it was when that epoch drew its order
@@ -205,11 +205,10 @@ def fit(model: Any, data: list[Example], ctx: Any, cfg: TrainStageConfig, *, lr:
                 ctx.progress("training", step, steps)
                 window = []
             curve.after(step)
-            if resume is not None and step < steps and resume.due():
+            if step < steps and resume.due():
                 resume.save(kind, model, opt, ctx.ledger, {
                     "step": step, "epoch": epoch, "rng": epoch_rng, "tokens": tokens, "targets": targets,
-                    "window": window, "recent": None if math.isnan(recent) else recent, "scope": scope,
-                    "curve": curve.points})
+                    "window": window, "recent": None if math.isnan(recent) else recent, "curve": curve.points})
         skip = 0
     model.eval()
     return {"train_loss": recent, "train_steps": step, "train_steps_run": step - start,  # this attempt's

@@ -16,7 +16,7 @@ data) is computed again from the same seeds, so it lands where it was; its metri
 in metrics.jsonl, are not written twice (`keep_row`). The training loop then restores the saved
 weights, optimizer, RNG, position and ledger (`restore`) and goes on from the saved step. The
 ledger is the saved one: the run's FLOPs are those of one uninterrupted run, and
-`record.resumed_from` says a resume happened and where.
+`record.resumed_from_step` says a resume happened and where.
 
 A stage may run several training loops (rejection-sampling fine-tuning trains once per round); the
 state names the loop it belongs to (`scope`, counted in order), and only that loop restores it.

@@ -219,9 +219,8 @@ def transform(ctx: StageContext) -> StageResult:
     loop = _Loop(ctx, cfg, policy, reference, engine, reward, task, count, rcount)
     warmup = math.ceil(cfg.warmup_frac * cfg.steps)
     resume = ctx.resume
-    if resume is not None:
-        resume.enter()
-    at = resume.restore("rl", policy, opt, ctx.ledger) if resume is not None else None
+    resume.enter()
+    at = resume.restore("rl", policy, opt, ctx.ledger)
     if at is None:
         curve, first = [loop.curve_point(0, curve_probs, None)], 1
     else:  # a killed attempt's state: every step's questions and samples follow from (seed, step)
@@ -239,7 +238,7 @@ def transform(ctx: StageContext) -> StageResult:
         ctx.progress("rl", step, cfg.steps)
         if _due(step, cfg):
             curve.append(loop.curve_point(step, curve_probs, row))
-        if resume is not None and step < cfg.steps and resume.due():
+        if step < cfg.steps and resume.due():
             resume.save("rl", policy, opt, ctx.ledger, {"step": step, "curve": curve, "failed": loop.failed,
                                                         "errors": loop.errors, "samples": loop.samples,
                                                         "tokens": loop.tokens})

@@ -48,7 +48,8 @@ from scalelab.records import CHECKPOINT_DIR, CONFIG_FILE, RunRecord, append_metr
 from scalelab.runs import run_id
 from scalelab.tasks.options import TASK_FIELDS, TaskOptions
 
-EXECUTION_FIELDS = {"threads", "max_batch", "tracker", "checkpoint_interval_s"}  # change how fast, never what: left out of the run id
+# change how fast (or how much a kill loses), never what: left out of the run id
+EXECUTION_FIELDS = {"threads", "max_batch", "tracker", "checkpoint_interval_s"}
 LEDGER_CONVENTION = (
     "exact (scalelab.model): matmul FLOPs, 2 per multiply-add, attention over the causal context; a training "
     "pass = 3 x forward minus the weight gradients of frozen matrices (2 x frozen weights per token); teacher "
@@ -231,8 +232,8 @@ class StageContext:
     run_dir: Path
     ledger: Ledger
     progress: Callable[[str, int, int], None]
+    resume: Any                                # resume.Resume: saves the training state, restores a killed one
     data: Any = None                           # taskdata.TestbedData or FileData: the stage's task
-    resume: Any = None                         # resume.Resume: the training state of a killed attempt
     t0: float = field(default_factory=time.perf_counter)
 
     def open_run(self, path: str | Path, *, role: str) -> RunRef:
@@ -241,7 +242,7 @@ class StageContext:
         return ref
 
     def log(self, row: dict[str, Any]) -> None:
-        if self.resume is not None and not self.resume.keep_row():
+        if not self.resume.keep_row():
             return  # written by the attempt this one resumes
         append_metrics(self.run_dir, {**row, "posttrain_flops": self.ledger.total,
                                       "wall_s": round(time.perf_counter() - self.t0, 3)})
@@ -371,7 +372,7 @@ def _run(technique: Technique, cfg: StageConfig, parent: RunRef, data: Any, run_
              "teacher_id": result.teacher.run_id if result.teacher else None,
              "teacher_flops": result.teacher.flops() if result.teacher else None,
              "parent_flops": parent.flops(), **parent.inherited(), **result.extra,
-             "resumed_from": resume.restored, "resumed_from_step": (resume.restored or {}).get("step")}
+             "resumed_from_step": (resume.restored or {}).get("step")}
     for k, v in extra.items():
         setattr(record, k, v)
     metrics = {**result.metrics, **ev}
