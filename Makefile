@@ -29,7 +29,7 @@ test-slow: $(STAMP)
 # The whole pipeline on the embedded testbed, ending in demo/report.html: 10.5 min on 2 shared cores
 # (docs/LOG.md, 2026-12-01); `scalelab demo --quick` is the 75-second smoke test.
 demo: $(STAMP)
-	$(VENV)/bin/scalelab demo --workers 2
+	$(VENV)/bin/scalelab demo
 
 bench: $(STAMP)
 	$(PIP) -e '.[dev,bench]'

@@ -23,7 +23,7 @@ def _kill_after_finished_members(out, k):
     """Start `demo --quick`, SIGKILL its process group once k pretraining runs are complete;
     return {run dir: created_at} of the finished ones."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.Popen([sys.executable, "-m", "scalelab", "demo", "--quick", "--out", str(out)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "scalelab", "demo", "--quick", "--workers", "1", "--out", str(out)], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline, done = time.time() + 400, {}
     while time.time() < deadline and proc.poll() is None and len(done) < k:
@@ -46,7 +46,7 @@ def test_quick_demo_killed_then_run_again_completes_every_stage_and_a_rerun_reus
     out = tmp_path / "demo"
     finished = _kill_after_finished_members(out, 3)
     t0 = time.perf_counter()
-    p = run_cli("demo", "--quick", "--out", out, timeout=600)
+    p = run_cli("demo", "--quick", "--workers", "1", "--out", out, timeout=600)
     first = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr[-3000:]
     for d, created in finished.items():  # finished before the kill: kept, not trained again
@@ -84,7 +84,7 @@ def test_quick_demo_killed_then_run_again_completes_every_stage_and_a_rerun_reus
     # re-running finds every run finished: no new run directory, no record rewritten, a few seconds
     before = {q: q.stat().st_mtime_ns for q in (out / "runs").rglob("record.json")}
     t1 = time.perf_counter()
-    p2 = run_cli("demo", "--quick", "--out", out, "--json", timeout=300)
+    p2 = run_cli("demo", "--quick", "--workers", "1", "--out", out, "--json", timeout=300)
     second = time.perf_counter() - t1
     assert p2.returncode == 0, p2.stderr[-3000:]
     s = json.loads(p2.stdout)

@@ -17,7 +17,9 @@ from scalelab.records import dumps_json
 def demo_cmd(
     quick: bool = typer.Option(False, "--quick", help="a smoke test of every stage (under 3 min on 2 cores)"),
     out: Path = typer.Option(Path("demo"), "--out", help="folder for runs/, fits/, report.html and summary.json"),
-    workers: int = typer.Option(1, "--workers", help="processes for the pretraining sweep (one torch thread each)"),
+    workers: Optional[int] = typer.Option(None, "--workers",
+                                          help="processes for the pretraining sweep, one torch thread each "
+                                               "(default: one per CPU core this process may use)"),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap",
                                             help="resamples for the 95% intervals (default: the preset's)"),
     bundled: bool = typer.Option(False, "--bundled", help="only fit the bundled sweep table (no training, seconds)"),
@@ -41,8 +43,13 @@ def demo_cmd(
     check_output_dir(out, "--out")
     if bootstrap is not None and bootstrap < 0:
         raise InputError("--bootstrap must be 0 or more")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: expected 1 or more")
+    # One process per core: the members are independent and run one thread each, so on 2 cores the
+    # quick demo's pretraining takes about half the wall time (docs/LOG.md, 2026-12-03).
+    from scalelab.laws.optimize import usable_cpus
+
+    workers = workers or usable_cpus()
     if bundled and quick:
         raise InputError("--bundled fits the bundled table, --quick runs the pipeline: give one of them")
     if bundled:
