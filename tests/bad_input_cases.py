@@ -172,6 +172,8 @@ CASES = [
     ("posttrain-fit-missing", ["posttrain", "fit", "{missing}", "--technique", "sft"], "missing"),
     ("posttrain-fit-unknown-law", ["posttrain", "fit", T, "--technique", "sft", "--law", "bogus"], "--law 'bogus'"),
     ("posttrain-fit-no-technique", ["posttrain", "fit", T], "--technique"),
+    ("posttrain-fit-out-under-file", ["posttrain", "fit", T, "--technique", "sft", "--out", "{under}/law.json"],
+     "not a directory"),
     ("posttrain-distill-no-teacher", ["posttrain", "distill", "--from", R], "--teacher"),
     ("posttrain-unknown-technique", ["posttrain", "bogus", "--from", R], "known techniques"),
     ("posttrain-sft-missing", ["posttrain", "sft", "--from", "{missing}"], "missing"),

@@ -3,6 +3,7 @@ compute) fitted on the smaller budgets and checked on the largest. Parsing and p
 work is `scalelab.laws.posttrain_fit.fit_posttrain_law`."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -18,14 +19,19 @@ def fit_cmd(table: str = typer.Argument(..., help="runs directory, CSV or MLflow
             parent: Optional[str] = typer.Option(None, "--parent", help="the parent run, when the table holds several"),
             bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="resamples for 95% intervals (0: none)"),
             seed: int = typer.Option(0, "--seed"),
-            as_json: bool = typer.Option(False, "--json", help="print strict JSON (no NaN: null)")) -> None:
+            as_json: bool = typer.Option(False, "--json", help="print strict JSON (no NaN: null)"),
+            out: Optional[Path] = typer.Option(None, "--out", help="write the law (strict JSON) here, e.g. "
+                                               "FITS/posttrain-T.json, where `scalelab plan --fits FITS` reads it")) -> None:
     """Fit accuracy against post-training compute (ScaleRL's sigmoid and a saturating power law), hold out the largest budget, report the asymptote, the efficiency and the extrapolation error."""
+    from scalelab.cli.fit import check_outputs
     from scalelab.laws.posttrain_fit import fit_posttrain_law
+    from scalelab.records import atomic_write_json, dumps_json
 
+    check_outputs(("--out", out))
     res = fit_posttrain_law(table, technique, x=x, law=law, parent=parent, bootstrap=bootstrap, seed=seed)
+    if out is not None:
+        atomic_write_json(out, res)
     if as_json:
-        from scalelab.records import dumps_json
-
         print(dumps_json(res))
         return
     print(f"{technique}: {res['n_points']} points of accuracy against {res['x']} ({res['x_column']}), "
@@ -42,6 +48,8 @@ def fit_cmd(table: str = typer.Argument(..., help="runs directory, CSV or MLflow
                   f"{ext['held_out_x']:.4g}, measured {_f(ext['actual'])} (error {ext['error']:+.3f})")
     for note in res["notices"]:
         print(f"note: {note}")
+    if out is not None:
+        print(f"wrote {out}")
 
 
 def _f(v: float | None) -> str:
