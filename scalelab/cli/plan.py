@@ -62,7 +62,8 @@ def plan_cmd(
     target_accuracy: Optional[float] = typer.Option(None, "--target-accuracy", help="accuracy to reach (0-1)"),
     target_loss: Optional[float] = typer.Option(None, "--target-loss", help="pretraining loss to reach (nats/token)"),
     difficulty: Optional[int] = typer.Option(None, "--difficulty", help="accuracy at this difficulty (default: the mean)"),
-    fits: Path = typer.Option(Path("fits"), "--fits", help="folder of fits: chinchilla.json, exchange.json"),
+    fits: Path = typer.Option(Path("fits"), "--fits", help="folder of fits: chinchilla.json, exchange.json and any "
+                              "post-training laws (scalelab posttrain fit --out FITS/posttrain-T.json)"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
     """Recommend model size, tokens, post-training, test-time strategy and n for a budget and a target."""

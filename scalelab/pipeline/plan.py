@@ -8,7 +8,11 @@ Costs follow Sardana et al. 2024 (Sec. 2): training 6·N·D, serving 2·N FLOPs 
 queries of T tokens each; a test-time strategy multiplies the serving cost by what it spends per
 question over one greedy answer (its measured `multiplier`); a post-training recipe costs the
 share of pretraining FLOPs it cost on the ladder and is worth the pretraining multiplier measured
-there (`scalelab.laws.exchange`), both assumed to carry over to other sizes.
+there (`scalelab.laws.exchange`), both assumed to carry over to other sizes. Where the fits folder
+also holds a post-training law of a technique (`scalelab posttrain fit RUNS --technique T --out
+FITS/posttrain-T.json`), the plan may spend more or less post-training compute on it than was
+measured, up to 4x the law's largest measured budget, the law predicting the gain
+(`scalelab.pipeline.plan_posttrain`).
 
 - `--target-loss`: Sardana et al.'s inference-aware optimum on the Chinchilla fit
   (`scalelab.laws.inference`): the cheapest N, D reaching the loss while serving Q·T tokens.
@@ -38,6 +42,7 @@ from pydantic import Field, model_validator
 
 from scalelab.config import Config
 from scalelab.errors import InputError
+from scalelab.pipeline.plan_posttrain import Recipe, is_law_doc, law_lines, read_laws, recipes
 
 MAKE_CHINCHILLA = "scalelab fit RUNS --law chinchilla --floor auto --out {dir}/chinchilla.json"
 MAKE_EXCHANGE = "scalelab exchange RUNS --out {dir}/exchange.json"
@@ -65,11 +70,13 @@ class Fits:
     directory: str
     chinchilla: Any
     exchange: dict[str, Any] | None
+    posttrain: dict[str, dict[str, Any]] = field(default_factory=dict)  # technique -> its post-training law
 
 
 def load_fits(directory: str | Path, *, need_exchange: bool) -> Fits:
-    """The fits in a folder of JSON files: one Chinchilla fit (`scalelab fit --out`), and the
-    exchange document (`scalelab exchange --out`) when a target accuracy needs it."""
+    """The fits in a folder of JSON files: one Chinchilla fit (`scalelab fit --out`), the exchange
+    document (`scalelab exchange --out`) when a target accuracy needs it, and any post-training laws
+    (`scalelab posttrain fit --out`), at most one per technique."""
     from scalelab.laws.chinchilla import ChinchillaLaw
 
     d = Path(directory)
@@ -77,17 +84,20 @@ def load_fits(directory: str | Path, *, need_exchange: bool) -> Fits:
         raise InputError(f"--fits {d}: no such directory; make the fits with `{MAKE_CHINCHILLA.format(dir=d)}`"
                          + (f" and `{MAKE_EXCHANGE.format(dir=d)}`" if need_exchange else ""))
     docs: dict[str, list[tuple[Path, dict]]] = {}
+    laws: list[tuple[Path, dict]] = []
     for p in sorted(d.glob("*.json")):
         try:
             doc = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue  # not a fit: other JSON files may share the folder
-        if isinstance(doc, dict) and isinstance(doc.get("law"), str):
+        if isinstance(doc, dict) and is_law_doc(doc):
+            laws.append((p, doc))
+        elif isinstance(doc, dict) and isinstance(doc.get("law"), str):
             docs.setdefault(doc["law"], []).append((p, doc))
     chin = docs.get("chinchilla", [])
     ex = docs.get("exchange", [])
     if not chin and need_exchange and ex:  # a user's model family: the ladder's own sizes stand in
-        return Fits(str(d), None, ex[0][1])
+        return Fits(str(d), None, ex[0][1], read_laws(laws))
     if not chin:
         raise InputError(f"{d}: no chinchilla fit here; make it with `{MAKE_CHINCHILLA.format(dir=d)}`")
     if len(chin) > 1:
@@ -108,7 +118,7 @@ def load_fits(directory: str | Path, *, need_exchange: bool) -> Fits:
     if need_exchange and not ex:
         raise InputError(f"{d}: no exchange fit here (a target accuracy needs one); make it with "
                          f"`{MAKE_EXCHANGE.format(dir=d)}`")
-    return Fits(str(d), law, ex[0][1] if ex else None)
+    return Fits(str(d), law, ex[0][1] if ex else None, read_laws(laws))
 
 
 @dataclass
@@ -132,6 +142,7 @@ class Plan:
     test_multiplier: float = 1.0
     notes: list[str] = field(default_factory=list)
     compare: dict[str, Any] = field(default_factory=dict)
+    posttrain_law: dict[str, Any] = field(default_factory=dict)  # the recipe's budget, when a law chose it
 
     @property
     def total_flops(self) -> float:
@@ -140,6 +151,8 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN (no reachable value) becomes None."""
         d = {**asdict(self), "total_flops": self.total_flops}
+        if not self.posttrain_law:  # no law in the fits folder: the plan's JSON is as it was before laws
+            d.pop("posttrain_law")
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
@@ -199,8 +212,8 @@ def _plan_loss(cfg: PlanConfig, fits: Fits) -> Plan:
 
 
 # ---- target accuracy: the exchange law --------------------------------------------------------------
-def _options(ex: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
-    """(strategies: (name, law, n, multiplier)), (recipes: (name, pretraining multiplier, cost share))."""
+def _options(ex: dict[str, Any], laws: dict[str, Any]) -> tuple[list[tuple], list[Recipe], list[str]]:
+    """(strategies: (name, law, n, multiplier)), (recipes: `plan_posttrain.Recipe`), notes on laws not used."""
     from scalelab.laws.exchange import ExchangeLaw
     from scalelab.laws.exchange_tables import GREEDY
 
@@ -215,21 +228,16 @@ def _options(ex: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
     if not strategies:
         raise InputError("the exchange fit holds no fitted strategy to plan with; re-make it with "
                          "`scalelab exchange RUNS --out FITS/exchange.json` on test-time records of 2+ models")
-    recipes = [("none", 1.0, 0.0)]
-    for tech, rows in plan_in.get("posttrain", {}).items():
-        recipes.append((tech, float(np.median([float(r["multiplier"]) for r in rows])),
-                        float(np.median([float(r["posttrain_share"]) for r in rows]))))
-    return strategies, recipes
+    return (strategies, *recipes(ex, laws))
 
 
 def _plan_accuracy(cfg: PlanConfig, fits: Fits) -> Plan:
     law, ex, T = fits.chinchilla, fits.exchange, _tokens(cfg, fits)
     plan_in = ex["planner"]
     kappa, t_law = float(plan_in["train_exact_per_6n"]), float(plan_in["test_tokens_2n"])
-    strategies, recipes = _options(ex)
+    strategies, options, notes = _options(ex, fits.posttrain)
     decades = 9
     C = np.geomspace(cfg.budget * 10.0 ** -decades, cfg.budget, decades * GRID_PER_DECADE + 1)
-    notes: list[str] = []
     if law is None:
         C, N, D, why = ladder_sizes(ex)
         notes.append(why)
@@ -238,18 +246,19 @@ def _plan_accuracy(cfg: PlanConfig, fits: Fits) -> Plan:
         p = law.params_
         G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / (p["alpha"] + p["beta"]))
         N, D = G * (C / 6) ** a, (C / 6) ** b / G  # Hoffmann et al. 2022, Eq. 4 (as ChinchillaLaw.compute_optimal)
-    cands = []  # (total, accuracy, recipe, strategy, i)
-    for rname, rmult, share in recipes:
+    cands = []  # (total, accuracy, recipe, strategy)
+    for r in options:
+        rmult, share = r.multiplier, r.share
         for sname, slaw, n, m in strategies:
             if cfg.difficulty is not None and cfg.difficulty not in slaw.difficulties_:
                 raise InputError(f"--difficulty {cfg.difficulty}: the exchange fit has difficulties {slaw.difficulties_}")
             acc = slaw.predict(np.column_stack([kappa * C * rmult, m * 2 * N * t_law]), difficulty=cfg.difficulty)
             total = C * (1 + share) + cfg.queries * T * 2 * N * m
-            cands.append((total, acc, (rname, rmult, share), (sname, slaw, n, m)))
+            cands.append((total, acc, r, (sname, slaw, n, m)))
 
-    def best(pred):
+    def best(pred, pool=cands):
         pick = None
-        for total, acc, r, s in cands:
+        for total, acc, r, s in pool:
             ok = pred(total, acc)
             if not ok.any():
                 continue
@@ -271,21 +280,29 @@ def _plan_accuracy(cfg: PlanConfig, fits: Fits) -> Plan:
         pick = (total[0], math.nan, r, s, 0)
         notes.append(f"nothing fits: serving {cfg.queries:.3g} queries with the smallest model considered "
                      f"(N = {N[0]:.3g}) already costs {total[0]:.3g} FLOPs")
-    total, acc, (rname, rmult, share), (sname, slaw, n, m), i = pick
+    total, acc, recipe, (sname, slaw, n, m), i = pick
+    rname, rmult, share = recipe.name, recipe.multiplier, recipe.share
     notes += _range_notes(slaw, kappa * C[i] * rmult, m * 2 * N[i] * t_law)
     sizes = [m_["N"] for m_ in ex.get("ladder", []) if m_.get("N")]
     if sizes and not min(sizes) / 1.01 <= N[i] <= max(sizes) * 1.01:
         notes.append(f"the plan's model (N = {N[i]:.3g}) is outside the ladder's sizes [{min(sizes):.3g}, "
                      f"{max(sizes):.3g}]")
-    greedy = [c for c in cands if c[2][0] == "none" and c[3][0] == "greedy"]
+    greedy = [c for c in cands if c[2].name == "none" and c[3][0] == "greedy"]
     compare = {}
     if reachable and greedy and (sname != "greedy" or rname != "none"):
         t, accg = greedy[0][0], greedy[0][1]
         ok = accg >= cfg.target_accuracy
         compare["greedy_total_flops"] = float(t[ok].min()) if ok.any() else None
+    if reachable and recipe.law and recipe.law["scale"] != 1.0:  # what the law bought over the measured budget
+        point = best(goal, [c for c in cands if c[2].name == rname and c[2].law and c[2].law["scale"] == 1.0])
+        compare["measured_posttrain_total_flops"] = None if point is None else float(point[0])
+    laws_left = sorted({c[2].law["file"] for c in cands if c[2].law} - ({recipe.law["file"]} if recipe.law else set()))
+    if laws_left:
+        notes.append(f"post-training laws considered ({', '.join(laws_left)}): no budget they price gave a cheaper "
+                     "plan than this one")
     return Plan("accuracy", reachable, cfg.target_accuracy, float(acc), cfg.budget, cfg.queries, T, float(N[i]),
                 float(D[i]), float(C[i]), float(C[i] * share), float(cfg.queries * T * 2 * N[i] * m), rname, rmult,
-                sname, n, m, notes, compare)
+                sname, n, m, notes, compare, dict(recipe.law or {}))
 
 
 def ladder_sizes(ex: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -333,9 +350,11 @@ def explain(p: Plan) -> list[str]:
     out.append(f"  model      N = {fmt(p.N)} parameters trained on D = {fmt(p.D)} tokens "
                f"({fmt(p.D / p.N)} tokens per parameter)")
     if p.mode == "accuracy":
+        by_law = ", as its post-training law predicts" if p.posttrain_law.get("scale", 1.0) != 1.0 else ""
         rec = ("none" if p.recipe == "none" else
-               f"{p.recipe} (worth {fmt(p.recipe_multiplier)}x its pretraining FLOPs on the ladder)")
+               f"{p.recipe} (worth {fmt(p.recipe_multiplier)}x its pretraining FLOPs on the ladder{by_law})")
         out.append(f"  post-train {rec}")
+        out += law_lines(p.posttrain_law, fmt) if p.posttrain_law else []
         out.append(f"  test time  {p.strategy}" + (f", n = {p.n}" if p.strategy != "greedy" else "")
                    + f" ({fmt(p.test_multiplier)}x the FLOPs of one greedy answer)")
     tot = p.total_flops
@@ -377,6 +396,11 @@ def explain(p: Plan) -> list[str]:
         out.append("  without post-training or test-time compute no model in the plan's range reaches the target")
     elif g != "absent":
         out.append(f"  greedy decoding without post-training would need {fmt(g)} FLOPs ({fmt(g / tot)}x this plan)")
+    mp = p.compare.get("measured_posttrain_total_flops", "absent")
+    if mp != "absent":
+        out.append(f"  {p.recipe} at its measured post-training budget " + (
+            "reaches the target in no plan within the budget" if mp is None else
+            f"would need {fmt(mp)} FLOPs ({fmt(mp / tot)}x this plan)"))
     if "saving" in p.compare:
         out.append(f"  against the Chinchilla-optimal model at the same loss: {100 * p.compare['saving']:.2f}% "
                    "fewer FLOPs")
