@@ -101,6 +101,37 @@ def test_logp_is_exact_on_a_small_generator():
         assert abs(c / n - p) < 5 * math.sqrt(p * (1 - p) / n) + 1e-4
 
 
+def test_logp_is_exact_with_fact_documents():
+    """Fact documents: frequencies match exp(logp), the support sums to one with the arithmetic,
+    a key always carries the same value, and facts off (the default) draw exactly as before."""
+    cfg = TestbedConfig.build(min_modulus=2, max_modulus=2, max_steps=1, ops="+", p_direct=0.5, p_error=0.0,
+                              p_facts=0.4, facts=7, facts_zipf=1.3, fact_values=12)
+    gen, rng, n = Generator(cfg), random.Random(1), 40_000
+    counts, logp, value = collections.Counter(), {}, {}
+    for _ in range(n):
+        doc, lp = gen.document(rng)
+        counts[doc] += 1
+        assert logp.setdefault(doc, lp) == pytest.approx(lp)
+        if doc.startswith("="):
+            key, val = doc[1:-1].split(":")
+            assert value.setdefault(key, val) == val and len(val) == 2 and int(val) < 12
+    assert len(value) == 7 and math.fsum(math.exp(logp[d]) for d in counts if d.startswith("=")) == pytest.approx(0.4)
+    assert math.fsum(math.exp(lp) for lp in logp.values()) == pytest.approx(1.0, abs=1e-9)
+    for doc, c in counts.items():
+        p = math.exp(logp[doc])
+        assert abs(c / n - p) < 5 * math.sqrt(p * (1 - p) / n) + 1e-4
+    plain, off = Generator(TestbedConfig()), Generator(TestbedConfig.build(p_facts=0.0, facts=9))
+    r1, r2 = random.Random(5), random.Random(5)
+    assert [plain.document(r1) for _ in range(50)] == [off.document(r2) for _ in range(50)]
+
+
+def test_fact_documents_keep_the_floor_exact_and_encodable():
+    src = TestbedSource(eval_docs=400, p_facts=0.5, facts=100)
+    docs, nll = src.eval_documents()
+    assert src.entropy_floor == pytest.approx(nll / sum(len(d) + 1 for d in docs))
+    assert src.encode("".join(d for d in docs if d.startswith("="))).size > 0  # every character is in the alphabet
+
+
 def test_entropy_floor_equals_average_generator_nll():
     src = TestbedSource(eval_docs=300)
     docs, nll = src.eval_documents()

@@ -369,6 +369,9 @@ class _Pipeline:
             except ScalelabError as e:  # no curve (quantize, prune), or too few points on it
                 out[name] = {"error": str(e)}
                 continue
+            # where the planner reads it (`scalelab plan --fits`): it may then spend more or less
+            # post-training compute on the technique than the one measured child (pipeline.plan_posttrain)
+            atomic_write_json(self.fits_dir / f"posttrain-{name}.json", f)
             main = f["laws"][f["law"]]
             out[name] = {"law": f["law"], "params": main["params"], "ci95": main["ci95"], "R0": f.get("R0"),
                          "asymptote": f["asymptote"], "efficiency": f["efficiency"], "n_points": f["n_points"],

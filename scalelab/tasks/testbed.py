@@ -75,6 +75,10 @@ class TestbedConfig(Config):
     max_steps: int = Field(8, ge=1, le=len(LABELS), description="steps k are uniform on 1..max")
     p_direct: float = Field(0.25, ge=0.0, le=1.0, description="share of direct-answer items")
     p_error: float = Field(0.05, ge=0.0, lt=0.5, description="per-step injected, corrected error")
+    p_facts: float = Field(0.0, ge=0.0, lt=1.0, description="share of fact documents (memorised, see `FACTS`)")
+    facts: int = Field(20_000, ge=1, le=10**6, description="distinct facts: keys 0..facts-1")
+    facts_zipf: float = Field(1.5, ge=0.0, le=4.0, description="P(fact of rank r) ∝ r^-s")
+    fact_values: int = Field(1000, ge=2, le=10**6, description="a fact's value is one of this many")
     heldout_fraction: float = Field(1 / 32, gt=0.0, le=0.25, description="pairs for val and for test, each")
     eval_docs: int = Field(2000, ge=10, le=1_000_000, description="documents in the held-out loss set")
     eval_seed: int = Field(20261125, description="seed of the held-out loss set")
@@ -87,6 +91,24 @@ class TestbedConfig(Config):
         if bad or len(set(self.ops)) != len(self.ops):
             raise ValueError(f"ops={self.ops!r}: must be distinct characters from {OPS!r}")
         return self
+
+
+# Fact documents ("=04711:385"): a key drawn with Zipf frequencies over `facts` keys, and its value,
+# a fixed pseudo-random function of the key. The key costs its exact log-probability (part of the
+# floor); the value is free to a model that has memorised the fact and ln(fact_values) nats to one
+# that has not. Memorising random facts is bounded by capacity (about 2 bits per parameter, Allen-Zhu
+# & Li 2024, "Physics of Language Models 3.3") and by exposures, and many small quanta at Zipf
+# frequencies give a loss that falls as a power law in both N and D (Michaud et al. 2023; Hutter
+# 2021): what the arithmetic's few dozen tables alone could not give on CPU budgets, where the
+# step that learns one table is a phase transition and single runs differ by 0.006-0.015 nats with
+# the seed (docs/LOG.md, 2026-12-03).
+FACT_CHAR = "="
+
+
+def fact_text(key: int, cfg: TestbedConfig) -> str:
+    value = int.from_bytes(hashlib.blake2b(f"scalelab-fact:{key}".encode(), digest_size=8).digest(), "big")
+    w, v = len(str(cfg.facts - 1)), len(str(cfg.fact_values - 1))
+    return f"{FACT_CHAR}{key:0{w}d}:{value % cfg.fact_values:0{v}d}\n"
 
 
 # ---- problems ---------------------------------------------------------------------------------
@@ -188,6 +210,21 @@ class Generator:
         self._cum[-1] = 1.0
         self._log_p_modulus = dict(zip(self.moduli, np.log(self.p_modulus).tolist()))
 
+    @cached_property
+    def _fact_cum(self) -> tuple[list[float], np.ndarray, np.ndarray]:
+        """Cumulative Zipf weights over fact ranks, and each rank's key (a fixed shuffle, so a key's
+        digits say nothing about its frequency)."""
+        w = np.arange(1, self.cfg.facts + 1, dtype=np.float64) ** -self.cfg.facts_zipf
+        cum = np.cumsum(w / w.sum()).tolist()
+        cum[-1] = 1.0
+        keys = np.random.default_rng(20261203).permutation(self.cfg.facts)
+        return cum, np.log(w / w.sum()), keys
+
+    def fact(self, rng: random.Random) -> tuple[str, float]:
+        cum, logp, keys = self._fact_cum
+        r = _bisect(cum, rng.random())
+        return fact_text(int(keys[r]), self.cfg), float(logp[r])
+
     def pairs(self, m: int, split: str) -> np.ndarray:
         return _pair_splits(m, self.cfg.heldout_fraction)[split]
 
@@ -217,8 +254,14 @@ class Generator:
     def document(self, rng: random.Random) -> tuple[str, float]:
         """One training document (without separators) and its exact log-probability."""
         cfg = self.cfg
+        logp = 0.0
+        if cfg.p_facts > 0:
+            if rng.random() < cfg.p_facts:
+                text, lp = self.fact(rng)
+                return text, math.log(cfg.p_facts) + lp
+            logp = math.log(1.0 - cfg.p_facts)
         direct = rng.random() < cfg.p_direct
-        logp = math.log(cfg.p_direct if direct else 1.0 - cfg.p_direct) if 0 < cfg.p_direct < 1 else 0.0
+        logp += math.log(cfg.p_direct if direct else 1.0 - cfg.p_direct) if 0 < cfg.p_direct < 1 else 0.0
         prob, lp = self.problem(rng)
         logp += lp
         if direct:
