@@ -54,7 +54,8 @@ class DemoConfig(Config):
     smoke_test: bool = Field(False, description="numbers too small to mean anything: the output says so")
     budgets: list[float] = Field(..., min_length=2, description="IsoFLOP budgets, exact training FLOPs")
     points: int = Field(3, ge=3, description="model sizes per budget (a parabola needs 3)")
-    tokens_per_param: float = Field(150.0, gt=0, description="centre of each budget's sizes (docs/LOG.md 2026-11-25)")
+    tokens_per_param: float | list[float] = Field(
+        150.0, description="centre of each budget's sizes: one ratio, or one per budget (docs/LOG.md)")
     min_depth: int = Field(1, ge=1)
     sizes: list[str] | None = Field(None, description="ladder to sample (e.g. d2,d3w32); default: depths >= min_depth")
     max_tokens_per_param: float | None = Field(5000.0, gt=0)
@@ -78,6 +79,9 @@ class DemoConfig(Config):
         for name, fields in self.posttrain.items():  # a misspelt field fails now, not after the sweep
             stub = {"parent": "-", **({"teacher": "-"} if name == "distill" else {})}
             get_technique(name).config.build({**stub, **fields})
+        ratios = self.tokens_per_param if isinstance(self.tokens_per_param, list) else [self.tokens_per_param]
+        if any(not r > 0 for r in ratios) or len(ratios) not in (1, len(self.budgets)):
+            raise ValueError(f"tokens_per_param: give one ratio > 0, or one per budget ({len(self.budgets)})")
         for size in self.sizes or []:  # a misspelt size too
             try:
                 M.check_preset(size)
@@ -96,11 +100,21 @@ class DemoConfig(Config):
 # windows): d2-d3 models reach 0.2-0.7 greedy accuracy on 0.5M-5M tokens. Depth 1 brackets the two
 # smallest budgets, where d2 is loss-optimal (docs/planning.md's quick sweep on this testbed).
 TESTBED = {"seq_len": 128, "eval_tokens": 16_384, "source_options": {"max_steps": 4, "max_modulus": 10}}
+# The default adds memorised facts (half the documents: 20,000 keys at Zipf 1.2, 3-digit values;
+# `tasks.testbed.FACT_CHAR`): on arithmetic alone the loss is set by tokens and the optimum stayed at
+# d2-d3 from 1e11 to 3e12, while with facts at 1e12 FLOPs a 38k model beat 25k by 0.013-0.020 nats
+# over three seeds and at 3e11 a 13k model beat 25k by 0.013 (docs/LOG.md, 2026-12-03).
+FACT_BAND = {**TESTBED, "source_options": {**TESTBED["source_options"], "p_facts": 0.5, "facts": 20_000,
+                                           "facts_zipf": 1.2, "fact_values": 1000}}
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         # 500 problems per difficulty: at 100 a post-training gain of 2-3 points (rlvr's on this
-        # ladder, docs/posttrain-rl.md) is inside the noise
-        "name": "default", "budgets": [1e11, 3e11, 1e12, 3e12], "train": TESTBED, "eval_problems": 500,
+        # ladder, docs/posttrain-rl.md) is inside the noise. Sizes: a finer ladder (narrow rungs
+        # below d2, deeper width-32 rungs between d2 and d3); each budget's three sizes centred where
+        # the probes put its optimum, since the optimal tokens per parameter fall fast with C here.
+        "name": "default", "budgets": [1e11, 3e11, 1e12, 2e12], "train": FACT_BAND, "eval_problems": 500,
+        "sizes": ["d2w16", "d3w16", "d4w16", "d2", "d3w32", "d4w32", "d3", "d4w48"],
+        "tokens_per_param": [300, 170, 86, 70],
         "posttrain": {
             # 8,000 examples clear the evaluation's noise where 2,000 did not, and 3x the default lr
             # (0.1 x pretraining) fine-tuned a d3 better (docs/posttrain.md)
