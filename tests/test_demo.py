@@ -65,6 +65,12 @@ def test_demo_presets_are_valid_and_a_bad_technique_field_fails_before_any_train
     else:
         raise AssertionError("a misspelt technique field was accepted")
     try:
+        DemoConfig.build({**PRESETS["quick"], "tokens_per_param": [100, 50]})  # three budgets
+    except ConfigError as e:
+        assert "tokens_per_param" in str(e) and "\n" not in str(e)
+    else:
+        raise AssertionError("a centre list of the wrong length was accepted")
+    try:
         DemoConfig.build({**PRESETS["quick"], "sizes": ["d2", "d3w33"]})
     except ConfigError as e:
         assert "d3w33" in str(e) and "\n" not in str(e)

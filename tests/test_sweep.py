@@ -58,6 +58,23 @@ def test_isoflop_plan_takes_a_finer_ladder_of_sizes():
                for c in configs)
 
 
+def test_isoflop_plan_centres_each_budget_on_its_own_ratio():
+    """One centre per budget (in the budgets' order, whatever it is) moves each window on its own;
+    a list of the wrong length is refused."""
+    b = TrainConfig.build(model="d2", seq_len=64)
+    fine = ["d2w16", "d3w16", "d4w16", "d2", "d3w32", "d4w32", "d3", "d4w48"]
+    same = S.plan_isoflop(b, [1e12, 1e11], 3, vocab_size=64, sizes=fine, tokens_per_param=100)
+    apart = S.plan_isoflop(b, [1e12, 1e11], 3, vocab_size=64, sizes=fine, tokens_per_param=[30, 100])
+    window = lambda configs, c: [x.model for x in configs  # noqa: E731
+                                 if x.tokens * M.train_flops_per_token(M.parse_preset(x.model, 64, 64), 64)
+                                 == pytest.approx(c, rel=1e-3)]
+    assert window(apart, 1e11) == window(same, 1e11)  # its centre did not change
+    bigger = lambda m: M.param_counts(M.parse_preset(m, 64, 64)).active  # noqa: E731
+    assert min(map(bigger, window(apart, 1e12))) > min(map(bigger, window(same, 1e12)))  # fewer tokens/param: larger
+    with pytest.raises(ConfigError, match="2 budgets"):
+        S.plan_isoflop(b, [1e12, 1e11], 3, vocab_size=64, sizes=fine, tokens_per_param=[30, 100, 200])
+
+
 def test_isoflop_plan_refuses_a_budget_too_small_for_the_ladder():
     with pytest.raises(ConfigError, match="budget 1e\\+06"):
         S.plan_isoflop(TrainConfig.build(model="d2"), [1e6], 3, vocab_size=64)
