@@ -59,7 +59,7 @@ CASES = [
     ("train-set-no-equals", ["train", "--set", "tokens"], "key=value"),
     ("train-tokens-negative", ["train", "--set", "tokens=-5"], "tokens"),
     ("train-lr-text", ["train", "--set", "lr=abc"], "lr"),
-    ("train-p-facts-one", ["train", "--set", "tokens=2000", "--set", 'source_options={"p_facts": 1.0}'], "p_facts"),
+    ("train-p-facts-one", ["train", "--set", "tokens=2000", "--set", 'source_options={{"p_facts": 1.0}}'], "p_facts"),
     ("train-missing-config", ["train", "{missing}.json"], "missing.json"),
     ("train-config-not-json", ["train", "{file}"], "not valid json"),
     ("train-corpus-missing", ["train", "--corpus", "{missing}/*.txt"], "missing"),
