@@ -163,6 +163,17 @@ def test_a_law_the_planner_cannot_use_changes_nothing_and_says_why(tmp_path, cap
     assert p.total_flops == before.total_flops and any("none of its runs has a measured" in n for n in p.notes)
 
 
+def test_a_law_that_contradicts_the_measured_gain_is_not_used(tmp_path, capsys):
+    """The curve says the stage lowered accuracy, the evaluation that it raised it: a law that would
+    cut the budget on that evidence is left out, and the plan is the measured point's."""
+    fits = write_measured(tmp_path / "f")
+    before = plan(fits, budget=1e13, queries=0, target_accuracy=0.5)
+    write_law(fits, {"A": 0.05, "B": 2.0, "C_mid": 2e10, "R0": 0.3}, capsys)
+    p = plan(fits, budget=1e13, queries=0, target_accuracy=0.5)
+    assert (p.recipe, p.recipe_multiplier, p.total_flops) == (before.recipe, before.recipe_multiplier, before.total_flops)
+    assert any("not used: its curve has the stage lowering accuracy" in n for n in p.notes)
+
+
 def test_two_laws_of_one_technique_is_bad_input(tmp_path, capsys):
     fits = write_measured(tmp_path / "f")
     write_law(fits, RISING, capsys)

@@ -125,6 +125,11 @@ def _law_options(ex: dict[str, Any], doc: dict[str, Any]) -> list[Recipe] | str:
     lo, hi = min(xs) / x_ref, MAX_OVER_LARGEST * max(xs) / x_ref
     steps = range(math.ceil(2 * math.log2(lo) - 1e-9), math.floor(2 * math.log2(hi) + 1e-9) + 1)
     base = float(law.predict([x_ref])[0])
+    r0, gain = doc.get("R0"), float(row["gain"])
+    if r0 is not None and (base - float(r0)) * gain < 0:  # e.g. a noisy curve of 32 problems per difficulty
+        return (f"its curve has the stage {'lowering' if base < float(r0) else 'raising'} accuracy ({float(r0):.3g} -> "
+                f"{base:.3g} on the curve's problems) where the evaluation measured {gain:+.3g}: they disagree, so the "
+                "measured point is kept")
     kept, dropped = [], []
     for k in (2.0 ** (i / 2) for i in steps):  # half-octave steps; k = 1 and powers of 2 exactly
         delta = float(law.predict([k * x_ref])[0]) - base if k != 1.0 else 0.0
