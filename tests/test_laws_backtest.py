@@ -165,6 +165,31 @@ def test_auto_reads_the_pretraining_runs_of_a_runs_directory(tmp_path, capsys):
     assert out.startswith("chose ") and "left out 1 post-training" in err
 
 
+def test_auto_offers_the_fixed_e_form_when_every_run_records_one_floor(tmp_path, capsys):
+    """Runs that record one entropy floor make fixed-E a candidate of --law auto (with a note);
+    one run without it, or two floors, and the candidates are as before."""
+    from scalelab.records import RunRecord, write_record
+
+    df = pd.read_csv(ladder(tmp_path / "l.csv"))
+    floor = 0.9 * float(df["loss"].min())
+
+    def runs(folder, floors):
+        for i, (row, f) in enumerate(zip(df.itertuples(), floors)):
+            rec = RunRecord(run_id=f"r{i}", phase="pretrain", technique="pretrain", task="testbed",
+                            n_params_nonembedding=int(row.N), tokens=int(row.D), flops={"pretrain": 6 * row.N * row.D})
+            rec.complete(loss=row.loss, **({} if f is None else {"entropy_floor": f}))
+            write_record(tmp_path / folder / f"r{i}", rec)
+        code, out, err = run(["fit", tmp_path / folder, "--law", "auto", "--bootstrap", "0", "--json"], capsys)
+        assert code == 0, err
+        return {c["law"] for c in json.loads(out)["backtest"]["candidates"]}, err
+
+    got, err = runs("one", [floor] * len(df))
+    assert "fixed-e" in got and f"records the entropy floor {floor:.6g}" in err
+    for folder, floors in (("missing", [floor] * (len(df) - 1) + [None]), ("two", [floor, 0.5 * floor] * len(df))):
+        got, err = runs(folder, floors)
+        assert "fixed-e" not in got and "entropy floor" not in err
+
+
 def test_datacon_tied_form_from_the_command_line(tmp_path, capsys):
     from scalelab.laws.datacon import datacon_loss
 

@@ -86,6 +86,13 @@ def fit_cmd(
     if holdout is not None and law != "auto":
         raise InputError("--holdout applies to --law auto (or to `scalelab backtest`)")
     E_fixed = _floor(floor, table) if floor is not None else None
+    floor_note = None
+    if law == "auto" and floor is None and (E_fixed := _recorded_floor(table)) is not None:
+        # A known floor is the strongest prior a fit can have: on the testbed's fact band the fixed-E
+        # form extrapolated 4x better in compute than the forms that must find E (docs/LOG.md,
+        # 2026-12-03), but only when offered. The backtest still decides.
+        floor_note = (f"every run records the entropy floor {E_fixed:.6g}: the fixed-E form is a candidate too "
+                      "(--floor VALUE to use another)")
     if form == "fixed-e" and E_fixed is None:
         raise InputError("--form fixed-e needs --floor (the known irreducible loss)")
     stdout, stderr = _consoles()
@@ -115,7 +122,7 @@ def fit_cmd(
                                             frontier_weight=frontier_weight, progress=tick)
         else:
             est, prep = fit_table(table, est, col_map=parse_col_map(col), x=x, progress=tick)
-    for note in prep.notices:
+    for note in prep.notices + ([floor_note] if floor_note else []):
         stderr.print(f"note: {note}", highlight=False, soft_wrap=True)
     if as_json:  # the document --out writes; the tables stay out of stdout, "wrote" lines go to stderr
         from scalelab.laws.fitfile import fit_document
@@ -177,6 +184,21 @@ def parse_holdout(value: str) -> str | int:
     if k < 1:
         raise InputError(f"--holdout {value!r}: expected largest-compute, largest-params, both or a positive integer K")
     return k
+
+
+def _recorded_floor(table: str) -> float | None:
+    """The one entropy floor every run of the table records (testbed runs do), else None."""
+    from scalelab.errors import ScalelabError
+    from scalelab.tables import load_table
+
+    try:
+        frame = load_table(table).frame
+    except ScalelabError:  # fit_auto reads the table again and says what is wrong with it
+        return None
+    col = "metrics.entropy_floor"
+    if col not in frame or frame.empty or not frame[col].notna().all() or frame[col].nunique() != 1:
+        return None
+    return float(frame[col].iloc[0])
 
 
 def _floor(value: str, table: str) -> float:
