@@ -26,8 +26,8 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-# The whole pipeline on the embedded testbed, ending in demo/report.html: 10.5 min on 2 shared cores
-# (docs/LOG.md, 2026-12-01); `scalelab demo --quick` is the 75-second smoke test.
+# The whole pipeline on the embedded testbed, ending in demo/report.html: 11 min on 2 idle cores
+# (docs/LOG.md, 2026-12-03); `scalelab demo --quick` is the 73-second smoke test.
 demo: $(STAMP)
 	$(VENV)/bin/scalelab demo
 
