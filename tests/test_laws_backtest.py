@@ -166,8 +166,9 @@ def test_auto_reads_the_pretraining_runs_of_a_runs_directory(tmp_path, capsys):
 
 
 def test_auto_offers_the_fixed_e_form_when_every_run_records_one_floor(tmp_path, capsys):
-    """Runs that record one entropy floor make fixed-E a candidate of --law auto (with a note);
-    one run without it, or two floors, and the candidates are as before."""
+    """Pretraining runs that record one entropy floor make fixed-E a candidate of --law auto (with a
+    note; post-training records beside them do not count); one run without it, or two floors, and
+    the candidates are as before."""
     from scalelab.records import RunRecord, write_record
 
     df = pd.read_csv(ladder(tmp_path / "l.csv"))
@@ -179,6 +180,9 @@ def test_auto_offers_the_fixed_e_form_when_every_run_records_one_floor(tmp_path,
                             n_params_nonembedding=int(row.N), tokens=int(row.D), flops={"pretrain": 6 * row.N * row.D})
             rec.complete(loss=row.loss, **({} if f is None else {"entropy_floor": f}))
             write_record(tmp_path / folder / f"r{i}", rec)
+        post = RunRecord(run_id="sft", phase="posttrain", technique="sft", task="testbed", flops={"posttrain": 1e12})
+        post.complete(accuracy=0.5)  # no floor, and no pretraining point: it does not count
+        write_record(tmp_path / folder / "sft", post)
         code, out, err = run(["fit", tmp_path / folder, "--law", "auto", "--bootstrap", "0", "--json"], capsys)
         assert code == 0, err
         return {c["law"] for c in json.loads(out)["backtest"]["candidates"]}, err

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -186,19 +186,28 @@ def parse_holdout(value: str) -> str | int:
     return k
 
 
-def _recorded_floor(table: str) -> float | None:
-    """The one entropy floor every run of the table records (testbed runs do), else None."""
-    from scalelab.errors import ScalelabError
+def _recorded_floors(table: str) -> Any:
+    """The entropy floor each pretraining run of the table records (NaN where it records none)."""
+    import pandas as pd
+
     from scalelab.tables import load_table
 
+    frame = load_table(table).frame
+    if "phase" in frame:  # post-training records carry no floor and are no pretraining points
+        frame = frame[frame["phase"].isna() | (frame["phase"] == "pretrain")]
+    col = "metrics.entropy_floor"
+    return frame[col] if col in frame else pd.Series([float("nan")] * len(frame), dtype=float)
+
+
+def _recorded_floor(table: str) -> float | None:
+    """The one entropy floor every pretraining run records (testbed runs do), else None."""
+    from scalelab.errors import ScalelabError
+
     try:
-        frame = load_table(table).frame
+        floors = _recorded_floors(table)
     except ScalelabError:  # fit_auto reads the table again and says what is wrong with it
         return None
-    col = "metrics.entropy_floor"
-    if col not in frame or frame.empty or not frame[col].notna().all() or frame[col].nunique() != 1:
-        return None
-    return float(frame[col].iloc[0])
+    return float(floors.iloc[0]) if len(floors) and floors.notna().all() and floors.nunique() == 1 else None
 
 
 def _floor(value: str, table: str) -> float:
@@ -213,14 +222,10 @@ def _floor(value: str, table: str) -> float:
         if not (v > 0 and v < float("inf")):
             raise InputError(f"--floor {value!r}: must be a positive finite number")
         return v
-    from scalelab.tables import load_table
-
-    frame = load_table(table).frame
-    col = "metrics.entropy_floor"
-    floors = frame[col].dropna().unique() if col in frame else []
+    floors = _recorded_floors(table).dropna().unique()
     if len(floors) != 1:
         raise InputError(f"--floor auto: {table} records {len(floors)} distinct entropy floors "
-                         f"({col}); give the value as a number")
+                         "(metrics.entropy_floor); give the value as a number")
     return float(floors[0])
 
 
