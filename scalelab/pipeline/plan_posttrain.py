@@ -22,7 +22,9 @@ range is dropped (the ladder cannot price it; the exchange drops such children t
 Assumptions, said in the plan: the law was fitted on one parent on the testbed, its accuracy (the
 curve's held-out problems) moves as the evaluation's does, and the multiplier carries over to the
 plan's model size as the measured one is assumed to. A law is used only if it was fitted against
-FLOPs, converged and was checked on a held-out budget (its extrapolation error is shown).
+FLOPs, converged, was checked on a held-out budget (its extrapolation error is shown) and agrees
+with the evaluation on whether the stage helped (its curve rising from R0 where the measured gain
+is positive, falling where it is negative).
 """
 from __future__ import annotations
 
