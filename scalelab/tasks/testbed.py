@@ -13,6 +13,8 @@ operands (the "number of steps"); the answer applies the operation step by step 
     D23*:9 a6 b19 c4          direct question: the answer with no worked steps
     A:10
 
+    =04711:385                optional fact document (`p_facts`): a key and its fixed value, to memorise
+
 Why this shape (see FINDINGS.md and docs/LOG.md): labelling each operand lets a small model find
 operand i by matching its label instead of counting, which makes the task learnable on a CPU.
 One operation per problem, stated once in the header: with a different operation at every step,
@@ -75,7 +77,7 @@ class TestbedConfig(Config):
     max_steps: int = Field(8, ge=1, le=len(LABELS), description="steps k are uniform on 1..max")
     p_direct: float = Field(0.25, ge=0.0, le=1.0, description="share of direct-answer items")
     p_error: float = Field(0.05, ge=0.0, lt=0.5, description="per-step injected, corrected error")
-    p_facts: float = Field(0.0, ge=0.0, lt=1.0, description="share of fact documents (memorised, see `FACTS`)")
+    p_facts: float = Field(0.0, ge=0.0, lt=1.0, description="share of fact documents (memorised, see `fact_text`)")
     facts: int = Field(20_000, ge=1, le=10**6, description="distinct facts: keys 0..facts-1")
     facts_zipf: float = Field(1.5, ge=0.0, le=4.0, description="P(fact of rank r) ∝ r^-s")
     fact_values: int = Field(1000, ge=2, le=10**6, description="a fact's value is one of this many")
@@ -212,8 +214,8 @@ class Generator:
 
     @cached_property
     def _fact_cum(self) -> tuple[list[float], np.ndarray, np.ndarray]:
-        """Cumulative Zipf weights over fact ranks, and each rank's key (a fixed shuffle, so a key's
-        digits say nothing about its frequency)."""
+        """Per fact rank: the cumulative Zipf probability, the log-probability, and the key (a fixed
+        shuffle of the ranks, so a key's digits say nothing about its frequency)."""
         w = np.arange(1, self.cfg.facts + 1, dtype=np.float64) ** -self.cfg.facts_zipf
         cum = np.cumsum(w / w.sum()).tolist()
         cum[-1] = 1.0
