@@ -194,6 +194,21 @@ def test_auto_offers_the_fixed_e_form_when_every_run_records_one_floor(tmp_path,
         assert "fixed-e" not in got and "entropy floor" not in err
 
 
+def test_a_csv_column_of_entropy_floors_counts_as_recorded(tmp_path, capsys):
+    """A CSV with an `entropy_floor` column (the bundled testbed table has one) gives --floor auto its
+    value and makes fixed-E a candidate of --law auto, as run records do."""
+    df = pd.read_csv(ladder(tmp_path / "l.csv"))
+    floor = 0.9 * float(df["loss"].min())
+    df.assign(entropy_floor=floor).to_csv(tmp_path / "floors.csv", index=False)
+    code, out, err = run(["fit", tmp_path / "floors.csv", "--law", "chinchilla", "--form", "fixed-e", "--floor",
+                          "auto", "--bootstrap", "0", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["params"]["E"] == pytest.approx(floor)
+    code, out, err = run(["fit", tmp_path / "floors.csv", "--law", "auto", "--bootstrap", "0", "--json"], capsys)
+    assert code == 0, err
+    assert "fixed-e" in {c["law"] for c in json.loads(out)["backtest"]["candidates"]}
+
+
 def test_datacon_tied_form_from_the_command_line(tmp_path, capsys):
     from scalelab.laws.datacon import datacon_loss
 

@@ -187,7 +187,8 @@ def parse_holdout(value: str) -> str | int:
 
 
 def _recorded_floors(table: str) -> Any:
-    """The entropy floor each pretraining run of the table records (NaN where it records none)."""
+    """The entropy floor each pretraining run of the table records (NaN where it records none): a run
+    record's `metrics.entropy_floor`, or an `entropy_floor` column of a CSV (the bundled testbed table's)."""
     import pandas as pd
 
     from scalelab.tables import load_table
@@ -195,8 +196,10 @@ def _recorded_floors(table: str) -> Any:
     frame = load_table(table).frame
     if "phase" in frame:  # post-training records carry no floor and are no pretraining points
         frame = frame[frame["phase"].isna() | (frame["phase"] == "pretrain")]
-    col = "metrics.entropy_floor"
-    return frame[col] if col in frame else pd.Series([float("nan")] * len(frame), dtype=float)
+    for col in ("metrics.entropy_floor", "entropy_floor"):
+        if col in frame:
+            return pd.to_numeric(frame[col], errors="coerce")
+    return pd.Series([float("nan")] * len(frame), dtype=float)
 
 
 def _recorded_floor(table: str) -> float | None:
@@ -225,7 +228,7 @@ def _floor(value: str, table: str) -> float:
     floors = _recorded_floors(table).dropna().unique()
     if len(floors) != 1:
         raise InputError(f"--floor auto: {table} records {len(floors)} distinct entropy floors "
-                         "(metrics.entropy_floor); give the value as a number")
+                         "(metrics.entropy_floor or an entropy_floor column); give the value as a number")
     return float(floors[0])
 
 
