@@ -70,9 +70,30 @@ def test_demo_presets_are_valid_and_a_bad_technique_field_fails_before_any_train
         assert "tokens_per_param" in str(e) and "\n" not in str(e)
     else:
         raise AssertionError("a centre list of the wrong length was accepted")
+    for seeds in ([2, 1], 0):
+        try:
+            DemoConfig.build({**PRESETS["quick"], "seeds": seeds})
+        except ConfigError as e:
+            assert "seeds" in str(e) and "\n" not in str(e)
+        else:
+            raise AssertionError(f"seeds={seeds} was accepted")
     try:
         DemoConfig.build({**PRESETS["quick"], "sizes": ["d2", "d3w33"]})
     except ConfigError as e:
         assert "d3w33" in str(e) and "\n" not in str(e)
     else:
         raise AssertionError("a misspelt ladder size was accepted")
+
+
+def test_a_budgets_optimum_is_the_size_of_least_mean_loss_over_its_seeds():
+    """One lucky seed does not make a size optimal: d3 has the single best run at 1e11, d2 the
+    better mean; the ladder takes d2, represented by its lowest-seed run, and says what it averaged."""
+    from scalelab.pipeline.demo import compute_optimal
+
+    row = lambda model, seed, budget, loss: {"run": f"{model}-{seed}-{budget:g}", "model": model,  # noqa: E731
+                                              "seed": seed, "budget": budget, "loss": loss}
+    rows = [row("d2", 1, 1e11, 0.52), row("d2", 0, 1e11, 0.53), row("d3", 0, 1e11, 0.50), row("d3", 1, 1e11, 0.60),
+            row("d3", 0, 1e12, 0.44), row("d4", 0, 1e12, 0.43)]
+    ladder = compute_optimal(rows)
+    assert [(m["budget"], m["model"], m["seed"], m["seeds"]) for m in ladder] == [(1e11, "d2", 0, 2), (1e12, "d4", 0, 1)]
+    assert ladder[0]["mean_loss"] == 0.525 and ladder[0]["loss"] == 0.53

@@ -75,6 +75,24 @@ def test_isoflop_plan_centres_each_budget_on_its_own_ratio():
         S.plan_isoflop(b, [1e12, 1e11], 3, vocab_size=64, sizes=fine, tokens_per_param=[30, 100, 200])
 
 
+def test_isoflop_plan_replicates_a_budget_with_the_next_seeds():
+    """seeds=[3, 1]: the first budget's sizes three times, with seeds base, base+1, base+2 (new run
+    ids); the second budget's once, the same runs as without replicates (ids unchanged)."""
+    b = TrainConfig.build(model="d2", seq_len=64, seed=7)
+    fine = ["d2w16", "d3w16", "d4w16", "d2", "d3w32", "d4w32", "d3", "d4w48"]
+    one = S.plan_isoflop(b, [1e11, 1e12], 3, vocab_size=64, sizes=fine, tokens_per_param=100)
+    rep = S.plan_isoflop(b, [1e11, 1e12], 3, vocab_size=64, sizes=fine, tokens_per_param=100, seeds=[3, 1])
+    small = {(c.model, c.tokens) for c in one if c.tokens * M.train_flops_per_token(
+        M.parse_preset(c.model, 64, 64), 64) == pytest.approx(1e11, rel=1e-3)}
+    assert len(rep) == len(one) + 2 * len(small)
+    assert {S.run_id_for(c) for c in one} <= {S.run_id_for(c) for c in rep}
+    for size in small:
+        assert sorted(c.seed for c in rep if (c.model, c.tokens) == size) == [7, 8, 9]
+    assert all(c.seed == 7 for c in rep if (c.model, c.tokens) not in small)
+    with pytest.raises(ConfigError, match="seeds"):
+        S.plan_isoflop(b, [1e11, 1e12], 3, vocab_size=64, sizes=fine, seeds=[3, 1, 1])
+
+
 def test_isoflop_plan_refuses_a_budget_too_small_for_the_ladder():
     with pytest.raises(ConfigError, match="budget 1e\\+06"):
         S.plan_isoflop(TrainConfig.build(model="d2"), [1e6], 3, vocab_size=64)

@@ -80,6 +80,7 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     out.append(f"pretraining  {len(pre['runs'])} runs, {fmt(pre['flops'])} FLOPs ({pre['reused']} reused); "
                "the compute-optimal run of each budget:")
     out += [f"  {fmt(m['budget']):>10}  {m['run']:<20} N {m['N']:>7,}  D {m['D']:>10,}  loss {m['loss']:.4f}"
+            + (f" (mean of {m['seeds']} seeds {m['mean_loss']:.4f})" if m.get("seeds", 1) > 1 else "")
             for m in pre["ladder"]]
     p, ci = f["chinchilla"]["params"], f["chinchilla"]["ci95"] or {}
     iv = {k: f" [{fmt(ci[k][0])}, {fmt(ci[k][1])}]" if ci.get(k) else "" for k in p}

@@ -57,6 +57,9 @@ class DemoConfig(Config):
     points: int = Field(3, ge=3, description="model sizes per budget (a parabola needs 3)")
     tokens_per_param: float | list[float] = Field(
         150.0, description="centre of each budget's sizes: one ratio, or one per budget (docs/LOG.md)")
+    seeds: int | list[int] = Field(
+        1, description="runs of each size at a budget, seeds seed, seed+1, ...: one count, or one per budget; "
+                       "a budget's optimum is the size of least mean loss (docs/LOG.md: small budgets are seed noise)")
     min_depth: int = Field(1, ge=1)
     sizes: list[str] | None = Field(None, description="ladder to sample (e.g. d2,d3w32); default: depths >= min_depth")
     max_tokens_per_param: float | None = Field(5000.0, gt=0)
@@ -83,6 +86,9 @@ class DemoConfig(Config):
         ratios = self.tokens_per_param if isinstance(self.tokens_per_param, list) else [self.tokens_per_param]
         if any(not r > 0 for r in ratios) or len(ratios) not in (1, len(self.budgets)):
             raise ValueError(f"tokens_per_param: give one ratio > 0, or one per budget ({len(self.budgets)})")
+        counts = self.seeds if isinstance(self.seeds, list) else [self.seeds]
+        if any(k < 1 for k in counts) or len(counts) not in (1, len(self.budgets)):
+            raise ValueError(f"seeds: give one count >= 1, or one per budget ({len(self.budgets)})")
         for size in self.sizes or []:  # a misspelt size too
             try:
                 M.check_preset(size)
@@ -97,6 +103,21 @@ class DemoConfig(Config):
         return cls.build(PRESETS[name])
 
 
+
+
+def compute_optimal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per budget, the size of least mean loss over its seeds, represented by its lowest-seed run
+    (which test-time and post-training then use); `mean_loss` and `seeds` say what was averaged."""
+    ladder = []
+    for b in sorted({r["budget"] for r in rows}):
+        sizes: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["budget"] == b:
+                sizes.setdefault(r["model"], []).append(r)
+        mean = {m: sum(r["loss"] for r in rs) / len(rs) for m, rs in sizes.items()}
+        best = min(mean, key=mean.get)
+        ladder.append({**min(sizes[best], key=lambda r: r["seed"]), "mean_loss": mean[best], "seeds": len(sizes[best])})
+    return ladder
 
 
 # ---- progress: the command line passes a display (`cli.progress.StageDisplay`) ------------------
@@ -183,7 +204,7 @@ class _Pipeline:
         vocab = resolve_source(base.source, source_options(base)).vocab_size
         configs = plan_isoflop(base, cfg.budgets, cfg.points, vocab_size=vocab, tokens_per_param=cfg.tokens_per_param,
                                min_depth=cfg.min_depth, max_tokens_per_param=cfg.max_tokens_per_param,
-                               sizes=cfg.sizes)
+                               sizes=cfg.sizes, seeds=cfg.seeds)
         total = {run_id_for(c): c.tokens * plan_run(c, vocab)["flops_per_token"] for c in configs}
         budget = {rid: min(cfg.budgets, key=lambda b: abs(math.log(f / b))) for rid, f in total.items()}
         done = {rid: total[rid] if _complete(runs / rid) else 0.0 for rid in total}
@@ -204,11 +225,10 @@ class _Pipeline:
             raise DemoError(f"pretraining: {len(bad)} of {len(outcomes)} runs did not finish ({bad[0].run_id}: "
                             f"{bad[0].status}, {bad[0].error}); re-run the same command to retry them")
         recs = [read_record(runs / o.run_id) for o in outcomes]
-        rows = [{"run": r.run_id, "model": r.config["model"], "budget": budget[r.run_id], "N": r.n_params_nonembedding,
-                 "D": r.tokens, "C": r.flops["pretrain"], "loss": r.metrics["loss"], "wall_s": r.wall_s} for r in recs]
-        # the compute-optimal member of each budget: the best final loss
-        ladder = [min((r for r in rows if r["budget"] == b), key=lambda r: r["loss"])
-                  for b in sorted(set(budget.values()))]
+        rows = [{"run": r.run_id, "model": r.config["model"], "seed": r.config["seed"], "budget": budget[r.run_id],
+                 "N": r.n_params_nonembedding, "D": r.tokens, "C": r.flops["pretrain"], "loss": r.metrics["loss"],
+                 "wall_s": r.wall_s} for r in recs]
+        ladder = compute_optimal(rows)
         self.s["pretrain"] = {"runs": rows, "reused": reused, "flops": sum(total.values()), "ladder": ladder,
                               "entropy_floor": recs[0].metrics["entropy_floor"]}
         return f"{len(outcomes)} runs ({reused} reused), {sum(total.values()):.3g} FLOPs"

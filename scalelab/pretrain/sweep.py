@@ -92,7 +92,8 @@ def plan_grid(base: TrainConfig, sizes: list[str], tokens: list[int]) -> list[Tr
 def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_size: int,
                  family: str | None = None, moe: bool | None = None,
                  tokens_per_param: float | list[float] = TOKENS_PER_PARAM, min_depth: int = MIN_DEPTH,
-                 max_tokens_per_param: float | None = None, sizes: list[str] | None = None) -> list[TrainConfig]:
+                 max_tokens_per_param: float | None = None, sizes: list[str] | None = None,
+                 seeds: int | list[int] = 1) -> list[TrainConfig]:
     """For each budget C, `points` consecutive ladder sizes centred on the size that would see
     `tokens_per_param` tokens per parameter (one ratio, or one per budget in the order given: the
     compute-optimal ratio moves with the budget, on the testbed's fact band steeply), each trained
@@ -100,14 +101,18 @@ def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_
     The ladder is every depth of the family from `min_depth`, or the presets in `sizes` (a finer
     ladder with width-suffixed rungs, `d3w32`, ordered by size). Sizes that would see more than
     `max_tokens_per_param` are left out: far past their optimum they add nothing to the parabola,
-    and the smallest models are the slowest per FLOP."""
+    and the smallest models are the slowest per FLOP. `seeds` (one count, or one per budget) adds
+    replicates of a budget's runs with seeds base.seed + 1, ... (small budgets are seed noise)."""
     if not budgets or points < 1:
         raise ConfigError("isoflop plan: give at least one budget (--budgets) and --points-per-budget >= 1")
     ratios = tokens_per_param if isinstance(tokens_per_param, list) else [tokens_per_param] * len(budgets)
     if len(ratios) != len(budgets):
         raise ConfigError(f"isoflop plan: {len(ratios)} tokens-per-parameter centres for {len(budgets)} budgets; "
                           "give one, or one per budget")
-    centre = dict(zip(budgets, ratios))
+    counts = seeds if isinstance(seeds, list) else [seeds] * len(budgets)
+    if len(counts) != len(budgets) or min(counts) < 1:
+        raise ConfigError(f"isoflop plan: seeds {seeds}: give one count >= 1, or one per budget")
+    centre, replicas = dict(zip(budgets, ratios)), dict(zip(budgets, counts))
     ref = M.parse_preset(base.model, vocab_size, base.seq_len)
     family = family or ("gpu" if ref.name.startswith("gpu-") else "cpu")
     moe = ref.is_moe if moe is None else moe
@@ -128,7 +133,8 @@ def plan_isoflop(base: TrainConfig, budgets: list[float], points: int, *, vocab_
                               f"raise the budget or lower --points-per-budget")
         best = min(range(len(ladder)), key=lambda i: abs(math.log(ladder[i][2] / centre[c])))
         lo = min(max(0, best - points // 2), len(ladder) - points)
-        out += [base.override([f"model={n}", f"tokens={d}"]) for n, d, _ in ladder[lo:lo + points]]
+        out += [base.override([f"model={n}", f"tokens={d}", f"seed={base.seed + j}"])
+                for j in range(replicas[c]) for n, d, _ in ladder[lo:lo + points]]
     return _unique(out)
 
 
