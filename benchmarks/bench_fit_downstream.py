@@ -1,6 +1,6 @@
 """Loss -> downstream accuracy in two steps, reproduced on the OLMo ladder (Bhagia et al. 2024).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_fit_downstream.py [--rungs 190M,370M,760M,1B] [--with-3b]
+    OMP_NUM_THREADS=1 python benchmarks/bench_fit_downstream.py [--rungs 190M,370M,760M,1B,3B] [--frontier-weight P]
 
 Step 1 fits each task's loss (bits per byte of the correct answer, `eval/downstream_bpb/..._rc_5shot_bpb`)
 as a Chinchilla law of (N, D) on the ladder's final checkpoints (the mean of the last 5
@@ -12,7 +12,10 @@ from (N, D) alone. MMLU is the mean of its four test subsets. Errors are in accu
 Variants: the paper's sigmoid (floor, scale, k, L0 all free); the floor held at the task's chance
 accuracy; floor at chance and ceiling at 1 (only k and L0 fitted); the last with step 1 tied
 (alpha = beta). `step 2 only` feeds the measured task
-loss of the target into step 2, to show which step misses.
+loss of the target into step 2, to show which step misses. `step 1 weighted` fits step 1 with
+each run's Huber term weighted by (C/C_max)^P (`--frontier-weight P`, default 1; the weights of
+`fit --law auto`): the table shows it for "chance to 1", the summary for every variant, with
+step 1's own error on the targets' task loss.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fit_vpnls import OLMO_SIZES, OLMO_TARGETS, SHARED  # noqa: E402
 
 from scalelab.laws.downstream import TwoStepLaw  # noqa: E402
+from scalelab.laws.loghuber import frontier_weights  # noqa: E402
 
 RUNS = SHARED / "olmo_ladder" / "ladder-runs"
 MMLU = [f"mmlu_{s}_test" for s in ("stem", "humanities", "social_sciences", "other")]
@@ -67,40 +71,80 @@ def load(rungs) -> tuple[list, dict]:
     return runs, targets
 
 
+VARIANTS = {"paper (4-parameter sigmoid)": "", "floor at chance": "chance",
+            "chance to 1": "chance-1", "chance to 1, tied step 1": "chance-1-tied"}
+WEIGHTED = "chance to 1"   # the variant whose weighted twin gets a column in the table
+
+
+def fit_variant(how: str, chance: float, weight: float, X, tl, ck) -> TwoStepLaw:
+    return TwoStepLaw(chance=chance if how else None, ceiling=1.0 if "-1" in how else None,
+                      form="tied" if how.endswith("tied") else "free", frontier_weight=weight).fit(
+        X, tl, ck["loss"].to_numpy(), ck["acc"].to_numpy())
+
+
+def summary(label: str, e: list[float], unweighted: list[float] | None = None) -> str:
+    """Mean |error| over the finite predictions (a degenerate step 1 can predict no finite loss);
+    when some are left out, the unweighted variant's mean over the same predictions beside it."""
+    e = np.abs(np.asarray(e, float))
+    bad = int((~np.isfinite(e)).sum())
+    note = ""
+    if bad:
+        same = np.abs(np.asarray(unweighted, float))[np.isfinite(e)]
+        note = f"; {bad} not finite, left out of the means (unweighted on the same {len(same)}: {same.mean():.2f})"
+    return (f"  {label}: {np.nanmean(e):.2f} ({int((e <= 2).sum())}/{len(e)} within 2); "
+            f"7B {np.nanmean(e[0::2]):.2f}, 13B {np.nanmean(e[1::2]):.2f}{note}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rungs", default="190M,370M,760M,1B")
+    ap.add_argument("--frontier-weight", type=float, default=1.0, help="P of the weighted step 1: (C/C_max)^P")
     args = ap.parse_args()
+    P = args.frontier_weight
     runs, targets = load(args.rungs.split(","))
-    variants = {"paper (4-parameter sigmoid)": "", "floor at chance": "chance",
-                "chance to 1": "chance-1", "chance to 1, tied step 1": "chance-1-tied"}
-    print(f"rungs {args.rungs}: {len(runs)} runs")
-    print("| task | target | measured | " + " | ".join(variants) + " | step 2 only (chance to 1) |")
-    print("|---|---|---:|" + "---:|" * (len(variants) + 1))
-    errs = {v: [] for v in [*variants, "step2"]}
+    keys = [(v, 0.0) for v in VARIANTS] + [(v, P) for v in VARIANTS]
+    weights = frontier_weights(np.array([n * D for n, D, _ in runs]), P)
+    ess = len(runs) if weights is None else weights.sum() ** 2 / (weights ** 2).sum()   # Kish's effective n
+    print(f"rungs {args.rungs}: {len(runs)} runs; step 1 weighted by (C/C_max)^{P:g}: {ess:.1f} runs' worth of weight")
+    print("| task | target | measured | " + " | ".join(VARIANTS) + f" | {WEIGHTED}, step 1 weighted (C/C_max)^{P:g} "
+          "| step 2 only (chance to 1) |")
+    print("|---|---|---:|" + "---:|" * (len(VARIANTS) + 2))
+    errs = {key: [] for key in [*keys, "step2"]}
+    loss_errs = {key: [] for key in keys}   # step 1: % error on the target's task loss
+    scatter = {}                                # step 1's sd of log residuals, unweighted free fit
     for task, (_, _, chance) in TASKS.items():
         X = np.array([[n, D] for n, D, _ in runs])
         tl = np.array([task_frame(d, task)["loss"].tail(5).mean() for _, _, d in runs])
         ck = pd.concat([task_frame(d, task) for _, _, d in runs]).dropna()
-        fits = {}
-        for v, how in variants.items():
-            fits[v] = TwoStepLaw(chance=chance if how else None, ceiling=1.0 if "-1" in how else None,
-                                 form="tied" if how.endswith("tied") else "free").fit(
-                X, tl, ck["loss"].to_numpy(), ck["acc"].to_numpy())
+        fits = {(v, w): fit_variant(VARIANTS[v], chance, w, X, tl, ck) for v, w in keys}
+        scatter[task] = 100 * fits[("chance to 1", 0.0)].step1_.noise_["sigma_log"]
         for k, (n, D, d) in targets.items():
             t = task_frame(d, task).tail(5).mean()
-            cells = []
-            for v, f in fits.items():
-                p = float(f.predict([[n, D]])["accuracy"][0])
-                errs[v].append(100 * (p - t.acc))
-                cells.append(f"{100 * p:.1f} ({100 * (p - t.acc):+.1f})")
-            p2 = float(fits["chance to 1"].step2_.predict([t.loss])[0])
+            acc = {}
+            for key, f in fits.items():
+                with np.errstate(over="ignore", invalid="ignore"):   # a degenerate step 1 overflows
+                    p = f.predict([[n, D]])
+                acc[key] = float(p["accuracy"][0])
+                errs[key].append(100 * (acc[key] - t.acc))
+                loss_errs[key].append(100 * (float(p["task_loss"][0]) / t.loss - 1))
+            cells = [f"{100 * acc[key]:.1f} ({100 * (acc[key] - t.acc):+.1f})"
+                     for key in [(v, 0.0) for v in VARIANTS] + [(WEIGHTED, P)]]
+            p2 = float(fits[("chance to 1", 0.0)].step2_.predict([t.loss])[0])
             errs["step2"].append(100 * (p2 - t.acc))
             print(f"| {task} | {k} | {100 * t.acc:.1f} | " + " | ".join(cells) + f" | {100 * p2:.1f} ({100 * (p2 - t.acc):+.1f}) |")
     print("\nmean |error| in points (and how many of the 20 predictions are within 2 points):")
-    for v, e in errs.items():
-        e = np.abs(e)
-        print(f"  {v}: {e.mean():.2f} ({int((e <= 2).sum())}/{len(e)} within 2); 7B {e[0::2].mean():.2f}, 13B {e[1::2].mean():.2f}")
+    for v in VARIANTS:
+        print(summary(v, errs[(v, 0.0)]))
+        print(summary(f"{v}, step 1 weighted (C/C_max)^{P:g}", errs[(v, P)], errs[(v, 0.0)]))
+    print(summary("step2", errs["step2"]))
+    print(f"\nstep 1 alone, mean |error| on the targets' task loss in % (unweighted -> weighted (C/C_max)^{P:g}):")
+    for form, v in (("free", "chance to 1"), ("tied", "chance to 1, tied step 1")):
+        a, b = (np.abs(np.asarray(loss_errs[(v, w)])) for w in (0.0, P))
+        ok = np.isfinite(b)
+        note = "" if ok.all() else f" ({(~ok).sum()} not finite; unweighted on the same {ok.sum()}: {a[ok].mean():.2f})"
+        print(f"  {form}: {a.mean():.2f} -> {b[ok].mean():.2f}{note}")
+    print(f"step 1's scatter around its unweighted free fit (sd of log residuals, {len(runs) - 5} dof), in %: "
+          + ", ".join(f"{t} {v:.2f}" for t, v in scatter.items()))
 
 
 if __name__ == "__main__":

@@ -135,6 +135,8 @@ CASES = [
     ("downstream-form-bogus", ["downstream", T, "--form", "bogus"], "--form"),
     ("downstream-params-alone", ["downstream", T, "--params", "1e6"], "--tokens"),
     ("downstream-no-loss-col", ["downstream", T], "task_loss"),
+    ("downstream-frontier-weight-negative", ["downstream", T, "--frontier-weight", "-1"], "--frontier-weight"),
+    ("downstream-frontier-weight-text", ["downstream", T, "--frontier-weight", "far"], "--frontier-weight"),
     ("downstream-out-under-file", ["downstream", T, "--loss-col", "loss", "--out", "{under}/d.json"],
      "not a directory"),
     ("next-budget-0", ["next", T, "--budget", "0"], "--budget"),

@@ -43,12 +43,50 @@ def test_cli_fits_and_predicts(tmp_path, capsys):
     assert (tmp_path / "d.png").stat().st_size > 10_000
 
 
+def test_frontier_weight_pulls_step_1_toward_the_largest_runs():
+    """A task loss that is not of step 1's form (a third term in N·D): weighting the runs by
+    (C/C_max)^1 fits the largest-compute runs closer, the smallest ones worse, extrapolates
+    better, and leaves step 2 alone."""
+    N = np.repeat(np.logspace(7, 9, 4), 4)
+    D = N * np.tile([10, 20, 40, 80], 4)
+    true = lambda N, D: 0.5 + 40 * N ** -0.3 + 60 * D ** -0.3 + 300 * (N * D) ** -0.2  # noqa: E731
+    L = true(N, D)
+    acc = sigmoid(L, 0.25, 1.0, 4.0, 1.4)
+    X, C = np.column_stack([N, D]), N * D
+    top, bottom = C >= np.sort(C)[-4], C <= np.sort(C)[3]
+    plain = TwoStepLaw(chance=0.25, ceiling=1.0).fit(X, L, L, acc)
+    weighted = TwoStepLaw(chance=0.25, ceiling=1.0, frontier_weight=1.0).fit(X, L, L, acc)
+    assert plain.converged_ and weighted.converged_
+    miss = {k: np.abs(np.log(law.step1_.predict(X) / L)) for k, law in (("plain", plain), ("weighted", weighted))}
+    assert miss["weighted"][top].mean() < 0.7 * miss["plain"][top].mean()
+    assert miss["weighted"][bottom].mean() > 2 * miss["plain"][bottom].mean()
+    beyond = {k: abs(law.predict([[1e10, 8e11]])["task_loss"][0] / true(1e10, 8e11) - 1)
+              for k, law in (("plain", plain), ("weighted", weighted))}
+    assert beyond["weighted"] < 0.5 * beyond["plain"]
+    assert weighted.step2_.params_ == plain.step2_.params_
+    assert weighted.to_dict()["step1"]["settings"]["frontier_weight"] == 1.0
+
+
+def test_cli_frontier_weight_reaches_step_1(tmp_path, capsys):
+    *_, csv = data(tmp_path)
+    docs = {}
+    for p in ("0", "1"):
+        code, out, err = run(["downstream", csv, "--chance", "0.25", "--frontier-weight", p, "--json"], capsys)
+        assert code == 0, err
+        docs[p] = json.loads(out)["step1"]
+    assert docs["0"]["settings"]["frontier_weight"] == 0.0 and docs["1"]["settings"]["frontier_weight"] == 1.0
+    code, out, err = run(["downstream", csv, "--chance", "0.25", "--frontier-weight", "1"], capsys)
+    assert code == 0 and "weighted by (C/C_max)^1" in out
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--params", "1e9"], "give both --params and --tokens"),
     (["--loss-col", "bpb"], "column 'bpb'"),
     (["--acc-col", "acc"], "column 'acc'"),
     (["--form", "wide"], "--form 'wide': choose one of free, tied"),
     (["--chance", "25"], "chance must lie in [0, 1]"),
+    (["--frontier-weight", "-1"], "--frontier-weight must be a number >= 0"),
+    (["--frontier-weight", "nan"], "--frontier-weight must be a number >= 0"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, extra, needle):
     *_, csv = data(tmp_path)

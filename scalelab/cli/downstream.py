@@ -20,6 +20,8 @@ def downstream_cmd(
     chance: Optional[float] = typer.Option(None, "--chance", help="hold the sigmoid's floor at this chance accuracy"),
     ceiling: Optional[float] = typer.Option(None, "--ceiling", help="hold the sigmoid's top (e.g. 1)"),
     form: str = typer.Option("free", "--form", help="step 1: free or tied (alpha = beta)"),
+    frontier_weight: float = typer.Option(0.0, "--frontier-weight", help="step 1: weight runs by (C/C_max)^P "
+                                          "(as `fit --law auto` does with 1; default 0)"),
     params: Optional[float] = typer.Option(None, "--params", help="predict for a model with N parameters"),
     tokens: Optional[float] = typer.Option(None, "--tokens", help="... trained on D tokens"),
     out: Optional[Path] = typer.Option(None, "--out", help="write both steps to this JSON file"),
@@ -40,6 +42,8 @@ def downstream_cmd(
 
     check_outputs(("--out", out), ("--plot", plot))
     check_choice("--form", form, ("free", "tied"))
+    if not (np.isfinite(frontier_weight) and frontier_weight >= 0):
+        raise InputError(f"--frontier-weight must be a number >= 0, got {frontier_weight!r}")
     if (params is None) != (tokens is None):
         raise InputError("give both --params and --tokens to predict, or neither")
     frame = load_runs_table(runs).frame
@@ -53,7 +57,8 @@ def downstream_cmd(
             raise InputError(_missing_message(c, ck, None))
     task_loss, ck_loss, ck_acc = _numeric(frame, loss_col, repr(loss_col)), _numeric(ck, loss_col, repr(loss_col)), \
         pd_fraction(ck, acc_col)
-    law = TwoStepLaw(form=form, chance=chance, ceiling=ceiling).fit(X, task_loss, ck_loss, ck_acc)
+    law = TwoStepLaw(form=form, chance=chance, ceiling=ceiling, frontier_weight=frontier_weight).fit(
+        X, task_loss, ck_loss, ck_acc)
     doc = law.to_dict()
     if params is not None:
         p = law.predict([[params, tokens]])
@@ -65,8 +70,9 @@ def downstream_cmd(
         print(dumps_json(doc))
         return
     s1, s2 = law.step1_.params_, law.step2_.params_
+    weighted = f", weighted by (C/C_max)^{frontier_weight:g}" if frontier_weight else ""
     print(f"step 1 ({form}): task loss = {s1['E']:.4g} + {s1['A']:.4g}/N^{s1['alpha']:.4g} + {s1['B']:.4g}/D^{s1['beta']:.4g}"
-          f"  ({law.step1_.n_points_} runs, converged: {'yes' if law.step1_.converged_ else 'NO'})")
+          f"  ({law.step1_.n_points_} runs{weighted}, converged: {'yes' if law.step1_.converged_ else 'NO'})")
     print(f"step 2: accuracy = {s2['floor']:.4g} + ({s2['ceiling']:.4g} - {s2['floor']:.4g}) / (1 + exp({s2['k']:.4g}·(L - {s2['L0']:.4g})))"
           f"  ({law.step2_.n_points_} points, converged: {'yes' if law.step2_.converged_ else 'NO'})")
     if "prediction" in doc:

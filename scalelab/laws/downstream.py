@@ -11,7 +11,10 @@ The paper's sigmoid has four free parameters (floor, scale, k, L0); `chance=` ho
 the task's chance accuracy, which small ladders (near chance on hard tasks) cannot pin down, and
 `ceiling=` holds the top (1.0: a model that predicts every answer right). Both are least-squares
 fits with bounds (scipy `least_squares`, trust region reflective) from a grid of starts; the
-result's `success` flag is scipy's.
+result's `success` flag is scipy's. `frontier_weight=P` weights step 1's runs by (C/C_max)^P, the
+frontier weights of `fit --law auto` (`loghuber.frontier_weights`, through `ChinchillaLaw`); on the
+OLMo ladder it did not make the 7B and 13B predictions better (docs/fitting.md), so it is off by
+default.
 
     >>> two = TwoStepLaw(chance=0.25).fit(runs_ND, task_loss, ckpt_loss, ckpt_acc)
     >>> two.predict([[7e9, 4e12]])          # {"task_loss": [...], "accuracy": [...]}
@@ -94,17 +97,18 @@ class AccuracySigmoid:
 
 
 class TwoStepLaw:
-    """(N, D) -> task loss -> accuracy. Hyper-parameters: step 1's form and method, step 2's
-    chance and ceiling."""
+    """(N, D) -> task loss -> accuracy. Hyper-parameters: step 1's form, method and frontier
+    weight, step 2's chance and ceiling."""
 
     def __init__(self, *, form: str = "free", method: str = "vpnls", chance: float | None = None,
-                 ceiling: float | None = None, bootstrap: int = 0, seed: int = 0):
+                 ceiling: float | None = None, bootstrap: int = 0, seed: int = 0, frontier_weight: float = 0.0):
         self.form = form
         self.method = method
         self.chance = chance
         self.ceiling = ceiling
         self.bootstrap = bootstrap
         self.seed = seed
+        self.frontier_weight = frontier_weight  # step 1's runs weighted by (C/C_max)^this (ChinchillaLaw's)
 
     def fit(self, X: Any, task_loss: Any, ckpt_loss: Any = None, ckpt_acc: Any = None) -> "TwoStepLaw":
         """X [n, 2] = N, D of the final checkpoints with their task losses; (ckpt_loss, ckpt_acc)
@@ -113,8 +117,8 @@ class TwoStepLaw:
 
         if ckpt_loss is None or ckpt_acc is None:
             raise InputError("two-step fit: step 2 needs (loss, accuracy) points")
-        self.step1_ = ChinchillaLaw(form=self.form, method=self.method, bootstrap=self.bootstrap,
-                                    seed=self.seed).fit(X, task_loss)
+        self.step1_ = ChinchillaLaw(form=self.form, method=self.method, bootstrap=self.bootstrap, seed=self.seed,
+                                    frontier_weight=self.frontier_weight).fit(X, task_loss)
         self.step2_ = AccuracySigmoid(chance=self.chance, ceiling=self.ceiling).fit(ckpt_loss, ckpt_acc)
         return self
 
