@@ -23,8 +23,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         # the probes put its optimum, since the optimal tokens per parameter fall fast with C here.
         # 6e11 instead of 1e11 put its optimum at the largest of its sizes and gave a ladder whose
         # greedy accuracy falls at 6e11 (tokens, not loss, set the arithmetic): LOG, 2026-12-03.
+        # Seeds: at 1e11 one seed moves a run by 0.05-0.11 nats, more than the sizes differ, so that
+        # budget trains each size three times and its optimum is the best mean (d2w16, with d1 below
+        # it); at 3e11 three seeds of d4w16 agree within 0.008 and it led on the mean (LOG, "seeds").
         "name": "default", "budgets": [1e11, 3e11, 1e12, 2e12], "train": FACT_BAND, "eval_problems": 500,
-        "sizes": ["d2w16", "d3w16", "d4w16", "d2", "d3w32", "d4w32", "d3", "d4w48"],
+        "sizes": ["d1", "d2w16", "d3w16", "d4w16", "d2", "d3w32", "d4w32", "d3", "d4w48"], "seeds": [3, 1, 1, 1],
         "tokens_per_param": [300, 170, 86, 70],
         "posttrain": {
             # 8,000 examples clear the evaluation's noise where 2,000 did not, and 3x the default lr
