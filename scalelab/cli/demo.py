@@ -84,7 +84,9 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
             for m in pre["ladder"]]
     p, ci = f["chinchilla"]["params"], f["chinchilla"]["ci95"] or {}
     iv = {k: f" [{fmt(ci[k][0])}, {fmt(ci[k][1])}]" if ci.get(k) else "" for k in p}
-    out.append(f"fits         Chinchilla, E held at the entropy floor {fmt(p['E'])}: "
+    fw = f["chinchilla"].get("frontier_weight", 0)
+    out.append(f"fits         Chinchilla, E held at the entropy floor {fmt(p['E'])}"
+               + (f", runs weighted by (C/C_max)^{fw:g}" if fw else "") + ": "
                + ", ".join(f"{k} {fmt(p[k])}{iv[k]}" for k in ("A", "B", "alpha", "beta")))
     e, ip, nb = f["chinchilla"]["exponents"], f["isoflop"]["params"], f["next_budget"]
     out.append(f"             N* ~ C^{fmt(e['a'])}, D* ~ C^{fmt(e['b'])}; IsoFLOP N_opt ~ C^{fmt(ip['a'])}, "

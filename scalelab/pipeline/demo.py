@@ -237,22 +237,22 @@ class _Pipeline:
     def fits(self) -> str:
         from scalelab.laws import fit_table, make_law, plot_fit, write_fit
         from scalelab.laws.predict import optimal_point, predict_point
-        from scalelab.pipeline.report_laws import own_backtest
+        from scalelab.pipeline.report_laws import FRONTIER_WEIGHT, own_backtest
 
         pre, names = self.s["pretrain"], ("chinchilla", "isoflop")
         self.disp.begin("fits", len(names), ", ".join(names))
-        got = self._cached("fits", {"runs": sorted(r["run"] for r in pre["runs"])},
+        got = self._cached("fits", {"runs": sorted(r["run"] for r in pre["runs"]), "frontier_weight": FRONTIER_WEIGHT},
                            [self.fits_dir / f"{n}.{x}" for n in names for x in ("json", "png")])
         if got is None:
             got, laws = {}, {}
             for i, name in enumerate(names):
-                hyper = {"E_fixed": pre["entropy_floor"]} if name == "chinchilla" else {}
+                hyper = {"E_fixed": pre["entropy_floor"], "frontier_weight": FRONTIER_WEIGHT} if name == "chinchilla" else {}
                 law, prep = fit_table(self.runs / "pretrain", make_law(name, bootstrap=self.cfg.bootstrap, **hyper))
                 write_fit(self.fits_dir / f"{name}.json", law, source="runs/pretrain", notices=prep.notices)
                 plot_fit(law, prep.X, prep.y, self.fits_dir / f"{name}.png")
                 laws[name] = law
                 got[name] = {"params": law.params_, "ci95": law.ci_, "converged": bool(law.converged_),
-                             "n_points": int(len(prep.y))}
+                             "n_points": int(len(prep.y)), **{k: v for k, v in hyper.items() if k == "frontier_weight"}}
                 self.disp.update("fits", i + 1)
             ch = laws["chinchilla"]
             got["chinchilla"]["exponents"] = ch.optimal_exponents()
@@ -268,7 +268,8 @@ class _Pipeline:
                 nxt["error"] = (f"no compute-optimal allocation (alpha {ch.params_['alpha']:.3g}, "
                                 f"beta {ch.params_['beta']:.3g})")
             got["next_budget"] = nxt
-            # the fit's own check, as the demo fits it: `scalelab backtest runs/pretrain --law fixed-e --floor auto`
+            # the fit's own check, as the demo fits it:
+            # `scalelab backtest runs/pretrain --law fixed-e --floor auto --frontier-weight 1`
             got["backtest"] = own_backtest(load_runs(self.runs / "pretrain").records)
         self.s["fits"] = got
         p, a = got["chinchilla"]["params"], got["isoflop"]["params"]["a"]
@@ -420,7 +421,9 @@ class _Pipeline:
 
         path = self.out / "report.html"
         self.disp.begin("report", 1, "fits and figures")
-        got = self._cached("report", {"runs": self._ids()}, [path])
+        # the page reads the fits folder too: remade when a fit was
+        got = self._cached("report", {"runs": self._ids(), "fits": self.s["cache"].get("fits"),
+                                      "exchange": self.s["cache"].get("exchange")}, [path])
         if got is None:
             build_report(self.runs, path, bootstrap=self.cfg.bootstrap, n_jobs=self.workers, fits_dir=self.fits_dir)
             got = {"path": str(path), "bytes": path.stat().st_size}

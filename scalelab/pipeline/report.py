@@ -34,7 +34,8 @@ from typing import Any, Callable
 from scalelab import __version__
 from scalelab.errors import InputError
 from scalelab.pipeline.htmlparts import esc as _e, fmt, note as _note, table as _table
-from scalelab.pipeline.report_laws import backtest_section, entropy_floor, posttrain_laws_section, posttrain_section
+from scalelab.pipeline.report_laws import (FRONTIER_WEIGHT, backtest_section, entropy_floor, posttrain_laws_section,
+                                           posttrain_section)
 from scalelab.records import RunRecord, atomic_write_text
 from scalelab.tables import load_runs, records_to_frame
 
@@ -102,7 +103,7 @@ def _saved_fit(fits_dir: Path | None, name: str, **expect: Any) -> Any:
     except InputError:
         return None
     settings = doc.get("settings") or {}
-    if doc.get("n_points") != expect.get("n_points") or settings.get("E_fixed") != expect.get("E_fixed"):
+    if any(settings.get(k, doc.get(k)) != v for k, v in expect.items()):
         return None
     return load_law(path)
 
@@ -125,9 +126,10 @@ def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs
         if title.startswith("E held") and floor is None:
             continue
         try:
-            est = make_law("chinchilla", bootstrap=bootstrap, n_jobs=n_jobs, **hyper)
+            est = make_law("chinchilla", bootstrap=bootstrap, n_jobs=n_jobs, frontier_weight=FRONTIER_WEIGHT, **hyper)
             prep = prepare(frame, est)
-            saved = _saved_fit(fits_dir, "chinchilla", E_fixed=hyper.get("E_fixed"), n_points=len(prep.y))
+            saved = _saved_fit(fits_dir, "chinchilla", E_fixed=hyper.get("E_fixed"), n_points=len(prep.y),
+                               frontier_weight=FRONTIER_WEIGHT)
             if saved is not None:
                 fits.append((title, saved, prep))
                 read_from.append(f"{title}: read from {fits_dir / 'chinchilla.json'}")
@@ -160,7 +162,8 @@ def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs
                                      + ", ".join(fitted_here)] if fitted_here else []))
     out = [title, *errors,
            _note(f"{origin}. N is non-embedding parameters, D training tokens, loss the final held-out loss in "
-                 "nats per token."),
+                 f"nats per token. Each run is weighted by (C/C_max)^{FRONTIER_WEIGHT:g}, as `scalelab fit --law auto` "
+                 "weights them: the fit is read at 10x the largest budget below."),
            _table(head, rows)]
     notices = [n for _, _, p in fits for n in p.notices]
     out += [_note(n) for n in dict.fromkeys(notices)]
@@ -319,7 +322,7 @@ def _plan(recs: list[RunRecord], doc: dict[str, Any], *, n_jobs: int | None) -> 
                      f"`{MAKE['pretraining']}`.", "warn")
     floor = entropy_floor(recs)
     try:
-        law = make_law("chinchilla", bootstrap=0, n_jobs=n_jobs, E_fixed=floor)
+        law = make_law("chinchilla", bootstrap=0, n_jobs=n_jobs, E_fixed=floor, frontier_weight=FRONTIER_WEIGHT)
         prep = prepare(records_to_frame(recs), law)
         law.fit(prep.X, prep.y)
         bad = [k for k in ("alpha", "beta") if not law.params_[k] > 0]

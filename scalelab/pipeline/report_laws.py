@@ -14,6 +14,12 @@ from scalelab.errors import ScalelabError
 from scalelab.pipeline.htmlparts import fmt, note as _note, table as _table
 
 
+# The pipeline's pretraining fits weight each run by (C/C_max)^P, as `fit --law auto` does: they are
+# read at 10x the largest budget, where the weights extrapolate better (docs/fitting.md, "Held-out
+# extrapolation"), and a sweep's replicated small budgets do not outweigh its largest ones.
+FRONTIER_WEIGHT = 1.0
+
+
 def entropy_floor(recs: list[Any]) -> float | None:
     """The irreducible loss the runs state (the testbed's entropy floor), when they all state one."""
     floors = {r.metrics.get("entropy_floor") for r in recs}
@@ -21,8 +27,9 @@ def entropy_floor(recs: list[Any]) -> float | None:
 
 
 def own_backtest(recs: list[Any]) -> dict[str, Any]:
-    """The Chinchilla fit, E held at the entropy floor where the runs know it (else fitted), refit on
-    every budget but the largest and scored on the largest budget's runs: the law, the held-out
+    """The Chinchilla fit, E held at the entropy floor where the runs know it (else fitted), runs
+    weighted by FRONTIER_WEIGHT, refit on every budget but the largest and scored on the largest
+    budget's runs: the law, the held-out
     budget, mean / max |relative error| and bias (fractions), or `error`."""
     from scalelab.laws.backtest import backtest
     from scalelab.tables import records_to_frame
@@ -30,11 +37,13 @@ def own_backtest(recs: list[Any]) -> dict[str, Any]:
     floor = entropy_floor(recs)
     law = "fixed-e" if floor is not None else "free"
     try:
-        bt = backtest(records_to_frame(recs), [law], holdout="largest-compute", floor=floor)
+        bt = backtest(records_to_frame(recs), [law], holdout="largest-compute", floor=floor,
+                      frontier_weight=FRONTIER_WEIGHT)
     except ScalelabError as e:  # e.g. two budgets: nothing left to fit below the held-out one
         return {"law": law, "error": str(e)}
     row = bt["candidates"][0]
-    return {"law": law, "holdout": "largest-compute", "floor": floor, **{k: row.get(k) for k in (
+    return {"law": law, "holdout": "largest-compute", "floor": floor, "frontier_weight": FRONTIER_WEIGHT,
+            **{k: row.get(k) for k in (
         "held_out", "mean_abs_err", "max_abs_err", "bias", "n_train", "n_test", "error")}}
 
 
@@ -47,7 +56,8 @@ def backtest_section(recs: list[Any]) -> str:
         return title + _note(f"not made: {r['error']}", "warn")
     rows = [[law, r.get("held_out", "-"), r.get("n_train", "-"), r.get("n_test", "-"),
              f"{100 * r['mean_abs_err']:.2f}%", f"{100 * r['max_abs_err']:.2f}%", f"{100 * r['bias']:+.2f}%"]]
-    cmd = f"scalelab backtest RUNS --law {law}" + (" --floor auto" if r["floor"] is not None else "")
+    cmd = (f"scalelab backtest RUNS --law {law}" + (" --floor auto" if r["floor"] is not None else "")
+           + f" --frontier-weight {FRONTIER_WEIGHT:g}")
     return "\n".join([title, _note("Every budget but the largest is fitted; the largest budget's runs are then "
                                    f"predicted and compared with their measured loss ({cmd})."),
                       _table(["law", "held out", "runs fitted", "runs predicted", "mean |error|", "max |error|",
