@@ -217,6 +217,8 @@ def test_headlines_give_a_rate_only_where_it_is_reached_and_pinned_down():
     assert never["text"] == "majority does not replace 10x pretraining within n <= 16" and never["reached"] == 0
     pinned = headlines(doc([0.3, 0.55], [10.0, 90.0]))["majority"]
     assert pinned["pinned"] and pinned["text"].startswith("majority: 10x pretraining is worth x30")
+    assert pinned["text"].endswith("it reaches the next model in 1 of 2 cases within n <= 16")  # the rest fell short
+    assert "reaches" not in headlines(doc([0.6, 0.55], [10.0, 90.0]))["majority"]["text"]  # reached in every case
     wide = headlines(doc([0.3, 0.55], [7.6e7, 8.7e10]))["majority"]
     assert not wide["pinned"] and "reaches the next model in 1 of 2 cases" in wide["text"]
     assert "not pinned down" in wide["text"]

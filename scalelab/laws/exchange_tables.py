@@ -352,6 +352,8 @@ def headlines(doc: dict[str, Any], *, max_ratio: float = 100.0) -> dict[str, dic
             text = f"{s} does not replace 10x pretraining within n <= {max_n}"
         elif pinned and reached:
             text = f"{s}: 10x pretraining is worth x{fmt(mult)} [{fmt(lo)}, {fmt(hi)}] test-time FLOPs"
+            if reached < len(rows):  # the rate is fitted, but the measured budgets mostly fall short of it
+                text += f"; it reaches the next model in {reached} of {len(rows)} cases within n <= {max_n}"
         else:
             text = (f"{s} reaches the next model in {reached} of {len(rows)} cases within n <= {max_n}; the rate is "
                     f"not pinned down (x{show(mult)}, 95% [{show(lo)}, {show(hi)}])")
