@@ -1,6 +1,6 @@
 """How wide the Chinchilla exponents' 95% intervals are under four bootstraps, on one sweep.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_fit_intervals.py RUNS_DIR [--floor auto|E] [--resamples 200]
+    OMP_NUM_THREADS=1 python benchmarks/bench_fit_intervals.py RUNS_DIR [--floor auto|E] [--frontier-weight P] [--resamples 200]
 
 `scalelab fit` reports case-bootstrap intervals (runs drawn with replacement, Besiroglu et al.
 2024). A designed sweep fixes its sizes and budgets, which argues for bootstraps that keep the
@@ -11,8 +11,8 @@ design (Efron & Tibshirani 1993, ch. 9):
   residuals   the fitted curve at every run times a log residual drawn with replacement
   wild        the fitted curve at every run times its own log residual with a random sign
               (Wu 1986; keeps each run's own scatter)
-Each resample is refitted by variable projection from the fit's own optimum (the method
-`--law auto` uses). Printed: each parameter's interval and its hi/lo ratio, per bootstrap.
+Each resample is refitted by variable projection (the method `--law auto` uses), with the runs
+weighted by (C/C_max)^P as `--frontier-weight P` says (the demo's fit: 1). Printed: each parameter's interval and its hi/lo ratio, per bootstrap.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", help="a runs folder or CSV with N, D, loss")
     ap.add_argument("--floor", default="auto", help="E held fixed: a number, or auto (the runs' recorded floor)")
+    ap.add_argument("--frontier-weight", type=float, default=0.0, help="runs weighted by (C/C_max)^P")
     ap.add_argument("--resamples", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -49,7 +50,8 @@ def main() -> None:
     groups = budget_groups(frame["C"].to_numpy(float), 0.05)
 
     def fit(Xs, ys):
-        return make_law("chinchilla", bootstrap=0, E_fixed=E, method="vpnls", n_jobs=1).fit(Xs, ys)
+        return make_law("chinchilla", bootstrap=0, E_fixed=E, method="vpnls", n_jobs=1,
+                        frontier_weight=a.frontier_weight).fit(Xs, ys)
 
     base = fit(X, y)
     yhat = base.predict(X)
@@ -65,7 +67,8 @@ def main() -> None:
                 "wild": fit(X, yhat * np.exp(r * rng.choice([-1.0, 1.0], len(r))))}
         for k, f in fits.items():
             draws[k].append([f.params_[p] for p in PARAMS])
-    print(f"{a.runs}: {len(y)} runs in {len(np.unique(groups))} budgets, E held at {E:.6g}; "
+    print(f"{a.runs}: {len(y)} runs in {len(np.unique(groups))} budgets, E held at {E:.6g}, "
+          f"runs weighted by (C/C_max)^{a.frontier_weight:g}; "
           f"log residuals scatter {r.std(ddof=4):.4f}; {a.resamples} resamples each")
     print("fit: " + ", ".join(f"{p} {base.params_[p]:.4g}" for p in PARAMS))
     print("| bootstrap | " + " | ".join(f"{p} 95% (hi/lo)" for p in PARAMS) + " |")
