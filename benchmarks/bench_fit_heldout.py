@@ -7,8 +7,10 @@ sees: Epoch's points fitted up to 3e19, 9e19, 3e20 and 1e21 FLOPs and predicted 
 2-3.5x of compute (the IsoFLOP case); the OLMo ladder fitted up to 760M or 1B parameters and
 predicted at the larger rungs, and up to 1B predicting the 7B and 13B runs (the over-training
 ladder case); Muennighoff et al.'s single-epoch runs cut at 1e20, 3e20 and 1e21; the testbed
-sweep cut at 2e12. For each: what `--law auto` (backtests on the cut table, `--holdout both`)
-chose, and the mean / max |relative error| on the held-out runs of auto and of every form.
+sweep cut at 2e12; the testbed's fact band fitted up to 2e12 and predicted at 2e13. For each: what
+`--law auto` (backtests on the cut table, `--holdout both`, with the fixed-E form among the
+candidates where the table records one entropy floor, as the command line offers it) chose, and
+the mean / max |relative error| on the held-out runs of auto and of every form.
 Every fit weights its runs as `--law auto` does (`select.AUTO_FRONTIER_WEIGHT`) unless
 `--frontier-weight` says otherwise (0: unweighted, the method before frontier weights).
 """
@@ -22,17 +24,26 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fit_vpnls import OLMO_SIZES, datablations, epoch240, olmo, olmo_targets, testbed  # noqa: E402
+from bench_fit_vpnls import OLMO_SIZES, datablations, epoch240, olmo, olmo_targets, testbed, testbed_facts  # noqa: E402
 
 from scalelab.laws.backtest import Runs, backtest, candidate  # noqa: E402
 from scalelab.laws.select import AUTO_FRONTIER_WEIGHT  # noqa: E402
 
-FORMS = ["free", "tied", "kaplan"]
+FORMS = ["free", "tied", "fixed-e", "kaplan"]
+
+
+def floor_of(table):
+    """The one entropy floor a table records (its `entropy_floor` column), else None."""
+    floors = table["entropy_floor"].unique() if "entropy_floor" in table else []
+    return float(floors[0]) if len(floors) == 1 else None
 
 
 def predictions(form, train, test, fw):
     cand = candidate(form)
-    law = cand.make(bootstrap=0, frontier_weight=fw, **({"method": "vpnls"} if cand.law == "chinchilla" else {}))
+    kw = {"method": "vpnls"} if cand.law == "chinchilla" else {}
+    if form == "fixed-e":
+        kw["E_fixed"] = floor_of(train)
+    law = cand.make(bootstrap=0, frontier_weight=fw, **kw)
     law.fit(train[list(cand.columns)].to_numpy(float), train["loss"].to_numpy(float))
     with np.errstate(all="ignore"):
         return law.predict(test[list(cand.columns)].to_numpy(float))
@@ -44,9 +55,12 @@ def errors(pred, test):
 
 
 def case_result(train, test, fw):
-    """What `--law auto` chose on the cut table, and every form's predictions of the held-out runs."""
-    bt = backtest(Runs(train[["N", "D", "C", "loss"]]), FORMS, holdout="both", frontier_weight=fw)
-    return bt["best"], {f: predictions(f, train, test, fw) for f in FORMS}
+    """What `--law auto` chose on the cut table, and every form's predictions of the held-out runs
+    (fixed-E only where the table records its floor)."""
+    floor = floor_of(train)
+    forms = [f for f in FORMS if f != "fixed-e" or floor is not None]
+    bt = backtest(Runs(train[["N", "D", "C", "loss"]]), forms, holdout="both", frontier_weight=fw, floor=floor)
+    return bt["best"], {f: predictions(f, train, test, fw) for f in forms}
 
 
 def cases():
@@ -65,6 +79,8 @@ def cases():
         yield f"datablations 1 epoch, C ≤ {cut:.0e} → next 3.5x", d[d.C <= cut], d[(d.C > cut) & (d.C <= 3.5 * cut)]
     t = testbed()
     yield "testbed sweep, C ≤ 2e12 → 6e12", t[t.C <= 2.1e12], t[t.C > 2.1e12]
+    f = testbed_facts()
+    yield "testbed fact band, C ≤ 2e12 → 2e13", f[f.C <= 2.1e12], f[f.C > 2.1e12]
 
 
 def main() -> None:
@@ -81,9 +97,9 @@ def main() -> None:
         best, preds = case_result(train, test, fw)
         errs = {f: errors(p, test) for f, p in preds.items()}
         autos.append(errs[best])
-        cell = lambda v: f"{v[0]:.2f} / {v[1]:.2f}"  # noqa: E731
+        cell = lambda v: f"{v[0]:.2f} / {v[1]:.2f}" if v else "-"  # noqa: E731
         print(f"| {name} | {len(test)} | {best} | {cell(errs[best])} | "
-              + " | ".join(cell(errs[f]) for f in FORMS) + " |", flush=True)
+              + " | ".join(cell(errs.get(f)) for f in FORMS) + " |", flush=True)
     a = np.array(autos)
     print(f"\n--law auto over {len(a)} cases: mean of the mean |errors| {a[:, 0].mean():.2f}%, "
           f"cases with a mean |error| above 2%: {int((a[:, 0] > 2).sum())}, "

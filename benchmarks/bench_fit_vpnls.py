@@ -67,6 +67,10 @@ def testbed() -> pd.DataFrame:
     return pd.read_csv(ROOT / "scalelab" / "data" / "testbed_sweep.csv")
 
 
+def testbed_facts() -> pd.DataFrame:
+    return pd.read_csv(ROOT / "scalelab" / "data" / "testbed_facts_sweep.csv")
+
+
 DATASETS = {
     "epoch240": epoch240,
     "olmo 190M-3B": olmo,
