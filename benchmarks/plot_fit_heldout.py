@@ -32,7 +32,10 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     runs = [(name, train.reset_index(drop=True), test.reset_index(drop=True)) for name, train, test in cases()]
-    fig, axes = plt.subplots(3, 4, figsize=(16, 11.5))
+    rows = -(-len(runs) // 4)
+    fig, axes = plt.subplots(rows, 4, figsize=(16, 3.85 * rows), squeeze=False)
+    for ax in axes.flat[len(runs):]:  # a last row not filled
+        ax.set_visible(False)
     styles = ((0.0, "0.55", "o", "unweighted"), (AUTO_FRONTIER_WEIGHT, "tab:blue", "s", f"(C/C_max)^{AUTO_FRONTIER_WEIGHT:g}"))
     for ax, (name, train, test) in zip(axes.flat, runs):
         obs = test["loss"].to_numpy(float)
@@ -51,7 +54,7 @@ def main() -> None:
         ax.set_title(name.replace(" → ", "\n→ "), fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
         ax.tick_params(labelsize=7)
-    for ax in axes[-1]:
+    for ax in axes.flat[max(0, len(runs) - 4):len(runs)]:  # the lowest panel of each column
         ax.set_xlabel("observed loss", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("predicted by --law auto", fontsize=8)
