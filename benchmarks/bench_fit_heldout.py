@@ -28,21 +28,16 @@ from bench_fit_vpnls import OLMO_SIZES, datablations, epoch240, olmo, olmo_targe
 
 from scalelab.laws.backtest import Runs, backtest, candidate  # noqa: E402
 from scalelab.laws.select import AUTO_FRONTIER_WEIGHT  # noqa: E402
+from scalelab.tables import entropy_floor  # noqa: E402
 
 FORMS = ["free", "tied", "fixed-e", "kaplan"]
-
-
-def floor_of(table):
-    """The one entropy floor a table records (its `entropy_floor` column), else None."""
-    floors = table["entropy_floor"].unique() if "entropy_floor" in table else []
-    return float(floors[0]) if len(floors) == 1 else None
 
 
 def predictions(form, train, test, fw):
     cand = candidate(form)
     kw = {"method": "vpnls"} if cand.law == "chinchilla" else {}
     if form == "fixed-e":
-        kw["E_fixed"] = floor_of(train)
+        kw["E_fixed"] = entropy_floor(train)
     law = cand.make(bootstrap=0, frontier_weight=fw, **kw)
     law.fit(train[list(cand.columns)].to_numpy(float), train["loss"].to_numpy(float))
     with np.errstate(all="ignore"):
@@ -57,7 +52,7 @@ def errors(pred, test):
 def case_result(train, test, fw):
     """What `--law auto` chose on the cut table, and every form's predictions of the held-out runs
     (fixed-E only where the table records its floor)."""
-    floor = floor_of(train)
+    floor = entropy_floor(train)
     forms = [f for f in FORMS if f != "fixed-e" or floor is not None]
     bt = backtest(Runs(train[["N", "D", "C", "loss"]]), forms, holdout="both", frontier_weight=fw, floor=floor)
     return bt["best"], {f: predictions(f, train, test, fw) for f in forms}

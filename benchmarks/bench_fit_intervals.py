@@ -24,6 +24,7 @@ import numpy as np
 from scalelab.laws import fit_table, make_law
 from scalelab.laws.backtest import runs_frame
 from scalelab.laws.isoflop import budget_groups
+from scalelab.tables import entropy_floor, load_table
 
 PARAMS = ("A", "B", "alpha", "beta")
 
@@ -39,9 +40,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     frame = runs_frame(a.runs).frame
     if a.floor == "auto":
-        from scalelab.cli.fit import _recorded_floor
-
-        E = _recorded_floor(a.runs)
+        E = entropy_floor(load_table(a.runs).frame)
         if E is None:
             raise SystemExit(f"{a.runs}: no recorded entropy floor; give --floor E")
     else:

@@ -94,6 +94,24 @@ def records_to_frame(records: list[RunRecord]) -> pd.DataFrame:
     return df
 
 
+def entropy_floors(frame: pd.DataFrame) -> pd.Series:
+    """The entropy floor each pretraining run of a table records, NaN where it records none: a run
+    record's `metrics.entropy_floor` (testbed runs know theirs exactly), or a CSV's `entropy_floor`
+    column. Post-training rows carry none and are no pretraining points: left out."""
+    if "phase" in frame:
+        frame = frame[frame["phase"].isna() | (frame["phase"] == "pretrain")]
+    for col in ("metrics.entropy_floor", "entropy_floor"):
+        if col in frame:
+            return pd.to_numeric(frame[col], errors="coerce")
+    return pd.Series([math.nan] * len(frame), dtype=float)
+
+
+def entropy_floor(frame: pd.DataFrame) -> float | None:
+    """The one entropy floor every pretraining run of the table records, else None."""
+    floors = entropy_floors(frame)
+    return float(floors.iloc[0]) if len(floors) and floors.notna().all() and floors.nunique() == 1 else None
+
+
 def _flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -186,31 +186,15 @@ def parse_holdout(value: str) -> str | int:
     return k
 
 
-def _recorded_floors(table: str) -> Any:
-    """The entropy floor each pretraining run of the table records (NaN where it records none): a run
-    record's `metrics.entropy_floor`, or an `entropy_floor` column of a CSV (the bundled testbed table's)."""
-    import pandas as pd
-
-    from scalelab.tables import load_table
-
-    frame = load_table(table).frame
-    if "phase" in frame:  # post-training records carry no floor and are no pretraining points
-        frame = frame[frame["phase"].isna() | (frame["phase"] == "pretrain")]
-    for col in ("metrics.entropy_floor", "entropy_floor"):
-        if col in frame:
-            return pd.to_numeric(frame[col], errors="coerce")
-    return pd.Series([float("nan")] * len(frame), dtype=float)
-
-
 def _recorded_floor(table: str) -> float | None:
-    """The one entropy floor every pretraining run records (testbed runs do), else None."""
+    """The one entropy floor every pretraining run of the table records (`tables.entropy_floor`), else None."""
     from scalelab.errors import ScalelabError
+    from scalelab.tables import entropy_floor, load_table
 
     try:
-        floors = _recorded_floors(table)
+        return entropy_floor(load_table(table).frame)
     except ScalelabError:  # fit_auto reads the table again and says what is wrong with it
         return None
-    return float(floors.iloc[0]) if len(floors) and floors.notna().all() and floors.nunique() == 1 else None
 
 
 def _floor(value: str, table: str) -> float:
@@ -225,7 +209,9 @@ def _floor(value: str, table: str) -> float:
         if not (v > 0 and v < float("inf")):
             raise InputError(f"--floor {value!r}: must be a positive finite number")
         return v
-    floors = _recorded_floors(table).dropna().unique()
+    from scalelab.tables import entropy_floors, load_table
+
+    floors = entropy_floors(load_table(table).frame).dropna().unique()
     if len(floors) != 1:
         raise InputError(f"--floor auto: {table} records {len(floors)} distinct entropy floors "
                          "(metrics.entropy_floor or an entropy_floor column); give the value as a number")

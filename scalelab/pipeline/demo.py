@@ -103,8 +103,6 @@ class DemoConfig(Config):
         return cls.build(PRESETS[name])
 
 
-
-
 def compute_optimal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per budget, the size of least mean loss over its seeds, represented by its lowest-seed run
     (which test-time and post-training then use); `mean_loss` and `seeds` say what was averaged."""
@@ -252,10 +250,10 @@ class _Pipeline:
                 plot_fit(law, prep.X, prep.y, self.fits_dir / f"{name}.png")
                 laws[name] = law
                 got[name] = {"params": law.params_, "ci95": law.ci_, "converged": bool(law.converged_),
-                             "n_points": int(len(prep.y)), **{k: v for k, v in hyper.items() if k == "frontier_weight"}}
+                             "n_points": int(len(prep.y))}
                 self.disp.update("fits", i + 1)
             ch = laws["chinchilla"]
-            got["chinchilla"]["exponents"] = ch.optimal_exponents()
+            got["chinchilla"].update(exponents=ch.optimal_exponents(), frontier_weight=FRONTIER_WEIGHT)
             got["isoflop"]["budgets"] = laws["isoflop"].budgets_
             nxt = {"C_6ND": 10 * max(r["C"] for r in pre["runs"])}
             if all(ch.params_[k] > 0 for k in ("alpha", "beta")):

@@ -10,20 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from scalelab import tables
 from scalelab.errors import ScalelabError
+from scalelab.laws.select import AUTO_FRONTIER_WEIGHT
 from scalelab.pipeline.htmlparts import fmt, note as _note, table as _table
 
 
-# The pipeline's pretraining fits weight each run by (C/C_max)^P, as `fit --law auto` does: they are
+# The pipeline's pretraining fits weight each run by (C/C_max)^P with `fit --law auto`'s P: they are
 # read at 10x the largest budget, where the weights extrapolate better (docs/fitting.md, "Held-out
 # extrapolation"), and a sweep's replicated small budgets do not outweigh its largest ones.
-FRONTIER_WEIGHT = 1.0
+FRONTIER_WEIGHT = AUTO_FRONTIER_WEIGHT
 
 
 def entropy_floor(recs: list[Any]) -> float | None:
     """The irreducible loss the runs state (the testbed's entropy floor), when they all state one."""
-    floors = {r.metrics.get("entropy_floor") for r in recs}
-    return floors.pop() if len(floors) == 1 and None not in floors else None
+    return tables.entropy_floor(tables.records_to_frame(recs))
 
 
 def own_backtest(recs: list[Any]) -> dict[str, Any]:
