@@ -200,7 +200,11 @@ def problem_groups(cfg: TesttimeConfig, task: Any, src: Any) -> list[tuple[Any, 
         if cfg.difficulties:
             raise ConfigError(f"--difficulties {cfg.difficulties}: {task.name} has no difficulty column")
         return [("all", 0, task.problems(cfg.split, cfg.problems, seed=cfg.seed))]
-    wanted = [str(d) for d in cfg.difficulties] if cfg.difficulties else bins
+    # by default every bin the split holds (a bin only in `train` is no error); ranks stay file-wide
+    in_split = {str(p.difficulty) for p in task.all_problems if p.split == cfg.split and p.difficulty is not None}
+    wanted = [str(d) for d in cfg.difficulties] if cfg.difficulties else [b for b in bins if b in in_split]
+    if not wanted:
+        raise ConfigError(f"split {cfg.split!r} of {task.name} has no problem with a difficulty")
     missing = [d for d in wanted if d not in bins]
     if missing:
         raise ConfigError(f"difficulty {missing[0]!r} is not in {task.name}; its difficulties: {', '.join(bins)}")
