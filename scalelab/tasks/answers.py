@@ -18,8 +18,11 @@ choice reference: a letter, a 0-based index or an option's text, stored as a let
        completion: (1) the letter after the last "answer is"/"Answer:" (`(B)`, `B`, `b`);
        (2) else a completion that starts with `(B)`, `B)`, `B.` or `B:`, or is one letter;
        (3) else a completion (or its first line) that is exactly one option's text.
+number reference: a plain decimal number (SVAMP's 8.0, "1,000"). completion: the gsm8k rules;
+       compared as gsm8k numbers, against each accepted answer.
 exact  completion: what follows the last "answer is"/"Answer:" on its line, else the first
-       non-empty line; equal when both normalise to the same string (case, inner whitespace,
+       non-empty line; equal to any accepted answer when both are plain numbers of equal value
+       ("8.0" = "8", "-3" != "3") or both normalise to the same string (case, inner whitespace,
        punctuation and quotes at the ends).
 regex  completion: the first capture group of the user's pattern, searched (compiled once, with
        a time limit: the `regex` module's `timeout`) in the first `MAX_SCAN` characters;
@@ -41,13 +44,14 @@ LETTERS = string.ascii_uppercase
 
 # ---- numbers (gsm8k) ----------------------------------------------------------------------------
 _NUMBER_RE = re.compile(r"-?\d[\d,]{0,30}(?:\.\d{1,30})?")
+_PLAIN_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")  # no exponent: "1e999999999" would take minutes
 _ANSWER_IS_RE = re.compile(r"(?:final answer|the answer) is", re.IGNORECASE)
 
 
 def parse_number(text: str) -> Fraction | None:
-    """'1,234.50' -> Fraction(2469, 2); None if it is not a plain decimal number."""
-    t = text.replace(",", "").rstrip(".")
-    if not t or len(t) > 64:
+    """'1,234.50' -> Fraction(2469, 2), '8.0' -> 8; None if it is not a plain decimal number."""
+    t = text.strip().replace(",", "").rstrip(".")
+    if not t or len(t) > 64 or not _PLAIN_RE.fullmatch(t):
         return None
     try:
         return Fraction(Decimal(t))
@@ -186,6 +190,14 @@ _EXACT_ANSWER_RE = re.compile(r"(?:answer is:?|answer\s*:)", re.IGNORECASE)
 
 def normalize_exact(text: str) -> str:
     return " ".join(str(text)[:MAX_SCAN].casefold().split()).strip(_EDGE)
+
+
+def exact_key(text: str) -> Hashable:
+    """What an exact answer is compared by: its number when it is one ('8.0', '8' and '8.' meet;
+    '1,000' and '1000' too), else its normalised text."""
+    stripped = str(text).strip()
+    number = parse_number(stripped) if len(stripped) <= 64 else None  # before the sign is stripped as punctuation
+    return number if number is not None else normalize_exact(stripped)
 
 
 def exact_extract(completion: str) -> str | None:

@@ -1,26 +1,28 @@
-"""A user's task file (JSONL, CSV or Parquet) as a `Task`: reading, field mapping, format detection.
+"""A user's task file as a `Task`: field mapping, problems, prompts and verification.
 
     task = load_task("gsm8k_test.jsonl")                       # format detected from the columns
     task = load_task("mc.csv", "choice", ["prompt=stem", "choices=A,B,C,D", "answer=key"])
     task.problems("test", 100), task.prompt(p), task.verify(p, completion)
 
-Formats and their default columns (a `role=COLUMN` mapping overrides any of them):
+Formats and their default columns (a `role=COLUMN` mapping overrides any of them; the columns of
+public data sets each format recognises, and the detection order, are in `shapes.py`; file types,
+compression and CSV cells in `reading.py`):
 
     gsm8k   question, answer (the worked solution ending in "#### N")
     math    problem, solution (answer inside the last \\boxed{}), answer (optional: wins over \\boxed{})
-    choice  question, choices (a list, a JSON list, or several columns: choices=A,B,C,D),
-            answer (a letter, a 0-based index or an option's text)
-    exact   question, answer
+    choice  question, choices (a list, a JSON list, {text, label}, or several columns:
+            choices=A,B,C,D), answer (the option's label, a letter, a 0-based index or its text)
+    number  question, answer (a number: compared as numbers, so 8.0 = 8 and 1,000 = 1000)
+    exact   question, answer (a string, or a list of accepted strings)
     regex   question, answer (or solution: the pattern's first group in it), with --regex PATTERN
     every   id (else the line number), split (else "test"), difficulty or level (numbers, text
-            bins, MATH's "Level 3")
+            bins, MATH's "Level 3"; "Level ?" is no difficulty)
 
 Bad input raises InputError naming the file, the line and what is wrong (one line on the CLI).
 Answer extraction and the rules in their order are in `answers.py`; prompts in `prompting.py`.
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -29,25 +31,16 @@ from pathlib import Path
 from typing import Any, Hashable, Iterable, Sequence
 
 from scalelab.errors import ConfigError, InputError
-from scalelab.tables import jsonl_objects
 from scalelab.tasks import answers as A
+from scalelab.tasks import shapes as S
 from scalelab.tasks.base import Verdict
 from scalelab.tasks.mathanswer import canonical as math_canonical, equivalent as math_equivalent
 from scalelab.tasks.prompting import DEFAULT_TEMPLATE, Prompter
+from scalelab.tasks.reading import parse_cell, read_rows
+from scalelab.tasks.shapes import FORMATS, ROLES, detect_format
 
-FORMATS = ("gsm8k", "math", "choice", "exact", "regex")
-ROLES = ("prompt", "answer", "solution", "choices", "difficulty", "id", "split")
-_COMMON = {"difficulty": ("difficulty", "level"), "id": ("id",), "split": ("split",)}
-DEFAULT_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "gsm8k": {"prompt": ("question",), "answer": ("answer",)},
-    "math": {"prompt": ("problem", "question"), "solution": ("solution",), "answer": ("answer",)},
-    "choice": {"prompt": ("question", "problem"), "choices": ("choices", "options"), "answer": ("answer", "label")},
-    "exact": {"prompt": ("question", "problem", "prompt"), "answer": ("answer",)},
-    "regex": {"prompt": ("question", "problem", "prompt"), "answer": ("answer",), "solution": ("solution",)},
-}
-REQUIRED = {"gsm8k": ("prompt", "answer"), "math": ("prompt",), "choice": ("prompt", "choices", "answer"),
-            "exact": ("prompt", "answer"), "regex": ("prompt",)}
-_LEVEL_RE = re.compile(r"^\s*level\s*(\d+)\s*$", re.IGNORECASE)
+__all__ = ["FORMATS", "FileProblem", "FileTask", "detect_format", "load_task", "read_rows", "score", "summary"]
+_LEVEL_RE = re.compile(r"^\s*level\s*(\d+|\?)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,43 +49,17 @@ class FileProblem:
 
     id: str
     split: str
-    question: str                 # the prompt column, as written
+    question: str                 # the prompt column, as written (the last user turn of a chat)
     answer: str                   # the reference answer as extracted, before normalisation
     solution: str                 # the worked solution (gsm8k, math), else ""
     choices: tuple[str, ...] = ()
     difficulty: Hashable | None = None
     line: int = 0
+    context: tuple[tuple[str, str], ...] = ()   # (role, text) turns before the question (OpenAI evals)
+    alternatives: tuple[str, ...] = ()          # other accepted answers (exact, number)
 
 
-# ---- reading ------------------------------------------------------------------------------------------
-def read_rows(path: str | Path) -> tuple[list[tuple[int, dict]], list[str]]:
-    """(line number, row) pairs and the columns in order of first appearance."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{path}: no such file")
-    suffix = p.suffix.lower()
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        rows = list(jsonl_objects(p))
-    elif suffix in (".csv", ".tsv", ".parquet", ".pq"):
-        import pandas as pd
-
-        try:
-            if suffix == ".parquet" or suffix == ".pq":
-                frame, first = pd.read_parquet(p), 1
-            else:
-                frame = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-                first = 2  # line 1 is the header
-        except Exception as e:  # pandas and pyarrow raise many types for an unreadable file
-            raise InputError(f"{path}: cannot read it as {suffix[1:]} ({' '.join(str(e).split())[:160]})") from None
-        rows = [(first + i, rec) for i, rec in enumerate(frame.to_dict("records"))]
-    else:
-        raise InputError(f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .csv, .tsv or .parquet")
-    if not rows:
-        raise InputError(f"{path}: no problems in the file")
-    columns = list(dict.fromkeys(k for _, r in rows for k in r))
-    return rows, columns
-
-
+# ---- columns --------------------------------------------------------------------------------------------
 def parse_fields(items: Iterable[str]) -> dict[str, str]:
     """['prompt=q', 'answer=a'] -> {'prompt': 'q', 'answer': 'a'}."""
     out = {}
@@ -107,52 +74,40 @@ def parse_fields(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def detect_format(rows: list[tuple[int, dict]], columns: list[str], fields: dict[str, str],
-                  path: str) -> tuple[str, str]:
-    """(format, why) from the columns and, for question/answer files, from the answers."""
-    cols = set(columns)
-    if "choices" in fields or cols & {"choices", "options"}:
-        return "choice", f"column {fields.get('choices') or ('choices' if 'choices' in cols else 'options')!r} holds the options"
-    if "solution" in fields or cols & {"problem", "solution"}:
-        return "math", "columns problem/solution (answers inside \\boxed{})"
-    answer_col = fields.get("answer", "answer")
-    if answer_col in cols:
-        marked = [(line, "####" in str(r.get(answer_col, ""))) for line, r in rows]
-        with_mark = [line for line, m in marked if m]
-        if len(with_mark) == len(marked):
-            return "gsm8k", f"every {answer_col!r} ends in '#### N'"
-        if with_mark:
-            line = next(line for line, m in marked if not m)
-            raise InputError(f"{path} line {line}: mixed formats: {answer_col!r} has no '#### N' while line "
-                             f"{with_mark[0]} has one; give --format or fix the file")
-        return "exact", f"column {answer_col!r} holds plain answers (no '####')"
-    raise InputError(f"{path}: cannot detect the format from the columns {', '.join(columns)}; "
-                     "give --format and --field prompt=COLUMN answer=COLUMN")
-
-
 def resolve_fields(fmt: str, fields: dict[str, str], columns: list[str], path: str) -> dict[str, Any]:
-    """Role -> column (choices may be a list of columns) after checking every column exists."""
+    """Role -> column after checking every column exists; choices and prompt may be a list of columns
+    (options A,B,C,D; a prompt written over two columns, joined by `shapes.join_prompt`)."""
     found = ", ".join(columns)
     out: dict[str, Any] = {}
     for role, col in fields.items():
-        cols = col.split(",") if role == "choices" and col not in columns else [col]
+        multi = role in ("choices", "prompt") and col not in columns and "," in col
+        cols = [c.strip() for c in col.split(",")] if multi else [col]
         missing = [c for c in cols if c not in columns]
         if missing:
             raise InputError(f"{path}: no column {missing[0]!r} for {role}; columns found: {found}")
-        out[role] = cols if role == "choices" and len(cols) > 1 else col
-    for role, names in {**_COMMON, **DEFAULT_FIELDS[fmt]}.items():
+        out[role] = cols if multi else col
+    if "prompt" not in out and (pair := S.default_prompt(columns)) is not None:
+        out["prompt"] = pair
+    for role, names in {**S.COMMON, **S.DEFAULT_FIELDS[fmt]}.items():
+        if role not in out and (hit := S.find(columns, names)) is not None:
+            out[role] = hit
+    if fmt == "choice" and "choices" not in out and S.letter_columns(columns):
+        out["choices"] = S.letter_columns(columns)
+    for role in S.REQUIRED[fmt] + (("answer",) if fmt == "choice" and "answer" not in out
+                                   and not _self_marking(out.get("choices")) else ()):
         if role not in out:
-            hit = next((n for n in names if n in columns), None)
-            if hit is not None:
-                out[role] = hit
-    for role in REQUIRED[fmt]:
-        if role not in out:
-            want = "/".join(DEFAULT_FIELDS[fmt][role])
-            raise InputError(f"{path}: {fmt} needs a {role} column ({want} or --field {role}=COLUMN); "
+            want = "/".join(S.DEFAULT_FIELDS[fmt][role])
+            article = "an" if role[0] in "aeiou" else "a"
+            raise InputError(f"{path}: {fmt} needs {article} {role} column ({want} or --field {role}=COLUMN); "
                              f"columns found: {found}")
     if fmt == "math" and "solution" not in out and "answer" not in out:
         raise InputError(f"{path}: math needs a solution or an answer column; columns found: {found}")
     return out
+
+
+def _self_marking(col: Any) -> bool:
+    """A choices column that marks its correct option itself (TruthfulQA's mc1_targets)."""
+    return isinstance(col, str) and col.lower() in ("mc1_targets", "mc2_targets")
 
 
 # ---- building problems ----------------------------------------------------------------------------------
@@ -162,8 +117,16 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def _answers(value: Any) -> list[str]:
+    """The accepted answers of a row: one value, or each item of a list (OpenAI evals' `ideal`)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [t for t in (_text(v).strip() for v in items) if t]
+
+
 def parse_difficulty(value: Any) -> Hashable | None:
-    """5 -> 5, '2.5' -> 2.5, 'Level 3' -> 3, 'hard' -> 'hard', missing -> None."""
+    """5 -> 5, '2.5' -> 2.5, 'Level 3' -> 3, 'hard' -> 'hard', missing or MATH's 'Level ?' -> None."""
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, (int, float)):
@@ -172,28 +135,25 @@ def parse_difficulty(value: Any) -> Hashable | None:
     if not s:
         return None
     if (m := _LEVEL_RE.match(s)) is not None:
-        return int(m.group(1))
+        return None if m.group(1) == "?" else int(m.group(1))
     try:
         f = float(s)
     except ValueError:
         return s
+    if f != f or f in (float("inf"), float("-inf")):
+        return s
     return int(f) if f.is_integer() else f
 
 
-def _choices(value: Any, row: dict, cols: Any, where: str) -> tuple[str, ...]:
-    if isinstance(cols, list):
-        value = [row.get(c) for c in cols]
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise InputError(f"{where}: choices {value[:60]!r} is not a list (give a JSON list or "
-                             "--field choices=COL1,COL2,...)") from None
-    if hasattr(value, "tolist"):
-        value = value.tolist()  # a Parquet list column arrives as a numpy array
-    if not isinstance(value, (list, tuple)) or not 2 <= len(value) <= 26:
-        raise InputError(f"{where}: choices must be a list of 2 to 26 options")
-    return tuple(_text(v) for v in value)
+def _prompt(row: dict, col: Any) -> tuple[tuple[tuple[str, str], ...], str]:
+    """(turns before the question, the question) of a row: one column, two joined, or a chat."""
+    if isinstance(col, list):
+        return (), S.join_prompt([_text(row.get(c)) for c in col], col)
+    value = row.get(col)
+    if isinstance(value, str) and value.lstrip().startswith("[{"):  # a chat written into a CSV cell
+        value = parse_cell(value) or value
+    chat = S.messages(value)
+    return chat if chat is not None else ((), _text(row.get(col)))
 
 
 def build_problems(rows: list[tuple[int, dict]], fmt: str, cols: dict[str, Any], path: str,
@@ -204,10 +164,11 @@ def build_problems(rows: list[tuple[int, dict]], fmt: str, cols: dict[str, Any],
     for line, row in rows:
         where = f"{path} line {line}"
         get = lambda role: _text(row.get(cols[role])) if role in cols else ""  # noqa: E731
-        question = get("prompt")
+        context, question = _prompt(row, cols["prompt"])
         if not question.strip():
             raise InputError(f"{where}: empty {cols['prompt']!r}")
         raw_answer, solution, choices = row.get(cols["answer"]) if "answer" in cols else None, "", ()
+        alternatives: tuple[str, ...] = ()
         answer: str | None
         if fmt == "gsm8k":
             solution = get("answer")
@@ -221,12 +182,13 @@ def build_problems(rows: list[tuple[int, dict]], fmt: str, cols: dict[str, Any],
                 raise InputError(f"{where}: no \\boxed{{}} answer in {cols['solution']!r} and no answer column")
             solution = solution or f"The answer is $\\boxed{{{answer}}}$."
         elif fmt == "choice":
-            choices = _choices(row.get(cols["choices"]) if not isinstance(cols["choices"], list) else None,
-                               row, cols["choices"], where)
-            answer = None if _text(raw_answer).strip() == "" else A.choice_reference(raw_answer, choices)
+            value = [row.get(c) for c in cols["choices"]] if isinstance(cols["choices"], list) else row.get(cols["choices"])
+            choices, labels, correct = S.options(value, where)
+            answer = S.choice_answer(raw_answer, choices, labels, correct)
             if answer is None and _text(raw_answer).strip():
                 raise InputError(f"{where}: answer {_text(raw_answer)[:40]!r} is not among the {len(choices)} choices "
-                                 f"(a letter A-{A.LETTERS[len(choices) - 1]}, an index 0-{len(choices) - 1} or an option's text)")
+                                 f"({'a label ' + ', '.join(labels) + ', ' if labels else ''}a letter "
+                                 f"A-{A.LETTERS[len(choices) - 1]}, an index 0-{len(choices) - 1} or an option's text)")
             solution = "" if answer is None else f"The answer is ({answer})."
         elif fmt == "regex" and not get("answer").strip() and get("solution").strip():
             solution = get("solution")
@@ -234,7 +196,11 @@ def build_problems(rows: list[tuple[int, dict]], fmt: str, cols: dict[str, Any],
             if answer is None:
                 raise InputError(f"{where}: the --regex pattern finds no answer in {cols['solution']!r}")
         else:
-            answer = get("answer").strip() or None
+            accepted = _answers(raw_answer) if fmt in ("number", "exact") else [get("answer").strip()]
+            answer, alternatives = (accepted[0] or None, tuple(accepted[1:])) if accepted else (None, ())
+            bad = next((a for a in accepted if A.parse_number(a) is None), None) if fmt == "number" else None
+            if bad is not None:
+                raise InputError(f"{where}: answer {bad[:40]!r} is not a number (use --format exact for text answers)")
             solution = get("solution") or (answer or "")
         if answer is None or not answer.strip():
             empty_answers += 1
@@ -245,12 +211,14 @@ def build_problems(rows: list[tuple[int, dict]], fmt: str, cols: dict[str, Any],
             raise InputError(f"{where}: id {pid!r} repeats line {seen_ids[pid]}")
         seen_ids[pid] = line
         out.append(FileProblem(pid, get("split").strip() or "test", question, answer.strip(), solution, choices,
-                               parse_difficulty(row.get(cols["difficulty"])) if "difficulty" in cols else None, line))
+                               parse_difficulty(row.get(cols["difficulty"])) if "difficulty" in cols else None, line,
+                               context, alternatives))
     if not out:
         role = "solution" if fmt == "math" and "answer" not in cols else "answer"
         raise InputError(f"{path}: no answers: {role} is empty on every line")
     if empty_answers:
-        raise InputError(f"{path} line {first_empty}: no answer ({empty_answers} line(s) lack one)")
+        raise InputError(f"{path} line {first_empty}: no answer ({empty_answers} of {len(rows)} lines lack one; "
+                         "keep only the labelled rows, e.g. a split that has answers)")
     return out
 
 
@@ -312,7 +280,7 @@ class FileTask:
         return f"{problem.question}\n{options}"
 
     def prompt(self, problem: FileProblem) -> str:
-        return self.prompter.render(self.question(problem))
+        return self.prompter.render(self.question(problem), problem.context)
 
     def reference(self, problem: FileProblem) -> str:
         return problem.solution
@@ -327,7 +295,7 @@ class FileTask:
     # ---- answers
     def extract(self, problem: FileProblem, completion: str) -> str | None:
         """The final answer's text in a completion, by the format's rules (answers.py), or None."""
-        if self.format == "gsm8k":
+        if self.format in ("gsm8k", "number"):
             return A.gsm8k_extract(completion)
         if self.format == "math":
             return A.math_extract(completion)
@@ -341,17 +309,19 @@ class FileTask:
         got = self.extract(problem, completion)
         if got is None:
             return Verdict(False, None, False, (), False)
-        if self.format == "gsm8k":
-            a, b = A.parse_number(got), A.parse_number(problem.answer)
-            ok = a is not None and b is not None and A.numbers_equal(a, b, decimals="." in got + problem.answer)
+        refs = (problem.answer, *problem.alternatives)
+        if self.format in ("gsm8k", "number"):
+            a = A.parse_number(got)
+            ok = a is not None and any(A.numbers_equal(a, b, decimals="." in got + r) for r in refs
+                                       if (b := A.parse_number(r)) is not None)
             key: Hashable = a if a is not None else got
         elif self.format == "math":
             ok, key = math_equivalent(got, problem.answer), math_canonical(got)
         elif self.format == "choice":
             ok, key = got == problem.answer, got
         else:
-            key = A.normalize_exact(got)
-            ok = key == A.normalize_exact(problem.answer)
+            key = A.exact_key(got)
+            ok = any(key == A.exact_key(r) for r in refs)
         return Verdict(ok, key, ok, (), True)
 
     def split_steps(self, text: str) -> list[str]:
@@ -367,7 +337,20 @@ class FileTask:
         low = step[:A.MAX_SCAN].lower()
         if "answer is" in low or "answer:" in low:
             return True
-        return {"gsm8k": "####" in step, "math": "\\boxed" in step or "\\fbox" in step}.get(self.format, False)
+        return {"gsm8k": "####" in step, "number": "####" in step, "math": "\\boxed" in step or "\\fbox" in step}.get(self.format, False)
+
+
+def _notes(problems: list[FileProblem]) -> list[str]:
+    """What a user should know before trusting an accuracy on this file."""
+    out = []
+    letters = {p.answer for p in problems if p.choices}
+    if len(letters) == 1 and len(problems) >= 5:
+        a = next(iter(letters))
+        out.append(f"; note: the answer is {a} on every line (a model that always says {a} scores 1.0)")
+    unbinned = sum(p.difficulty is None for p in problems)
+    if 0 < unbinned < len(problems):
+        out.append(f"; note: {unbinned} problem(s) have no difficulty and fall in no difficulty bin")
+    return out
 
 
 def load_task(path: str | Path, fmt: str = "auto", fields: Iterable[str] | dict[str, str] = (),
@@ -391,6 +374,7 @@ def load_task(path: str | Path, fmt: str = "auto", fields: Iterable[str] | dict[
         why = "--format was given"
     pattern = A.compile_regex(regex) if regex else None
     problems = build_problems(rows, fmt, resolve_fields(fmt, mapping, columns, path), path, pattern)
+    why += "".join(_notes(problems))
     shot_pairs: tuple[tuple[str, str], ...] = ()
     if shots < 0:
         raise ConfigError(f"--shots {shots}: must be 0 or more")

@@ -6,7 +6,8 @@
    `math_equivalence.py`, `_strip_string`): `\\dfrac`/`\\tfrac` become `\\frac`, `\\left`/
    `\\right`, `\\!`, spaces, `^\\circ`/degrees, `\\$`, `\\%` and trailing unit words
    (`\\text{...}`, `\\mbox{...}`) go, `\\frac12` becomes `\\frac{1}{2}`, `.5` becomes `0.5`, and
-   a short `x = 5` becomes `5`. Equal strings are equivalent.
+   a short `x = 5` becomes `5`; a one-character exponent or subscript loses its braces (`x^{2}`
+   is `x^2`). Equal strings are equivalent.
 2. Otherwise both are parsed by `value()`, a small recursive-descent parser of numbers,
    `\\frac`, `\\sqrt`, `+ - * / ^`, `\\cdot`, `\\times`, `\\pi`, parentheses and braces, with
    exact rationals (`fractions.Fraction`); a non-square root or pi makes the value a float
@@ -47,6 +48,7 @@ _FRAC_HALF_RE = re.compile(r"\\frac(\{[^{}]{0,80}\})(\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt(\w)")
 _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _LHS_RE = re.compile(r"^[a-zA-Z](?:_\{?\w{1,3}\}?)?=")
+_ONE_CHAR_GROUP_RE = re.compile(r"([\^_])\{(\w)\}")  # x^{2} -> x^2, a_{1} -> a_1
 
 
 def normalize(text: str) -> str:
@@ -70,6 +72,7 @@ def normalize(text: str) -> str:
     s = s.replace("{.", "{0.").replace("(.", "(0.")
     if len(s) <= 40 and _LHS_RE.match(s) and s.count("=") == 1:
         s = s.split("=", 1)[1]  # "x=5" -> "5", as MATH does for a short left-hand side
+    s = _ONE_CHAR_GROUP_RE.sub(r"\1\2", s)
     s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
     s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_HALF_RE.sub(r"\\frac\1{\2}", s)

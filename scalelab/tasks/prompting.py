@@ -74,17 +74,31 @@ class Prompter:
     def uses_chat(self) -> bool:
         return self.chat != "off" and has_chat_template(self.tokenizer)
 
-    def render(self, question: str) -> str:
+    def render(self, question: str, context: tuple[tuple[str, str], ...] = ()) -> str:
+        """The prompt for a question; `context` holds a problem's own (role, text) turns before it
+        (an OpenAI-evals `input`): its system turns follow `system`, its user/assistant turns follow
+        the few-shot examples, as more shots."""
+        systems = [self.system] if self.system else []
+        systems += [text for role, text in context if role == "system" and text.strip()]
+        turns = [(role, text) for role, text in context if role != "system"]
         if self.uses_chat:
-            messages = [{"role": "system", "content": self.system}] if self.system else []
+            messages = [{"role": "system", "content": "\n\n".join(systems)}] if systems else []
             for q, a in self.shots:
                 messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            messages += [{"role": "assistant" if role == "assistant" else "user", "content": text}
+                         for role, text in turns]
             messages.append({"role": "user", "content": question})
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         parts = [self.bos] if self.bos else []
-        parts += [self.system + "\n\n"] if self.system else []
+        parts += ["\n\n".join(systems) + "\n\n"] if systems else []
         for q, a in self.shots:
             parts.append(self.template.format(prompt=q) + " " + a.strip() + "\n\n")
+        for k, (role, text) in enumerate(turns):
+            if role == "assistant":
+                parts.append(" " + text.strip() + "\n\n")
+            else:
+                answered = k + 1 < len(turns) and turns[k + 1][0] == "assistant"
+                parts.append(self.template.format(prompt=text) + ("" if answered else "\n\n"))
         parts.append(self.template.format(prompt=question))
         return "".join(parts)
 
