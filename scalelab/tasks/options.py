@@ -29,8 +29,8 @@ TASK_FIELDS = ("task", "task_format", "task_fields", "task_regex", "chat", "syst
 
 
 class TaskOptions(Config):
-    task: str = Field(TESTBED, description="testbed, or a task file (.jsonl, .csv, .tsv, .parquet)")
-    task_format: str = Field("auto", description="auto | gsm8k | math | choice | exact | regex")
+    task: str = Field(TESTBED, description="testbed, or a task file (.jsonl, .json, .csv, .tsv, .parquet; optionally .gz)")
+    task_format: str = Field("auto", description="auto | gsm8k | math | choice | number | exact | regex")
     task_fields: list[str] = Field(default_factory=list, description="ROLE=COLUMN mappings")
     task_regex: Optional[str] = Field(None, description="regex format: the first group is the answer")
     chat: str = Field("auto", description="auto | on | off: the tokenizer's chat template")
