@@ -94,6 +94,8 @@ def test_quick_demo_killed_then_run_again_completes_every_stage_and_a_rerun_reus
     assert list(s["stages"]) == list(STAGES) and all(v["wall_s"] >= 0 for v in s["stages"].values())
     assert s["smoke_test"] is True and s["paths"]["report"].endswith("report.html")
     assert 0 <= s["fits"]["backtest"]["mean_abs_err"] < 1 and s["fits"]["chinchilla"]["ci95"]
+    ident = s["fits"]["chinchilla"]["identification"]  # the verdict on the intervals, kept in the summary
+    assert isinstance(ident["identified"], bool) and set(ident["hi_lo"]) == {"alpha", "beta", "A", "B"}
     assert all({"budget", "N", "D", "loss"} <= set(r) for r in s["pretrain"]["runs"])
     sft_law = s["posttrain_laws"]["sft"]  # the SFT child's curve: 4 points, fitted on 3, checked on the 4th
     assert sft_law["law"] == "posttrain-power" and sft_law["n_points"] == 4 and sft_law["extrapolation_error"] >= 0

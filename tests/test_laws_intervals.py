@@ -119,3 +119,32 @@ def test_forms_keep_the_estimator_contract(form, hyper):
     a, b = predict_intervals(law, X[:3]), predict_intervals(again, X[:3])
     assert np.allclose(a["loss"], b["loss"]) and np.allclose(a["ci"], b["ci"]) and np.allclose(a["pi"], b["pi"])
     assert again.range_ == law.range_ and again.noise_ == law.noise_
+
+
+def test_identification_says_whether_the_intervals_pin_the_law():
+    """A wide grid of quiet runs pins every parameter within the bars; a decade-wide design at 5%
+    scatter fits a curve but not its exponents, and says so, in FIT.json and in the printed facts."""
+    from scalelab.laws import ChinchillaLaw
+    from scalelab.laws.chinchilla import IDENTIFIED_BARS
+    from scalelab.laws.render import fit_facts
+
+    rng = np.random.default_rng(0)
+    truth = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+
+    def runs(n_lo, n_hi, d_lo, d_hi, sd):
+        N, D = (a.ravel() for a in np.meshgrid(np.logspace(n_lo, n_hi, 5), np.logspace(d_lo, d_hi, 5)))
+        y = truth["E"] + truth["A"] * N ** -truth["alpha"] + truth["B"] * D ** -truth["beta"]
+        return np.column_stack([N, D]), y * np.exp(rng.normal(0, sd, N.size))
+
+    wide = ChinchillaLaw(bootstrap=60, method="vpnls", E_fixed=1.69).fit(*runs(7, 10, 9, 12, 0.001))
+    ident = wide.identification()
+    assert ident["identified"] and set(ident["hi_lo"]) == set(IDENTIFIED_BARS)
+    assert all(1.0 <= ident["hi_lo"][k] <= IDENTIFIED_BARS[k] for k in IDENTIFIED_BARS)
+    narrow = ChinchillaLaw(bootstrap=60, method="vpnls", E_fixed=1.69).fit(*runs(7, 8, 9, 10, 0.05))
+    ident = narrow.identification()
+    assert not ident["identified"] and max(ident["hi_lo"][k] / IDENTIFIED_BARS[k] for k in IDENTIFIED_BARS) > 1
+    doc = narrow.to_dict()["identification"]
+    assert doc["identified"] is False and all(isinstance(v, (float, str)) for v in doc["hi_lo"].values())
+    facts = dict(fit_facts(narrow))
+    assert facts["identified"].startswith("no: alpha ") and "bars 2.5x, 2.5x, 100x, 100x" in facts["identified"]
+    assert ChinchillaLaw(bootstrap=0, method="vpnls").fit(*runs(7, 10, 9, 12, 0.001)).identification() is None

@@ -30,6 +30,10 @@ from scalelab.laws.vpnls import TiedLast, vpnls_starts
 
 FORMS = ("free", "tied", "fixed-e")
 METHODS = ("lbfgs", "vpnls")
+# When the fit counts as identified: each 95% interval's hi/lo within these factors. An exponent
+# known within 2.5x still orders the compute-optimal split; a coefficient within 100x (two decades)
+# is what an exponent that uncertain leaves of it over a decade of N or D. A bound <= 0 fails.
+IDENTIFIED_BARS = {"alpha": 2.5, "beta": 2.5, "A": 100.0, "B": 100.0}
 
 
 class ChinchillaLaw(Law):
@@ -174,6 +178,17 @@ class ChinchillaLaw(Law):
         D = (C / 6.0) ** ex["b"] / G
         return Allocation(compute=float(C), N=float(N), D=float(D), loss=float(self.predict([[N, D]])[0]))
 
+    def identification(self) -> dict[str, Any] | None:
+        """Each interval's hi/lo against IDENTIFIED_BARS, and whether all are within (None without
+        intervals). A noisy or narrow sweep fits a curve yet pins neither exponent: say so."""
+        ci = self.ci_ or {}
+        if not all(k in ci for k in IDENTIFIED_BARS):
+            return None
+        ratio = {k: (ci[k][1] / ci[k][0] if ci[k][0] > 0 and np.isfinite(ci[k][1]) else float("inf"))
+                 for k in IDENTIFIED_BARS}
+        return {"identified": all(ratio[k] <= bar for k, bar in IDENTIFIED_BARS.items()),
+                "hi_lo": ratio, "bars": dict(IDENTIFIED_BARS)}
+
     def extra_summary(self) -> dict[str, Any]:
         res = self.result_
         out: dict[str, Any] = {
@@ -185,7 +200,16 @@ class ChinchillaLaw(Law):
                                 "seed": self.seed}
         if hasattr(self, "timing_"):
             out["timing"] = self.timing_
+        if self.identification() is not None:
+            out["identification"] = self.identification_doc()
         return out
+
+    def identification_doc(self) -> dict[str, Any] | None:
+        """`identification()` as strict JSON: an unbounded ratio is the string "inf"."""
+        ident = self.identification()
+        if ident is None:
+            return None
+        return {**ident, "hi_lo": {k: (float(v) if np.isfinite(v) else "inf") for k, v in ident["hi_lo"].items()}}
 
     def _restore_extra(self, d: dict[str, Any]) -> None:
         self.optimal_ci_ = {k: tuple(v) for k, v in (d.get("optimal_ci95") or {}).items()}

@@ -58,6 +58,9 @@ def fit_facts(law: Law) -> list[tuple[str, str]]:
     fw = getattr(law, "frontier_weight", 0)
     if fw:
         rows.append(("weights", f"runs weighted by (C/C_max)^{fw:g} (frontier weights)"))
+    ident = law.identification() if hasattr(law, "identification") else None
+    if ident is not None:
+        rows.append(("identified", identification_line(ident)))
     starts = getattr(res, "n_starts", None)
     if starts:
         rows.append(("starts", f"{starts:,} ({res.n_starts_converged:,} met a stopping test)"))
@@ -72,6 +75,13 @@ def fit_facts(law: Law) -> list[tuple[str, str]]:
     if getattr(res, "check", None):
         rows.append(("check", str(res.check).replace("scipy L-BFGS-B from here: ", "scipy L-BFGS-B from the optimum: ")))
     return rows
+
+
+def identification_line(ident: dict[str, Any]) -> str:
+    """'no: alpha 5.9x, beta 9.2x, A 2.5e5x, B 3.3e12x (hi/lo of the 95% intervals; bars 2.5x, ...)'."""
+    parts = ", ".join(f"{k} {v:.3g}x" if np.isfinite(v) else f"{k} unbounded" for k, v in ident["hi_lo"].items())
+    bars = ", ".join(f"{v:g}x" for v in ident["bars"].values())
+    return f"{'yes' if ident['identified'] else 'no'}: {parts} (hi/lo of the 95% intervals; bars {bars})"
 
 
 def budgets_table(law: Law) -> Table | None:

@@ -253,7 +253,8 @@ class _Pipeline:
                              "n_points": int(len(prep.y))}
                 self.disp.update("fits", i + 1)
             ch = laws["chinchilla"]
-            got["chinchilla"].update(exponents=ch.optimal_exponents(), frontier_weight=FRONTIER_WEIGHT)
+            got["chinchilla"].update(exponents=ch.optimal_exponents(), frontier_weight=FRONTIER_WEIGHT,
+                                     identification=ch.identification_doc())
             got["isoflop"]["budgets"] = laws["isoflop"].budgets_
             nxt = {"C_6ND": 10 * max(r["C"] for r in pre["runs"])}
             if all(ch.params_[k] > 0 for k in ("alpha", "beta")):
@@ -271,7 +272,11 @@ class _Pipeline:
             got["backtest"] = own_backtest(load_runs(self.runs / "pretrain").records)
         self.s["fits"] = got
         p, a = got["chinchilla"]["params"], got["isoflop"]["params"]["a"]
-        return f"Chinchilla alpha {p['alpha']:.3g}, beta {p['beta']:.3g}; IsoFLOP N_opt ~ C^{a:.3g}"
+        ident = got["chinchilla"].get("identification")
+        verdict = "" if ident is None else " (identified)" if ident["identified"] else (
+            f" (not identified: 95% intervals {float(ident['hi_lo']['alpha']):.3g}x, "
+            f"{float(ident['hi_lo']['beta']):.3g}x wide)")
+        return f"Chinchilla alpha {p['alpha']:.3g}, beta {p['beta']:.3g}{verdict}; IsoFLOP N_opt ~ C^{a:.3g}"
 
     # ---- 3. test-time compute on the compute-optimal ladder --------------------------------------
     def testtime(self) -> str:

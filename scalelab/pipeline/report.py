@@ -109,6 +109,16 @@ def _saved_fit(fits_dir: Path | None, name: str, **expect: Any) -> Any:
 
 
 # ---- sections --------------------------------------------------------------------------------
+def _identified(law: Any) -> tuple[str, str]:
+    """('no', 'alpha 5.4x, beta 10x, A 3.8e5x, B 2.4e12x (bars 2.5x, 2.5x, 100x, 100x)') or ('-', '')."""
+    from scalelab.laws.render import identification_line
+
+    ident = law.identification()
+    if ident is None:
+        return "-", ""
+    return ("yes" if ident["identified"] else "no"), identification_line(ident).split(": ", 1)[1]
+
+
 def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs: int | None,
                 fits_dir: Path | None = None) -> str:
     from scalelab.laws import make_law, plot_fit
@@ -158,6 +168,7 @@ def _chinchilla(recs: list[RunRecord], figs: _Figures, *, bootstrap: int, n_jobs
         rows.append(row)
     rows.append(["optimiser converged"] + [v for _, law, _ in fits for v in (str(bool(law.converged_)), "")])
     rows.append(["runs fitted"] + [v for _, _, p in fits for v in (str(len(p.y)), "")])
+    rows.append(["identified"] + [v for _, law, _ in fits for v in _identified(law)])
     origin = "; ".join(read_from + ([f"fitted here ({bootstrap} bootstrap resamples for the 95% intervals): "
                                      + ", ".join(fitted_here)] if fitted_here else []))
     out = [title, *errors,
