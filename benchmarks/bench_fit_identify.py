@@ -24,9 +24,8 @@ import numpy as np
 
 from scalelab.laws import make_law
 from scalelab.laws.backtest import runs_frame
+from scalelab.laws.chinchilla import IDENTIFIED_BARS as BARS
 from scalelab.tables import entropy_floor, load_table
-
-BARS = {"alpha": 2.5, "beta": 2.5, "A": 100.0, "B": 100.0}
 
 
 def hilo(ci: tuple[float, float]) -> float:
