@@ -41,8 +41,9 @@ def demo_cmd(
     from scalelab.records import check_output_dir
 
     check_output_dir(out, "--out")
-    if bootstrap is not None and bootstrap < 0:
-        raise InputError("--bootstrap must be 0 or more")
+    from scalelab.cli.fit import MAX_BOOTSTRAP, check_count
+
+    check_count("--bootstrap", bootstrap, 0, MAX_BOOTSTRAP)
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: expected 1 or more")
     # One process per core: the members are independent and run one thread each, so on 2 cores the
@@ -88,6 +89,13 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     out.append(f"fits         Chinchilla, E held at the entropy floor {fmt(p['E'])}"
                + (f", runs weighted by (C/C_max)^{fw:g}" if fw else "") + ": "
                + ", ".join(f"{k} {fmt(p[k])}{iv[k]}" for k in ("A", "B", "alpha", "beta")))
+    ident = f["chinchilla"].get("identification")
+    if ident is not None:
+        r = {k: float(v) for k, v in ident["hi_lo"].items()}
+        out.append(f"             {'identified' if ident['identified'] else 'not identified'}: the 95% intervals' "
+                   f"hi/lo are alpha {r['alpha']:.3g}x, beta {r['beta']:.3g}x, A {r['A']:.3g}x, B {r['B']:.3g}x "
+                   f"(bars {ident['bars']['alpha']:g}x, {ident['bars']['beta']:g}x, {ident['bars']['A']:g}x, "
+                   f"{ident['bars']['B']:g}x)")
     e, ip, nb = f["chinchilla"]["exponents"], f["isoflop"]["params"], f["next_budget"]
     out.append(f"             N* ~ C^{fmt(e['a'])}, D* ~ C^{fmt(e['b'])}; IsoFLOP N_opt ~ C^{fmt(ip['a'])}, "
                f"D_opt ~ C^{fmt(ip['b'])}")

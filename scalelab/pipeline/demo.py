@@ -239,7 +239,8 @@ class _Pipeline:
 
         pre, names = self.s["pretrain"], ("chinchilla", "isoflop")
         self.disp.begin("fits", len(names), ", ".join(names))
-        got = self._cached("fits", {"runs": sorted(r["run"] for r in pre["runs"]), "frontier_weight": FRONTIER_WEIGHT},
+        got = self._cached("fits", {"runs": sorted(r["run"] for r in pre["runs"]), "frontier_weight": FRONTIER_WEIGHT,
+                                    "summary": 2},  # 2: with the identification verdict
                            [self.fits_dir / f"{n}.{x}" for n in names for x in ("json", "png")])
         if got is None:
             got, laws = {}, {}
