@@ -210,15 +210,23 @@ def jsonl_objects(path: str | Path, *, what: str = "file") -> Iterator[tuple[int
         raise InputError(f"{p}: no such {what}")
     with open(p, encoding="utf-8", errors="strict") as f:
         try:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{p} line {i}: not valid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(obj, dict):
-                    raise InputError(f"{p} line {i}: expected a JSON object, found {type(obj).__name__}")
-                yield i, obj
+            yield from json_lines(p, f)
         except UnicodeDecodeError as e:
             raise InputError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def json_lines(p: str | Path, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line; a line that is not a JSON object (or nests
+    too deeply for the parser) is a one-line error naming `p` and the line."""
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{p} line {i}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise InputError(f"{p} line {i}: JSON nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{p} line {i}: expected a JSON object, found {type(obj).__name__}")
+        yield i, obj

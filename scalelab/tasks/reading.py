@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from scalelab.errors import InputError
+from scalelab.tables import json_lines
 
 TYPES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq")
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -62,20 +63,7 @@ def _text(p: Path, comp: str) -> str:
 
 
 def _json_lines(p: Path, text: str) -> list[tuple[int, dict]]:
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{p} line {i}: not valid JSON ({e.msg} at column {e.colno})") from None
-        except RecursionError:
-            raise InputError(f"{p} line {i}: JSON nested too deeply") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{p} line {i}: expected a JSON object, found {type(obj).__name__}")
-        rows.append((i, obj))
-    return rows
+    return list(json_lines(p, text.splitlines()))
 
 
 def _records(p: Path, doc: Any, text: str) -> list[tuple[int, dict]]:
