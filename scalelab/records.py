@@ -187,6 +187,23 @@ def check_output_file(path: str | Path, what: str = "") -> Path:
     return path
 
 
+# The formats matplotlib's savefig writes (`FigureCanvasBase.get_supported_filetypes()`, matplotlib 3.9 with
+# Pillow): a figure path is checked against them before any work, not after a long fit.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".svgz", ".jpg", ".jpeg", ".eps", ".ps", ".pgf", ".tif", ".tiff",
+                   ".webp", ".gif", ".avif", ".raw", ".rgba")
+
+
+def check_figure_file(path: str | Path, what: str = "") -> Path:
+    """As `check_output_file`, for a figure: its name must end in a format matplotlib writes (without
+    one, savefig would write NAME.png, not the file asked for)."""
+    path = check_output_file(path, what)
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        label = f"{what} {path}" if what else str(path)
+        found = f"{path.suffix!r} is not an image format" if path.suffix else "no file extension"
+        raise InputError(f"{label}: {found}; end the name in .png, .pdf or .svg")
+    return path
+
+
 def _check_ancestors(folder: Path, label: str) -> None:
     """The nearest existing ancestor of `folder` (itself included) must be a writable directory."""
     p = folder.absolute()

@@ -15,10 +15,10 @@ def curves_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the frontier and its power law as strict JSON"),
 ) -> None:
     """Plot every member's loss against training FLOPs and fit a power law to the best loss per budget."""
-    from scalelab.cli.fit import check_outputs
+    from scalelab.cli.fit import check_figures
     from scalelab.pretrain.curves import plot_curves
 
-    check_outputs(("--out", out))
+    check_figures(("--out", out))
     path, front = plot_curves(runs, out)
     if as_json:
         import sys

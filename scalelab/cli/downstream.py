@@ -38,9 +38,10 @@ def downstream_cmd(
     from scalelab.laws.tables_io import load_runs_table
     from scalelab.records import atomic_write_json
 
-    from scalelab.cli.fit import check_outputs
+    from scalelab.cli.fit import check_figures, check_outputs
 
-    check_outputs(("--out", out), ("--plot", plot))
+    check_outputs(("--out", out))
+    check_figures(("--plot", plot))
     check_choice("--form", form, ("free", "tied"))
     if not (np.isfinite(frontier_weight) and frontier_weight >= 0):
         raise InputError(f"--frontier-weight must be a number >= 0, got {frontier_weight!r}")

@@ -61,13 +61,12 @@ def fit_cmd(
     from scalelab.laws import render as report
     from scalelab.laws.fitfile import write_fit
 
-    check_outputs(("--out", out), ("--plot", plot))
+    check_outputs(("--out", out))
+    check_figures(("--plot", plot))
     if law not in REGISTRY and law != "auto":
         raise InputError(f"--law {law!r}: choose one of {', '.join(REGISTRY)}, auto")
-    if n_init is not None and n_init < 1:
-        raise InputError("--n-init must be at least 1")
-    if bootstrap is not None and bootstrap < 0:
-        raise InputError("--bootstrap must be 0 or more")
+    check_count("--n-init", n_init, 1, MAX_N_INIT)
+    check_count("--bootstrap", bootstrap, 0, MAX_BOOTSTRAP)
     from scalelab.laws import LAWS
 
     for flag, value, hyper in (("--x", x, "x"), ("--n-init", n_init, "n_init"), ("--floor", floor, "E_fixed"),
@@ -162,6 +161,29 @@ def check_outputs(*pairs: tuple[str, Path | str | None]) -> None:
     for flag, path in pairs:
         if path is not None:
             check_output_file(path, flag)
+
+
+def check_figures(*pairs: tuple[str, Path | str | None]) -> None:
+    """As `check_outputs`, for figures: also a name in an image format matplotlib writes."""
+    from scalelab.records import check_figure_file
+
+    for flag, path in pairs:
+        if path is not None:
+            check_figure_file(path, flag)
+
+
+# Resamples and optimiser starts beyond these are a typo, not a plan: 1,000-2,000 bootstrap resamples
+# suffice for 95% intervals (Efron & Tibshirani 1993, ch. 13), and memory grows as resamples x rows.
+MAX_BOOTSTRAP = 100_000
+MAX_N_INIT = 100_000
+
+
+def check_count(flag: str, value: int | None, low: int, high: int) -> None:
+    """An integer option within [low, high], named in the message when it is not."""
+    from scalelab.errors import InputError
+
+    if value is not None and not low <= value <= high:
+        raise InputError(f"{flag} {value}: expected {low} to {high:,}")
 
 
 def check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:

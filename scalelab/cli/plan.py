@@ -33,11 +33,11 @@ def exchange_cmd(
     from scalelab.laws.exchange_tables import measure_exchange, summary_lines, testtime_table
     from scalelab.records import atomic_write_json
 
-    from scalelab.cli.fit import check_outputs
+    from scalelab.cli.fit import MAX_BOOTSTRAP, check_count, check_figures, check_outputs
 
-    check_outputs(("--out", out), ("--plot", plot))
-    if bootstrap < 0:
-        raise InputError("--bootstrap must be 0 or more")
+    check_outputs(("--out", out))
+    check_figures(("--plot", plot))
+    check_count("--bootstrap", bootstrap, 0, MAX_BOOTSTRAP)
     doc = measure_exchange(runs, bootstrap=bootstrap, seed=seed, on_frontier=frontier, pretraining=pretraining,
                            task=task)
     print(dumps_json(doc) if as_json else "\n".join(summary_lines(doc)))

@@ -23,11 +23,12 @@ def fit_cmd(table: str = typer.Argument(..., help="runs directory, CSV or MLflow
             out: Optional[Path] = typer.Option(None, "--out", help="write the law (strict JSON) here, e.g. "
                                                "FITS/posttrain-T.json, where `scalelab plan --fits FITS` reads it")) -> None:
     """Fit accuracy against post-training compute (ScaleRL's sigmoid and a saturating power law), hold out the largest budget, report the asymptote, the efficiency and the extrapolation error."""
-    from scalelab.cli.fit import check_outputs
+    from scalelab.cli.fit import MAX_BOOTSTRAP, check_count, check_outputs
     from scalelab.laws.posttrain_fit import fit_posttrain_law
     from scalelab.records import atomic_write_json, dumps_json
 
     check_outputs(("--out", out))
+    check_count("--bootstrap", bootstrap, 0, MAX_BOOTSTRAP)
     res = fit_posttrain_law(table, technique, x=x, law=law, parent=parent, bootstrap=bootstrap, seed=seed)
     if out is not None:
         atomic_write_json(out, res)

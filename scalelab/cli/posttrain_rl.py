@@ -163,10 +163,10 @@ def plot_rl_cmd(runs: Path = typer.Argument(..., help="runs directory with rlvr/
     """Accuracy against RL FLOPs for every RL-family run, and the reward over-optimisation curve."""
     import sys
 
-    from scalelab.cli.fit import check_outputs
+    from scalelab.cli.fit import check_figures
     from scalelab.posttrain.rlcurves import plot_overoptimisation, plot_rl, rl_table
 
-    check_outputs(("--out", out), ("--overopt", overopt))
+    check_figures(("--out", out), ("--overopt", overopt))
     df = rl_table(runs)
     last = df.sort_values("flops").groupby("run_id").tail(1).sort_values(["label", "flops"])
     first = df.sort_values("flops").groupby("run_id").head(1).set_index("run_id")

@@ -21,11 +21,10 @@ def report_cmd(
     from scalelab.errors import InputError
     from scalelab.pipeline.report import build_report
 
-    from scalelab.cli.fit import check_outputs
+    from scalelab.cli.fit import MAX_BOOTSTRAP, check_count, check_outputs
 
     check_outputs(("--out", out))
-    if bootstrap < 0:
-        raise InputError("--bootstrap must be 0 or more")
+    check_count("--bootstrap", bootstrap, 0, MAX_BOOTSTRAP)
     if fits is not None and not fits.is_dir():
         raise InputError(f"--fits {fits}: not a folder")
     path = build_report(runs, out, bootstrap=bootstrap, fits_dir=fits)
