@@ -33,13 +33,13 @@ def task_fields(task: Optional[str], task_format: str, task_field: list[str], ta
                           stop, step_split)
 
 
-def difficulty_labels(text: Optional[str], ints: Any) -> Optional[list[Any]]:
+def difficulty_labels(text: Optional[str], ints: Any, what: str = "--difficulties") -> Optional[list[Any]]:
     """'1-8' -> [1..8] (steps or numeric bins); 'easy,hard' -> ['easy', 'hard'] (a task file's text bins)."""
     if text is None:
         return None
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if all(p.lstrip("-").replace("-", "").isdigit() for p in parts):
-        return ints(text, "--difficulties")
+        return ints(text, what)
     return parts
 
 

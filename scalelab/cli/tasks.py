@@ -20,18 +20,6 @@ _FIELD = typer.Option([], "--field", help="ROLE=COLUMN (roles: prompt answer sol
 _REGEX = typer.Option(None, "--regex", help="regex format: the first capture group is the answer")
 
 
-def _ints(text: str) -> list[int]:
-    """'1-4' or '1,3,5' -> ints."""
-    out: list[int] = []
-    try:
-        for part in filter(None, (s.strip() for s in text.split(","))):
-            a, _, b = part.partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError:
-        raise InputError(f"--difficulties {text!r}: expected integers like 1,2,4 or a range like 1-4") from None
-    return out
-
-
 @tk.command("show")
 def show_cmd(
     file: str = typer.Argument(..., help="task file: .jsonl, .csv, .tsv or .parquet"),
@@ -100,16 +88,16 @@ def export_cmd(
     """Write the testbed's test problems (the ones `scalelab testtime` evaluates) as a GSM8K-format file."""
     from scalelab.tasks.wordproblems import testbed_rows, write_jsonl
 
-    from scalelab.cli.fit import check_outputs
-
-    check_outputs(("--out", out))
+    _check_written(out, seed)
     if source != "testbed":
         raise InputError(f"tasks export {source!r}: only 'testbed' can be exported")
     if fmt != "gsm8k":
         raise InputError(f"--format {fmt!r}: the testbed is exported as gsm8k")
     if problems < 1:
         raise InputError("--problems must be at least 1")
-    rows = testbed_rows(_ints(difficulties), problems, seed=seed)
+    from scalelab.cli.testtime import _ints
+
+    rows = testbed_rows(_ints(difficulties, "--difficulties"), problems, seed=seed)
     print(f"wrote {write_jsonl(out, rows, force=force)} ({len(rows)} problems)")
 
 
@@ -123,9 +111,20 @@ def generate_cmd(
     force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
     """Generate seeded word problems (train/test splits) as a task file."""
-    from scalelab.cli.fit import check_outputs
     from scalelab.tasks.wordproblems import generate, write_jsonl
 
-    check_outputs(("--out", out))
+    _check_written(out, seed)
     rows = generate(fmt, problems, seed=seed, max_ops=max_ops)
     print(f"wrote {write_jsonl(out, rows, force=force)} ({len(rows)} problems)")
+
+
+def _check_written(out: str, seed: int) -> None:
+    """What export and generate write is a plain JSONL task file that every verb can read back, drawn
+    from a seed that `scalelab testtime --seed` also accepts."""
+    from scalelab.cli.fit import check_outputs
+
+    check_outputs(("--out", out))
+    if not out.endswith(".jsonl"):
+        raise InputError(f"--out {out}: a task file is written as JSONL; end the name in .jsonl")
+    if seed < 0:
+        raise InputError(f"--seed {seed}: expected 0 or more")

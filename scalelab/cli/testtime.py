@@ -20,23 +20,46 @@ app.add_typer(tt, name="testtime")
 _SET = typer.Option([], "--set", help="any other config field: key=value (repeatable)")
 
 
+MAX_LIST = 10_000  # items one comma list or range may expand to (a typo such as 1-100000000 otherwise fills memory)
+
+
 def _ints(text: str, what: str) -> list[int]:
-    """'1,2,4' or '1-8' or '1,2,8-10' -> ints."""
+    """'1,2,4' or '1-8' or '1,2,8-10' -> ints; an empty item, a range from high to low or a list of more
+    than MAX_LIST items is refused, naming the option."""
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                out += list(range(int(a), int(b) + 1))
-            elif part:
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise InputError(f"{what} {text!r}: an empty item between commas")
+        cut = part.find("-", 1)  # a range 'a-b'; a leading '-' is a sign
+        try:
+            if cut > 0:
+                a, b = int(part[:cut]), int(part[cut + 1:])
+                if b < a:
+                    raise InputError(f"{what} {text!r}: the range {part} runs backwards; write {b}-{a}")
+                if b - a >= MAX_LIST:
+                    raise InputError(f"{what} {text!r}: the range {part} has more than {MAX_LIST:,} values")
+                out += list(range(a, b + 1))
+            else:
                 out.append(int(part))
-    except ValueError:
-        raise InputError(f"{what} {text!r}: expected integers like 1,2,4 or a range like 1-8") from None
+        except ValueError:
+            raise InputError(f"{what} {text!r}: expected integers like 1,2,4 or a range like 1-8") from None
+        if len(out) > MAX_LIST:
+            raise InputError(f"{what} {text!r}: more than {MAX_LIST:,} values")
     return out
 
 
+def _names(text: str, what: str) -> list[str]:
+    """'cot,majority' -> names; an empty item between commas is refused, as in a number list."""
+    names = [s.strip() for s in text.split(",")]
+    if "" in names and text.strip():
+        raise InputError(f"{what} {text!r}: an empty item between commas")
+    return [s for s in names if s]
+
+
 def _setup(threads: Optional[int]) -> None:
+    if threads is not None and not 1 <= threads <= 1024:
+        raise InputError(f"--threads {threads}: expected 1 to 1024 torch threads")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
     from scalelab.pretrain.train import quiet_import_noise
 
@@ -127,7 +150,7 @@ def testtime_cmd(
 
     fields = T.task_fields(task, task_format, task_field, task_regex, chat, system, fewshot, shots, max_new_tokens,
                            stop, step_split)
-    cfg = TesttimeConfig.build(model=model, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
+    cfg = TesttimeConfig.build(model=model, strategies=_names(strategies, "--strategies"),
                                n=_ints(n, "--n"), difficulties=T.difficulty_labels(difficulties, _ints),
                                problems=problems, split=split, orm=orm, prm=prm, judge=judge,
                                temperature=temperature, seed=seed,
@@ -258,7 +281,7 @@ def predict_cmd(
     from scalelab.testtime.extrapolate import predict_curves, summary
 
     rows = predict_curves(runs, against=against, law=law, x=x, fit_max_n=fit_max_n, at=at,
-                          strategies=strategies.split(",") if strategies else None, pooled=pooled,
+                          strategies=_names(strategies, "--strategies") if strategies else None, pooled=pooled,
                           difficulties=_ints(difficulties, "--difficulties") if difficulties else None,
                           shared_alpha=shared_alpha, bootstrap=bootstrap)
     if as_json:
@@ -284,10 +307,10 @@ def plot_cmd(
     difficulties: Optional[str] = typer.Option(None, "--difficulties", help="panels (default: all)"),
 ) -> None:
     """Accuracy against FLOPs per question, every strategy on one axis, chance drawn."""
-    from scalelab.cli.fit import check_outputs
+    from scalelab.cli.fit import check_figures
     from scalelab.testtime.plots import plot_accuracy_vs_flops
 
-    check_outputs(("--out", out))
+    check_figures(("--out", out))
     path = plot_accuracy_vs_flops(runs, out, difficulties=_ints(difficulties, "--difficulties") if difficulties else None)
     print(f"wrote {path}")
 
@@ -352,7 +375,7 @@ def compare_cmd(
         raise InputError(f"--budget {budget!r}: expected STRATEGY:N, e.g. majority:16")
     rows = compare_at_budget(runs, baseline=baseline, budget=(name, int(k)),
                              difficulties=_ints(difficulties, "--difficulties") if difficulties else None,
-                             strategies=strategies.split(",") if strategies else None)
+                             strategies=_names(strategies, "--strategies") if strategies else None)
     if as_json:
         from scalelab.records import dumps_json
 

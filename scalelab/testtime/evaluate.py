@@ -39,6 +39,9 @@ from scalelab.rewards.external import JUDGE_TEMPLATE
 from scalelab.tasks.options import TASK_FIELDS, TaskOptions
 from scalelab.tasks.testbed import TestbedTask
 
+# The largest budget: 10,000 samples per problem is the most the literature draws (Brown et al. 2024,
+# "Large Language Monkeys"); ten times that leaves room and stops a typo before it fills memory.
+MAX_N = 100_000
 EXECUTION = {"max_batch", "threads", "strategies", "n", "difficulties"}
 
 
@@ -73,9 +76,9 @@ class TesttimeConfig(TaskOptions):
     @field_validator("n")
     @classmethod
     def _budgets(cls, v: list[int]) -> list[int]:
-        bad = [x for x in v if x < 1]
+        bad = [x for x in v if not 1 <= x <= MAX_N]
         if bad or not v:
-            raise ValueError(f"every n must be a positive integer (got {bad or 'none'})")
+            raise ValueError(f"every n must be an integer in 1..{MAX_N:,} (got {bad or 'none'})")
         return sorted(set(v))
 
     @field_validator("strategies")
@@ -109,7 +112,7 @@ class TesttimeConfig(TaskOptions):
             raise ValueError(f"split={self.split!r}: the testbed evaluates on val or test")
         if self.difficulties is not None:
             if not self.difficulties or not all(isinstance(d, int) and d >= 1 for d in self.difficulties):
-                raise ValueError("difficulties on the testbed are step counts >= 1")
+                raise ValueError(f"difficulties {self.difficulties}: on the testbed they are step counts >= 1")
         return self
 
     def testbed_steps(self) -> list[int]:

@@ -162,6 +162,10 @@ def predict_curves(runs: str | Path, *, against: str | Path | None = None, law: 
         raise InputError(f"--x {x!r}: choose n or flops")
     if law != "testtime" and x != "n":
         raise InputError(f"--law {law} predicts at a budget n; --x flops is for the testtime law")
+    if at < 1 or fit_max_n < 1:
+        raise InputError(f"--at {at} / --fit-max-n {fit_max_n}: budgets n are 1 or more")
+    if not 0 <= bootstrap <= 100_000:
+        raise InputError(f"--bootstrap {bootstrap}: expected 0 to 100,000")
     if shared_alpha and (pooled or law == "testtime"):
         raise InputError("--shared-alpha shares the coverage law's alpha across difficulties: use it with --law "
                          "coverage or selection, without --pooled")
