@@ -58,7 +58,7 @@ def _go(name: str, fields: dict[str, Any], sets: list[str], runs_dir: Path, thre
         if isinstance(fields.get(key), str):
             fields[key] = _ints(fields[key], "--" + key.replace("_", "-"))
     if isinstance(fields.get("eval_difficulties"), str):
-        fields["eval_difficulties"] = difficulty_labels(fields["eval_difficulties"], _ints)
+        fields["eval_difficulties"] = difficulty_labels(fields["eval_difficulties"], _ints, "--eval-difficulties")
     cfg = tech.config.build({k: v for k, v in fields.items() if v is not None}).override(sets)
     with _progress() as bar:
         task = bar.add_task("loading", total=None)
@@ -171,6 +171,8 @@ def quantize_cmd(parent: str = FROM,
                  tracker: Optional[str] = TRACKER, as_json: bool = JSON_RECORD,
                  task_options: Optional[dict] = None) -> None:
     """torchao weight quantization: size on disk, latency and accuracy against the parent."""
+    if group_size is not None and method != "int4-weight":
+        raise InputError(f"--group-size applies to --method int4-weight, not {method or 'int8-weight (the default)'}")
     _go("quantize", dict(locals_of(locals())), sets, runs_dir, threads)
 
 
@@ -178,11 +180,11 @@ def quantize_cmd(parent: str = FROM,
 def plot_cmd(runs: Path = typer.Argument(..., help="runs directory with post-training records"),
              out: Path = typer.Option(..., "--out", help="PNG file")) -> None:
     """Accuracy against post-training FLOPs (one line per technique) and against pretraining FLOPs."""
-    from scalelab.cli.fit import check_outputs
+    from scalelab.cli.fit import check_figures
     from scalelab.posttrain.plots import plot_posttrain
     from scalelab.tables import posttrain_table
 
-    check_outputs(("--out", out))
+    check_figures(("--out", out))
     df = posttrain_table(runs)
     mean = df[df.difficulty == "mean"].sort_values(["technique", "posttrain_flops"])
     print(f"{'technique':<24}{'post-training FLOPs':>20}{'accuracy':>10}{'parent':>8}  run")

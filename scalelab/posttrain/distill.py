@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from scalelab.posttrain.data import corpus_rows, generated_examples, read_jsonl
 from scalelab.posttrain.loop import TrainStageConfig, default_lr, fit
-from scalelab.posttrain.stage import StageContext, StageResult, Technique
+from scalelab.posttrain.stage import RunRef, StageContext, StageResult, Technique
 
 
 class DistillConfig(TrainStageConfig):
@@ -57,6 +57,10 @@ class DistillConfig(TrainStageConfig):
 
     def needs_train_split(self) -> bool:
         return self.data in ("testbed", "corpus")  # a task file's corpus is its train split
+
+    def check_inputs(self, parent: RunRef) -> None:
+        if self.data not in ("testbed", "corpus"):
+            read_jsonl(self.data, parent.tokenizer)
 
 
 def scratch_copy(model: Any, seed: int) -> Any:

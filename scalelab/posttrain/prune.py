@@ -80,6 +80,12 @@ class PruneConfig(TrainStageConfig):
             self.sparsity = 0.5
         return self
 
+    def check_inputs(self, parent: Any) -> None:
+        have = getattr(parent.record, "n_params_nonembedding", None)
+        if self.target_params is not None and have and self.target_params >= have:
+            raise ConfigError(f"target_params={self.target_params:,}: the parent has {have:,} non-embedding "
+                              "parameters; nothing would be pruned")
+
     @property
     def structured(self) -> bool:
         return self.method in ("width", "depth")

@@ -67,6 +67,10 @@ class FeedbackConfig(StageConfig):
     def needs_train_split(self) -> bool:
         return self.data == "testbed"
 
+    def check_inputs(self, parent: Any) -> None:
+        if self.data != "testbed":
+            read_feedback(self.data)
+
 
 class RewardModelConfig(FeedbackConfig):
     head: Literal["likelihood", "label"] = Field("likelihood", description="see the module docstring")

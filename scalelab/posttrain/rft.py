@@ -50,6 +50,14 @@ class RFTConfig(SFTConfig):
     def needs_train_split(self) -> bool:
         return True
 
+    def check_inputs(self, parent: Any) -> None:
+        from scalelab.inference.loading import resolve_checkpoint
+
+        _sampler_check(self)
+        for path in (self.orm, self.prm):
+            if path:
+                resolve_checkpoint(path)
+
 
 def _sampler_check(cfg: RFTConfig) -> None:
     from scalelab.testtime.strategies import STRATEGIES, get_strategy

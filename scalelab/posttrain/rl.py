@@ -96,12 +96,21 @@ class RLHFConfig(RLConfig):
     prm_agg: str = Field("last", description="a PRM's step scores: last | min | prod")
     kl_coef: float = Field(0.05, ge=0, le=100)
 
+    def check_inputs(self, parent: Any) -> None:  # a reward model's reward.json, before the child exists
+        from scalelab.rewards.models import reward_meta
+        reward_meta(self.reward_model)
+
 
 class RLAIFConfig(RLConfig):
     judge: str = Field(..., description="judge: a larger model's run (likelihood judge) or a reward-model run built on it")
-    judge_mode: str = Field("min", description="likelihood judge: min | mean of log p over the completion")
+    judge_mode: Literal["min", "mean"] = Field("min", description="likelihood judge: min | mean of log p over the "
+                                               "completion")
     prm_agg: str = Field("last", description="a PRM judge's step scores: last | min | prod")
     kl_coef: float = Field(0.05, ge=0, le=100)
+
+    def check_inputs(self, parent: Any) -> None:  # the judge's folder, before the child exists
+        from scalelab.inference.loading import resolve_checkpoint
+        resolve_checkpoint(self.judge)
 
 
 def reward_source(cfg: RLConfig, task: Any = None) -> Any:

@@ -36,7 +36,7 @@ from pydantic import Field
 from scalelab import trackers
 from scalelab.posttrain.data import Example, Steps, read_jsonl
 from scalelab.posttrain.loop import Counter, TrainStageConfig, default_lr, fit
-from scalelab.posttrain.stage import StageContext, StageResult, Technique
+from scalelab.posttrain.stage import RunRef, StageContext, StageResult, Technique
 
 
 class SFTConfig(TrainStageConfig):
@@ -50,6 +50,10 @@ class SFTConfig(TrainStageConfig):
 
     def needs_train_split(self) -> bool:
         return self.data == "testbed"
+
+    def check_inputs(self, parent: RunRef) -> None:
+        if self.data != "testbed":
+            read_jsonl(self.data, parent.tokenizer)  # every line, before the child exists
 
 
 def training_examples(ctx: StageContext, cfg: Any) -> list[Example]:

@@ -77,6 +77,10 @@ class StageConfig(TaskOptions):
     def needs_train_split(self) -> bool:  # draws training questions or examples from the task
         return False
 
+    def check_inputs(self, parent: RunRef) -> None:
+        """A technique's own inputs, refused before the child's folder exists (a data file's lines, a
+        reward model, a target the parent cannot meet): bad input leaves no failed child behind."""
+
     evaluates: ClassVar[bool] = True  # a policy to score on the task's test split (a reward model is not)
 
 
@@ -284,7 +288,7 @@ def run_stage(technique: Technique, cfg: StageConfig, runs_dir: str | Path, *,
     from scalelab.runs import run_lock, torch_threads
 
     check_output_dir(runs_dir, "--runs-dir")
-    data = getattr(cfg, "data", None)  # a file the technique reads only after the child's folder exists
+    data = getattr(cfg, "data", None)  # its lines are read by `check_inputs`, in `preflight`
     if isinstance(data, str) and data not in ("testbed", "corpus") and not Path(data).is_file():
         raise InputError(f"--data {data}: no such file (expected testbed, or a JSONL file)")
     parent = open_run(cfg.parent)
@@ -320,6 +324,7 @@ def preflight(cfg: StageConfig, parent: RunRef) -> Any:
             data.eval_groups(cfg)
         if cfg.needs_train_split():
             data.split("train")
+    cfg.check_inputs(parent)
     return data
 
 

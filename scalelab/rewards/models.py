@@ -77,6 +77,25 @@ def aggregate(step_scores: Sequence[float], how: str) -> float:
     raise InputError(f"PRM aggregation {how!r}: choose one of {', '.join(PRM_AGGREGATES)}")
 
 
+def reward_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint, reward.json) of a reward-model run, read without loading the weights: what a stage
+    checks before it writes anything."""
+    from scalelab.inference.loading import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path)
+    meta_path = ckpt / REWARD_FILE
+    if not meta_path.is_file():
+        raise InputError(f"{ckpt}: no {REWARD_FILE}: not a reward model (train one with "
+                         "`scalelab testtime train-verifier` or `scalelab posttrain reward-model`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("kind") not in ("orm", "prm") or meta.get("head", "label") not in HEADS:
+        raise InputError(f"{meta_path}: expected kind orm|prm and head {'|'.join(HEADS)}")
+    return ckpt, meta
+
+
 class RewardModel:
     """An ORM or PRM loaded from a reward-model run or checkpoint (see module docstring)."""
 
@@ -101,16 +120,8 @@ class RewardModel:
     @classmethod
     def load(cls, path: str | Path, *, meter: Any = None, max_batch: int = 256) -> "RewardModel":
         from scalelab.inference.engine import Engine
-        from scalelab.inference.loading import resolve_checkpoint
 
-        ckpt = resolve_checkpoint(path)
-        meta_path = ckpt / REWARD_FILE
-        if not meta_path.is_file():
-            raise InputError(f"{ckpt}: no {REWARD_FILE}: not a reward model (train one with "
-                             "`scalelab testtime train-verifier` or `scalelab posttrain reward-model`)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("kind") not in ("orm", "prm") or meta.get("head", "label") not in HEADS:
-            raise InputError(f"{meta_path}: expected kind orm|prm and head {'|'.join(HEADS)}")
+        ckpt, meta = reward_meta(path)
         eng = Engine.load(ckpt, meter=meter, phase="verifier", max_batch=max_batch)
         return cls(eng, meta)
 
