@@ -37,9 +37,11 @@ class Config(BaseModel):
     def from_json(cls: type[C], path: str | Path) -> C:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = json.loads(p.read_text())
+            raise ConfigError(f"config file not found: {p}" + (" (it is a folder)" if p.is_dir() else ""))
+        try:  # utf-8-sig: a byte-order mark, as some Windows editors write, is no error
+            data = json.loads(p.read_bytes().decode("utf-8-sig"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not a JSON text file (byte {e.start} is not UTF-8)") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p}: not valid JSON (line {e.lineno}: {e.msg})") from None
         if not isinstance(data, dict):

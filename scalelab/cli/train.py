@@ -24,8 +24,10 @@ def _base(config: Path | None, corpus: str | None, sets: list[str], first: list[
 
     quiet_import_noise()
 
+    if corpus is not None and not corpus.strip():
+        raise InputError("--corpus '': empty; give testbed, stdlib or a PATH")
     cfg = TrainConfig.from_json(config) if config else TrainConfig.build()
-    cfg = cfg.override(first + ([f"source={corpus}"] if corpus else []) + list(sets))
+    cfg = cfg.override(first + ([f"source={corpus}"] if corpus is not None else []) + list(sets))
     return cfg, resolve_source(cfg.source, source_options(cfg))
 
 
@@ -48,7 +50,11 @@ def train_cmd(
     from scalelab.records import check_output_dir
 
     check_output_dir(runs_dir, "--runs-dir")
-    cfg, source = _base(config, corpus, sets, ([f"model={preset}"] if preset else []) + _tracking(tracker))
+    if nproc > 1 or nnodes > 1:
+        from scalelab.pretrain.launch import check_launch
+
+        check_launch(nproc, nnodes, rdzv, rdzv_timeout)
+    cfg, source = _base(config, corpus, sets, ([f"model={preset}"] if preset is not None else []) + _tracking(tracker))
     p = plan_run(cfg, source.vocab_size)
     mode = None
     if nproc > 1 or nnodes > 1:

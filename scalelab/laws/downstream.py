@@ -55,6 +55,8 @@ class AccuracySigmoid:
         for name, v in (("chance", self.chance), ("ceiling", self.ceiling)):
             if v is not None and not (0 <= v <= 1):
                 raise InputError(f"accuracy sigmoid: {name} must lie in [0, 1], got {v}")
+        if self.chance is not None and self.ceiling is not None and not self.chance < self.ceiling:
+            raise InputError(f"accuracy sigmoid: ceiling {self.ceiling} must lie above chance {self.chance}")
         free = [n for n, v in (("floor", self.chance), ("ceiling", self.ceiling)) if v is None] + ["k", "L0"]
         lo = {"floor": 0.0, "ceiling": 0.0, "k": 1e-3, "L0": L.min() - 5 * np.ptp(L) - 1}
         hi = {"floor": 1.0, "ceiling": 1.0, "k": 1e3, "L0": L.max() + 5 * np.ptp(L) + 1}

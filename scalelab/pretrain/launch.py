@@ -103,6 +103,38 @@ class LaunchError(ScalelabError):
     """torchrun or one of its ranks failed; the message says which and why."""
 
 
+# Oversubscription a user may want (two CPU ranks on one core test DDP); beyond it --nproc is a typo.
+RANKS_PER_CORE = 4
+
+
+def check_launch(nproc: int, nnodes: int, rdzv_endpoint: str | None, rdzv_timeout_s: float) -> None:
+    """The launcher's options, refused before anything starts or is written: a node runs at most
+    RANKS_PER_CORE ranks per CPU core or GPU (torchrun would start them all, then crawl), and a
+    rendezvous needs a HOST:PORT and a finite positive timeout."""
+    import math
+
+    if nproc < 1 or nnodes < 1:
+        raise ConfigError("--nproc and --nnodes must be >= 1")
+    most = RANKS_PER_CORE * max(os.cpu_count() or 1, _gpus())
+    if nproc > most:
+        raise ConfigError(f"--nproc {nproc}: more than {most} processes ({RANKS_PER_CORE} per CPU core or GPU of "
+                          "this node); one per core or GPU is the usual choice")
+    if nnodes > 1 and not rdzv_endpoint:
+        raise ConfigError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the node that hosts the rendezvous)")
+    if rdzv_endpoint is not None:
+        host, _, port = rdzv_endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--rdzv-endpoint {rdzv_endpoint!r}: expected HOST:PORT, e.g. node0:29400")
+    if not (math.isfinite(rdzv_timeout_s) and rdzv_timeout_s > 0):
+        raise ConfigError(f"--rdzv-timeout {rdzv_timeout_s}: expected a positive number of seconds")
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def launch(config: Any, runs_dir: str | Path, nproc: int, *, mode: str = "ddp", nnodes: int = 1,
            rdzv_endpoint: str | None = None, rdzv_id: str | None = None, rdzv_timeout_s: float = 60.0,
            echo: Any = None) -> Path:
@@ -111,10 +143,7 @@ def launch(config: Any, runs_dir: str | Path, nproc: int, *, mode: str = "ddp", 
     giving up after `rdzv_timeout_s` if the other nodes do not join."""
     from scalelab.pretrain.train import run_id_for
 
-    if nproc < 1 or nnodes < 1:
-        raise ConfigError("--nproc and --nnodes must be >= 1")
-    if nnodes > 1 and not rdzv_endpoint:
-        raise ConfigError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the node that hosts the rendezvous)")
+    check_launch(nproc, nnodes, rdzv_endpoint, rdzv_timeout_s)
     run_dir = Path(runs_dir) / run_id_for(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     threads = config.threads or max(1, (os.cpu_count() or 1) // nproc)
