@@ -3,10 +3,14 @@
 Placeholders are the fixtures of `tests/test_bad_inputs.py:world`: {run} a tiny trained run, {trunc}
 a copy whose model.safetensors is cut in half, {child} an unfinished post-training child, {table} a
 small CSV of runs, {fit} a FIT.json, {task} a task file, {file} a regular file, {under} a path under
-it, {empty} an empty folder, {missing} a path that does not exist.
+it, {empty} an empty folder, {missing} a path that does not exist. Under {root}: garbage.csv (binary
+bytes), empty.jsonl, broken.jsonl (a bad line after a good one), nokeys.jsonl, halfpair.jsonl (a pair
+without "rejected"), list.json (a JSON list) and down.csv (N, D, task_loss, accuracy).
 """
 T, F, R = "{table}", "{fit}", "{run}"
 TINY = ["--problems", "1", "--difficulties", "1", "--n", "1", "--strategies", "cot"]
+PT = ["--eval-problems", "1", "--eval-difficulties", "1", "--threads", "1"]
+G = "{root}/garbage.csv"
 
 CASES = [
     # ---- the parser: one line plus a hint instead of a box
@@ -219,4 +223,128 @@ CASES = [
     ("tasks-generate-0", ["tasks", "generate", "--problems", "0", "--out", "x.jsonl"], "problems"),
     ("tasks-generate-format", ["tasks", "generate", "--format", "bogus", "--problems", "5", "--out", "x.jsonl"],
      "bogus"),
+
+    # ---- found by the second hostile sweep (each escaped: a traceback, exit 1, a hang, a failed child
+    # left behind, or silent acceptance); the ones marked "held" already held and cover something new
+    ("fit-n-init-huge", ["fit", T, "--law", "chinchilla", "--n-init", "99999999999999999999999"], "--n-init"),
+    ("fit-bootstrap-huge", ["fit", T, "--law", "chinchilla", "--bootstrap", "1000000000000"], "--bootstrap"),
+    ("fit-plot-not-an-image", ["fit", T, "--law", "chinchilla", "--plot", "fit.bogusext"], "not an image format"),
+    ("fit-plot-no-extension", ["fit", T, "--law", "chinchilla", "--plot", "figure"], "no file extension"),
+    ("fit-floor-nan", ["fit", T, "--law", "chinchilla", "--form", "fixed-e", "--floor", "nan"], "--floor"),  # held
+    ("fit-frontier-weight-inf", ["fit", T, "--law", "chinchilla", "--frontier-weight", "inf"], "frontier_weight"),  # held
+    ("fit-holdout-0", ["fit", T, "--law", "auto", "--holdout", "0"], "--holdout"),  # held
+    ("fit-col-unknown-standard", ["fit", T, "--law", "chinchilla", "--col", "Q=N"], "'q'"),  # held
+    ("fit-binary-table", ["fit", G, "--law", "chinchilla"], "garbage.csv"),  # held
+    ("predict-fit-is-list", ["predict", "{root}/list.json", "--params", "1e6", "--tokens", "1e9"], "list.json"),  # held
+    ("predict-fit-is-folder", ["predict", "{empty}", "--params", "1e6", "--tokens", "1e9"], "directory"),  # held
+    ("predict-params-1e400", ["predict", F, "--params", "1e400", "--tokens", "1e9"], "--params"),  # held
+    ("optimal-compute-nan", ["optimal", F, "--compute", "nan"], "--compute"),  # held
+    ("backtest-frontier-weight-nan", ["backtest", T, "--frontier-weight", "nan"], "--frontier-weight"),  # held
+    ("downstream-ceiling-below-chance", ["downstream", "{root}/down.csv", "--chance", "0.5", "--ceiling", "0.2"],
+     "ceiling"),
+    ("downstream-chance-above-1", ["downstream", "{root}/down.csv", "--chance", "1.5"], "chance"),  # held
+    ("downstream-plot-not-an-image", ["downstream", "{root}/down.csv", "--plot", "d.txt"], "not an image format"),
+    ("next-at-nan", ["next", T, "--budget", "1e18", "--at", "nan"], "--at"),  # held
+    ("train-config-binary", ["train", G], "garbage.csv"),
+    ("train-config-is-list", ["train", "{root}/list.json"], "json object"),  # held
+    ("train-corpus-empty-string", ["train", "--preset", "d2", "--set", "tokens=2000", "--corpus", ""], "--corpus"),
+    ("train-preset-empty-string", ["train", "--preset", "", "--set", "tokens=2000"], "model=''"),
+    ("train-nproc-huge", ["train", "--preset", "d2", "--set", "tokens=2000", "--nproc", "99999999999999999999"],
+     "--nproc"),
+    ("train-rdzv-timeout-negative", ["train", "--preset", "d2", "--set", "tokens=2000", "--nproc", "2",
+                                     "--rdzv-timeout", "-5"], "--rdzv-timeout"),
+    ("train-rdzv-endpoint-no-port", ["train", "--preset", "d2", "--set", "tokens=2000", "--nproc", "1", "--nnodes",
+                                     "2", "--rdzv-endpoint", "nocolon"], "--rdzv-endpoint"),
+    ("train-set-source-options-malformed", ["train", "--set", 'source_options={{"p_facts": 0.1'],
+     "source_options"),  # held
+    ("train-set-tokens-float", ["train", "--set", "tokens=1.5"], "tokens"),  # held
+    ("sweep-budgets-blank-item", ["sweep", "--runs-dir", "out", "--plan", "isoflop", "--budgets", "1e9,,1e10"],
+     "--budgets"),  # held
+    ("sweep-corpus-empty-string", ["sweep", "--runs-dir", "out", "--plan", "grid", "--sizes", "d2", "--tokens",
+                                   "2000", "--corpus", ""], "--corpus"),
+    ("demo-bootstrap-huge", ["demo", "--bundled", "--bootstrap", "100000000000"], "--bootstrap"),
+    ("curves-out-not-an-image", ["curves", "{runs}", "--out", "c.bogusext"], "not an image format"),
+    ("report-bootstrap-huge", ["report", "{runs}", "--bootstrap", "10000000000000"], "--bootstrap"),
+    ("exchange-plot-not-an-image", ["exchange", "{runs}", "--plot", "x.txt"], "not an image format"),
+    ("exchange-bootstrap-huge", ["exchange", "{runs}", "--bootstrap", "1000000000000"], "--bootstrap"),
+    ("plan-target-loss-nan", ["plan", "--budget", "1e20", "--queries", "10", "--target-loss", "nan"],
+     "target_loss"),  # held
+    ("testtime-n-blank-item", ["testtime", "--model", R, "--problems", "1", "--difficulties", "1", "--n", "1,,4",
+                               "--strategies", "cot"], "empty item"),
+    ("testtime-n-huge", ["testtime", "--model", R, "--problems", "1", "--difficulties", "1", "--n", "100000000000",
+                         "--strategies", "majority"], "100,000"),
+    ("testtime-difficulties-backwards", ["testtime", "--model", R, "--problems", "1", "--difficulties", "4-1",
+                                         "--n", "1", "--strategies", "cot"], "backwards"),
+    ("testtime-difficulties-huge-range", ["testtime", "--model", R, "--problems", "1", "--difficulties",
+                                          "1-100000000000", "--n", "1", "--strategies", "cot"], "10,000"),
+    ("testtime-strategies-blank-item", ["testtime", "--model", R, "--problems", "1", "--difficulties", "1", "--n",
+                                        "1", "--strategies", "cot,,majority"], "empty item"),
+    ("testtime-threads-negative", ["testtime", "--model", R, *TINY, "--threads", "-2"], "--threads"),
+    ("testtime-task-empty-jsonl", ["testtime", "--model", R, *TINY, "--task", "{root}/empty.jsonl"],
+     "empty.jsonl"),  # held
+    ("testtime-task-broken-line", ["testtime", "--model", R, *TINY, "--task", "{root}/broken.jsonl"], "line 2"),  # held
+    ("testtime-verifier-threads-negative", ["testtime", "train-verifier", "--policy", R, "--kind", "orm",
+                                            "--threads", "-1"], "--threads"),
+    ("testtime-predict-at-0", ["testtime", "predict", "{runs}", "--at", "0"], "--at"),
+    ("testtime-predict-bootstrap-negative", ["testtime", "predict", "{runs}", "--bootstrap", "-1"], "--bootstrap"),
+    ("testtime-plot-not-an-image", ["testtime", "plot", "{runs}", "--out", "x.bogusext"], "not an image format"),
+    ("testtime-allocate-backwards", ["testtime", "allocate", "--model", R, "--problems", "2", "--difficulties",
+                                     "3-1"], "backwards"),
+    ("testtime-compare-backwards", ["testtime", "compare", "{runs}", "--difficulties", "2-1"], "backwards"),
+    ("testtime-compare-strategies-blank", ["testtime", "compare", "{runs}", "--strategies", "cot,"], "empty item"),
+    ("posttrain-sft-data-empty", ["posttrain", "sft", "--from", R, *PT, "--data", "{root}/empty.jsonl"],
+     "empty.jsonl"),
+    ("posttrain-sft-data-broken-line", ["posttrain", "sft", "--from", R, *PT, "--data", "{root}/broken.jsonl"],
+     "broken.jsonl"),
+    ("posttrain-sft-data-no-fields", ["posttrain", "sft", "--from", R, *PT, "--data", "{root}/nokeys.jsonl"],
+     "prompt"),
+    ("posttrain-sft-data-binary", ["posttrain", "sft", "--from", R, *PT, "--data", G], "garbage.csv"),
+    ("posttrain-sft-data-steps-blank", ["posttrain", "sft", "--from", R, *PT, "--data-steps", "1,,2"],
+     "--data-steps"),
+    ("posttrain-sft-eval-backwards", ["posttrain", "sft", "--from", R, "--eval-difficulties", "3-1"],
+     "--eval-difficulties"),
+    ("posttrain-sft-threads-negative", ["posttrain", "sft", "--from", R, "--threads", "-1"], "--threads"),
+    ("posttrain-distill-data-empty", ["posttrain", "distill", "--from", R, "--teacher", R, *PT, "--data",
+                                      "{root}/empty.jsonl"], "empty.jsonl"),
+    ("posttrain-synth-target-backwards", ["posttrain", "synth", "--from", R, *PT, "--target-steps", "3-2"],
+     "backwards"),
+    ("posttrain-prune-target-above-parent", ["posttrain", "prune", "--from", R, *PT, "--target-params",
+                                             "1000000000000"], "target_params"),
+    ("posttrain-quantize-group-size-int8", ["posttrain", "quantize", "--from", R, *PT, "--method", "int8-weight",
+                                            "--group-size", "32"], "--group-size"),
+    ("posttrain-reward-model-half-pair", ["posttrain", "reward-model", "--from", R, "--threads", "1", "--data",
+                                          "{root}/halfpair.jsonl"], "rejected"),
+    ("posttrain-rlhf-reward-model-missing", ["posttrain", "rlhf", "--from", R, *PT, "--reward-model", "{missing}"],
+     "missing"),
+    ("posttrain-rlhf-policy-as-reward-model", ["posttrain", "rlhf", "--from", R, *PT, "--reward-model", R],
+     "reward.json"),
+    ("posttrain-rlaif-judge-missing", ["posttrain", "rlaif", "--from", R, *PT, "--judge", "{missing}"], "missing"),
+    ("posttrain-rlaif-judge-mode", ["posttrain", "rlaif", "--from", R, *PT, "--judge", R, "--judge-mode", "bogus"],
+     "judge_mode"),
+    ("posttrain-dpo-data-half-pair", ["posttrain", "dpo", "--from", R, *PT, "--data", "{root}/halfpair.jsonl"],
+     "rejected"),
+    ("posttrain-rft-sampler-bogus", ["posttrain", "rft", "--from", R, *PT, "--sampler", "bogus"], "bogus"),
+    ("posttrain-rft-reward-best-no-orm", ["posttrain", "rft", "--from", R, *PT, "--keep", "reward-best"], "--orm"),
+    ("posttrain-rft-orm-is-file", ["posttrain", "rft", "--from", R, *PT, "--orm", "{file}"], "not a directory"),
+    ("posttrain-compare-threads-negative", ["posttrain", "compare", R, R, "--problems", "1", "--threads", "-1"],
+     "--threads"),
+    ("posttrain-plot-not-an-image", ["posttrain", "plot", "{runs}", "--out", "p.bogusext"], "not an image format"),
+    ("posttrain-plot-rl-overopt-not-an-image", ["posttrain", "plot-rl", "{runs}", "--out", "r.png", "--overopt",
+                                                "o.txt"], "not an image format"),
+    ("posttrain-fit-bootstrap-huge", ["posttrain", "fit", "{runs}", "--technique", "sft", "--bootstrap",
+                                      "100000000000"], "--bootstrap"),
+    ("tasks-show-broken-line", ["tasks", "show", "{root}/broken.jsonl"], "line 2"),  # held
+    ("tasks-score-empty-completions", ["tasks", "score", "{task}", "--completions", "{root}/empty.jsonl"],
+     "empty.jsonl"),  # held
+    ("tasks-export-backwards", ["tasks", "export", "testbed", "--problems", "1", "--difficulties", "4-1", "--out",
+                                "x.jsonl"], "backwards"),
+    ("tasks-export-blank-item", ["tasks", "export", "testbed", "--problems", "1", "--difficulties", "1,,2", "--out",
+                                 "x.jsonl"], "empty item"),
+    ("tasks-export-huge-range", ["tasks", "export", "testbed", "--problems", "1", "--difficulties", "1-100000000000",
+                                 "--out", "x.jsonl"], "10,000"),
+    ("tasks-export-not-jsonl", ["tasks", "export", "testbed", "--problems", "1", "--out", "x.txt"], ".jsonl"),
+    ("tasks-export-seed-negative", ["tasks", "export", "testbed", "--problems", "1", "--seed", "-1", "--out",
+                                    "x.jsonl"], "--seed"),
+    ("tasks-generate-seed-negative", ["tasks", "generate", "--problems", "5", "--seed", "-1", "--out", "x.jsonl"],
+     "--seed"),
 ]

@@ -52,6 +52,15 @@ def world(tmp_path_factory) -> dict[str, str]:
     task = root / "task.jsonl"
     task.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": f"#### {i + 1}"}) + "\n" for i in range(3)))
     (root / "file").write_text("a regular file\n")
+    # files a user mistakes for the right kind: an empty JSONL, one broken line in the middle, lines without
+    # the fields a stage reads, a fit that is a list, a downstream table with accuracies
+    (root / "empty.jsonl").write_text("")
+    (root / "broken.jsonl").write_text(task.read_text().splitlines()[0] + "\n{broken\n")
+    (root / "nokeys.jsonl").write_text('{"foo": "bar"}\n')
+    (root / "halfpair.jsonl").write_text('{"prompt": "1+1?", "chosen": "2"}\n')
+    (root / "list.json").write_text("[]")
+    down = pd.read_csv(table).assign(task_loss=lambda t: t.loss / 2)
+    down.assign(accuracy=1 / (1 + np.exp(5 * (down.task_loss - 1.3)))).to_csv(root / "down.csv", index=False)
     (root / "emptydir").mkdir()
     return {"root": str(root), "run": str(run), "runs": str(root / "runs"), "trunc": str(trunc),
             "child": str(child), "table": str(table), "fit": str(fit), "task": str(task),
