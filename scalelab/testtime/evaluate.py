@@ -78,7 +78,7 @@ class TesttimeConfig(TaskOptions):
     def _budgets(cls, v: list[int]) -> list[int]:
         bad = [x for x in v if not 1 <= x <= MAX_N]
         if bad or not v:
-            raise ValueError(f"every n must be an integer in 1..{MAX_N:,} (got {bad or 'none'})")
+            raise ValueError(f"every n must be a positive integer up to {MAX_N:,} (got {bad or 'none'})")
         return sorted(set(v))
 
     @field_validator("strategies")
