@@ -36,6 +36,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from scalelab.anatomy import is_expert, shape
 from scalelab.errors import ConfigError
 
 Family = Literal["cpu", "gpu"]
@@ -212,7 +213,7 @@ def build_model(arch: Arch, *, seed: int | None = None, **config_kw: Any) -> Any
 # ---- parameter counts -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class ParamCounts:
-    embedding: int       # input token embedding
+    embedding: int       # input token embedding, and learned position tables where a model has them
     unembedding: int     # lm_head when untied (0 when tied to the embedding)
     nonembedding: int    # every decoder layer and the final norm (Kaplan's N)
     active: int          # non-embedding parameters used per token (= nonembedding when dense)
@@ -244,6 +245,8 @@ def param_counts(a: Arch) -> ParamCounts:
 
 def count_module_params(model: Any) -> ParamCounts:
     """The same groups counted from a built model's tensors (the check on `param_counts`)."""
+    import torch
+
     emb = model.get_input_embeddings().weight
     out = model.get_output_embeddings().weight
     seen, total = set(), 0
@@ -252,15 +255,18 @@ def count_module_params(model: Any) -> ParamCounts:
             seen.add(id(p))
             total += p.numel()
     unemb = 0 if out is emb else out.numel()
-    nonemb = total - emb.numel() - unemb
+    # Learned position tables (GPT-2's wpe, OPT's embed_positions) are embeddings too: Kaplan et al.
+    # 2020 count N "excluding all vocabulary and positional embeddings"
+    positions = sum(m.weight.numel() for m in model.modules()
+                    if isinstance(m, torch.nn.Embedding) and m.weight is not emb and m.weight is not out)
+    nonemb = total - emb.numel() - unemb - positions
     # Active: the expert tensors hold n_experts slices, of which top_k run per token.
     active = nonemb
-    cfg = model.config
-    n_exp = getattr(cfg, "num_local_experts", 0) or 0
-    if n_exp:
-        expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-        active = nonemb - expert + expert * cfg.num_experts_per_tok // n_exp
-    return ParamCounts(emb.numel(), unemb, nonemb, active, total)
+    s = shape(model.config)  # Mixtral's num_local_experts, Qwen-MoE's num_experts, ...
+    if s.experts:
+        expert = sum(p.numel() for n, p in model.named_parameters() if is_expert(n))
+        active = nonemb - expert + expert * s.top_k // s.experts
+    return ParamCounts(emb.numel() + positions, unemb, nonemb, active, total)
 
 
 # ---- FLOPs per token ------------------------------------------------------------------------

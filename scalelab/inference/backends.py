@@ -135,17 +135,22 @@ class LlamaBackend:
 
 
 class HFBackend:
-    """Any Hugging Face causal LM: its own modules, our preallocated cache, our 4-D mask."""
+    """Any Hugging Face causal LM: its own modules and our preallocated cache. The model gets a 2-D
+    mask of the real slots and builds its own causal mask from it: transformers takes a 4-D mask as
+    final, so passing ours dropped Mistral's and Gemma's sliding windows (samples silently unlike
+    `generate` past the window) and broke the ALiBi of Bloom and Falcon (a traceback)."""
 
     name = "hf"
 
     def __init__(self, model: Any):
         from transformers.cache_utils import Cache
 
+        from scalelab.anatomy import shape
+
         self.base = model.base_model
         self.cache: Any = None
         self._Cache = Cache
-        self.n_layers = model.config.num_hidden_layers
+        self.n_layers = shape(model.config).layers
 
     def alloc(self, rows: int, capacity: int, device: Any, dtype: Any) -> None:
         self.cache = _PreallocatedCache([_Slots(rows, capacity) for _ in range(self.n_layers)])
@@ -161,7 +166,8 @@ class HFBackend:
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, bias: torch.Tensor, t: int) -> torch.Tensor:
         for layer in self.cache.layers:
             layer.t = t
-        out = self.base(input_ids=ids, position_ids=pos, attention_mask=bias, cache=self.cache, use_cache=True)
+        real = (bias[:, 0, -1] == 0).long()  # [B, S]: the block's last query sees every real slot (holes: 0)
+        out = self.base(input_ids=ids, position_ids=pos, attention_mask=real, cache=self.cache, use_cache=True)
         return out.last_hidden_state  # [B, W, d], after the final norm
 
 

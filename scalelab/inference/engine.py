@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from scalelab.anatomy import shape
 from scalelab.errors import ConfigError
 from scalelab.inference.flops import FlopMeter, FlopModel, flop_model
 from scalelab.inference.loading import load_causal_lm
@@ -162,14 +163,8 @@ class Engine:
 
     def kv_bytes(self, rows: int, tokens: int) -> int:
         """Bytes of the key/value cache for `rows` sequences of `tokens` (every layer, K and V)."""
-        c = self.model.config
-        c = getattr(c, "text_config", None) or c
-        layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", 1)
-        heads = getattr(c, "num_attention_heads", None) or getattr(c, "n_head", 1)
-        kv = getattr(c, "num_key_value_heads", None) or heads
-        width = getattr(c, "hidden_size", None) or getattr(c, "n_embd", 0)
-        head_dim = getattr(c, "head_dim", None) or width // heads
-        return 2 * layers * rows * tokens * kv * head_dim * self._torch.finfo(self.dtype).bits // 8
+        s = shape(self.model.config)
+        return 2 * s.layers * rows * tokens * s.kv_heads * s.head_dim * self._torch.finfo(self.dtype).bits // 8
 
     def check_memory(self, rows: int, tokens: int) -> None:
         """Refuse, before anything is allocated, a cache that would not fit in the memory free now."""

@@ -12,9 +12,8 @@ Two sources of the per-token constants:
              give the numbers, so a scalelab checkpoint is metered by the same code that
              counted its training.
   generic    any other causal LM: 2 x the weights of its linear layers per token (counted from
-             the module), plus attention 4 x layers x hidden x keys from its config. Mixture-of-
-             experts outside the Llama family would be over-counted (all experts); said in
-             `FlopModel.source`.
+             modules, a routed expert's weights times top_k / experts), plus attention
+             4 x layers x heads x head_dim x keys, sizes read through `scalelab.anatomy`.
 """
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scalelab import model as M
+from scalelab.anatomy import fused_experts, is_expert, is_projection, shape
 
 LLAMA_FAMILY = ("llama", "mistral", "mixtral", "qwen2", "qwen3")
 
@@ -76,48 +76,31 @@ def arch_from_config(cfg: Any) -> M.Arch | None:
     """A scalelab Arch for a Llama-family config (None for other families)."""
     if getattr(cfg, "model_type", None) not in LLAMA_FAMILY:
         return None
-    try:
-        heads = cfg.num_attention_heads
-        n_exp = int(getattr(cfg, "num_local_experts", 0) or 0)
-        return M.Arch(
-            name=f"hf-{cfg.model_type}", depth=cfg.num_hidden_layers, width=cfg.hidden_size, n_heads=heads,
-            n_kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
-            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
-            ffn=cfg.intermediate_size, vocab_size=cfg.vocab_size,
-            max_seq_len=getattr(cfg, "max_position_embeddings", 0) or 0,
-            tie_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
-            n_experts=n_exp, top_k=int(getattr(cfg, "num_experts_per_tok", 0) or 0) if n_exp else 0,
-        )
-    except (AttributeError, TypeError):
+    s = shape(cfg)
+    if not (s.layers and s.hidden and s.ffn and s.vocab):
         return None
+    return M.Arch(
+        name=f"hf-{cfg.model_type}", depth=s.layers, width=s.hidden, n_heads=s.heads, n_kv_heads=s.kv_heads,
+        head_dim=s.head_dim, ffn=s.ffn, vocab_size=s.vocab,
+        max_seq_len=getattr(cfg, "max_position_embeddings", 0) or 0,
+        tie_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)), n_experts=s.experts, top_k=s.top_k)
 
 
 def _generic(model: Any) -> FlopModel:
-    import torch
-
+    """2 FLOPs per weight of every projection but the head (a routed expert's weights times the
+    share of experts a token runs through, top_k / experts), attention from the query width."""
+    s = shape(model.config)
+    share = s.top_k / s.experts if s.experts else 1.0
+    body = 0.0
+    for name, mod in model.named_modules():  # outside the blocks too (OPT's project_in / project_out)
+        if is_projection(mod) and mod is not model.get_output_embeddings():
+            body += mod.weight.numel() * (share if is_expert(name) else 1.0)
+    body += sum(p.numel() for _, p in fused_experts(model)) * share
     head_mod = model.get_output_embeddings()
-    linear = 0
-    for mod in model.modules():
-        if mod is head_mod:
-            continue
-        if isinstance(mod, torch.nn.Linear):
-            linear += mod.weight.numel()
-        elif type(mod).__name__ == "Conv1D":  # GPT-2 style projections (transformers.pytorch_utils)
-            linear += mod.weight.numel()
-    cfg = model.config
-    layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers")
-    hidden = _first(cfg, "hidden_size", "n_embd", "d_model")
     head = 2.0 * head_mod.weight.numel() if head_mod is not None else 0.0
-    return FlopModel(body=2.0 * linear, head=head, attn_per_key=4.0 * layers * hidden,
-                     source=f"generic ({getattr(cfg, 'model_type', '?')})")
-
-
-def _first(cfg: Any, *names: str) -> int:
-    for n in names:
-        v = getattr(cfg, n, None)
-        if v:
-            return int(v)
-    return 0
+    # QK^T and AV: 2 x 2 x heads x head_dim per key per layer (model.py's _attention_flops)
+    return FlopModel(body=2.0 * body, head=head, attn_per_key=4.0 * s.layers * s.attn_width,
+                     source=f"generic ({getattr(model.config, 'model_type', '?')})")
 
 
 @dataclass
