@@ -7,8 +7,10 @@ The size is the share of non-embedding parameters removed (`--sparsity`, in [0, 
 non-embedding parameters to keep (`--target-params`); structured pruning takes the largest shape
 that does not exceed the target, and the record states what was reached.
 
-Unstructured (the decoder's linear layers; embeddings and lm_head are kept; masks through
-`torch.nn.utils.prune`, so recovery training keeps pruned weights at zero):
+Unstructured (the projections of the decoder blocks, found by `scalelab.anatomy` in any
+architecture, GPT-2's Conv1D included; embeddings and lm_head are kept; experts fused into one
+tensor per layer are refused; masks through `torch.nn.utils.prune`, so recovery training keeps
+pruned weights at zero):
   magnitude  the smallest |W| of each matrix
   wanda      Sun et al. 2023, "A Simple and Effective Pruning Approach for Large Language Models":
              score |W_ij| * ||X_j||_2 (X_j: input feature j over calibration tokens), compared
@@ -96,9 +98,15 @@ class PruneConfig(TrainStageConfig):
 
 # ---- calibration: activation statistics by hooks ----------------------------------------------------
 def _decoder_linears(model: Any) -> list[tuple[str, Any]]:
-    import torch
+    """Every projection of the decoder blocks, found by `scalelab.anatomy` whatever the model calls
+    them; a model whose experts are fused tensors is refused (those would stay dense)."""
+    from scalelab.anatomy import fused_experts, projections
 
-    return [(n, m) for n, m in model.model.layers.named_modules() if isinstance(m, torch.nn.Linear)]
+    fused = fused_experts(model)
+    if fused:
+        raise ConfigError(f"unstructured pruning masks projection layers; this {model.config.model_type} keeps its "
+                          f"experts as fused tensors ({fused[0][0]}, ...), which it would leave dense")
+    return projections(model)
 
 
 def calibrate(ctx: StageContext, model: Any, cfg: PruneConfig, *, stats: str) -> dict[str, Any]:
@@ -120,7 +128,8 @@ def calibrate(ctx: StageContext, model: Any, cfg: PruneConfig, *, stats: str) ->
     if stats == "wanda":
         for name, mod in _decoder_linears(model):
             hooks.append(mod.register_forward_pre_hook(
-                lambda m, a, name=name: add(name, a[0].float().pow(2).sum((0, 1)))))  # [in]: sum of squares
+                lambda m, a, name=name: add(name, a[0].float().flatten(0, -2).pow(2).sum(0))))  # [in]: sum of squares
+            # over every token, whether the block hands its layers [B, T, in] or [B*T, in] (OPT)
     else:
         cfg_ = model.config
         H, D = cfg_.num_attention_heads, cfg_.head_dim
@@ -167,14 +176,20 @@ def unstructured(ctx: StageContext, model: Any, cfg: PruneConfig, n_nonemb: int)
     remove = (cfg.sparsity * n_nonemb) if cfg.sparsity is not None else max(0, n_nonemb - cfg.target_params)
     s = remove / total  # share of each matrix; the norms (the rest of the non-embedding parameters) stay
     if s >= 1:
-        raise ConfigError(f"target_params={cfg.target_params}: below the {n_nonemb - total:,} non-embedding "
-                          "parameters that unstructured pruning keeps (norms); prune structurally instead")
+        asked = f"sparsity={cfg.sparsity}" if cfg.sparsity is not None else f"target_params={cfg.target_params}"
+        raise ConfigError(f"{asked}: more than the {total:,} projection weights unstructured pruning can remove "
+                          f"(the other {n_nonemb - total:,} non-embedding parameters, norms and biases, stay); "
+                          "prune structurally instead")
     norms = calibrate(ctx, model, cfg, stats="wanda") if cfg.method == "wanda" else {}
     for name, m in lin:
         if cfg.method == "magnitude":
             prune.l1_unstructured(m, "weight", amount=s)
             continue
-        prune.custom_from_mask(m, "weight", wanda_mask(m.weight.detach(), norms[name], s))
+        w = m.weight.detach()
+        if type(m).__name__ == "Conv1D":  # GPT-2's projections hold [in, out]: score rows of the transpose
+            prune.custom_from_mask(m, "weight", wanda_mask(w.t(), norms[name], s).t())
+        else:
+            prune.custom_from_mask(m, "weight", wanda_mask(w, norms[name], s))
     return [m for _, m in lin], s
 
 
@@ -225,7 +240,8 @@ def plan_shape(arch: Any, cfg: PruneConfig, target: float) -> Any:
             # transformers' LlamaConfig refuses a hidden_size that is not a multiple of the heads, even
             # with head_dim given, so the residual width moves in steps of h
             w = max(h, h * round(arch.width * k / h)) if "hidden" in cfg.axes else arch.width
-            return dataclasses.replace(arch, n_heads=h, n_kv_heads=h, width=w,
+            kv = h if "heads" in cfg.axes else arch.n_kv_heads  # unpruned heads keep their grouping
+            return dataclasses.replace(arch, n_heads=h, n_kv_heads=kv, width=w,
                                        ffn=max(1, round(arch.ffn * k)) if "mlp" in cfg.axes else arch.ffn)
         shapes = [shape(1 - i / 1000) for i in range(1000)]  # keep fractions 1.000, 0.999, ..., 0.001
     fits = [a for a in shapes if nonemb(a) <= target]
@@ -268,9 +284,12 @@ def prune_structured(model: Any, imp: dict[str, Any], new: Any, method: str) -> 
             p = f"model.layers.{i}."
             Hk = _top(imp[f"heads.{i}"], new.n_heads)
             rows = (Hk[:, None] * D + torch.arange(D)[None, :]).reshape(-1)  # the kept heads' rows of q, k, v
+            # k and v have one head per query head once heads are pruned (plan_shape refuses grouped
+            # queries then); otherwise every key/value head stays
+            kv_rows = rows if new.n_kv_heads == new.n_heads else torch.arange(new.n_kv_heads * D)
             F_ = _top(imp[f"mlp.{i}"], new.ffn)
-            for w in ("q_proj", "k_proj", "v_proj"):
-                out[p + f"self_attn.{w}.weight"] = sd[p + f"self_attn.{w}.weight"][rows][:, E]
+            for w, r in (("q_proj", rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
+                out[p + f"self_attn.{w}.weight"] = sd[p + f"self_attn.{w}.weight"][r][:, E]
             out[p + "self_attn.o_proj.weight"] = sd[p + "self_attn.o_proj.weight"][E][:, rows]
             for w in ("gate_proj", "up_proj"):
                 out[p + f"mlp.{w}.weight"] = sd[p + f"mlp.{w}.weight"][F_][:, E]

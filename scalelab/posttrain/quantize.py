@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from scalelab.anatomy import in_out, projections
 from scalelab.errors import ConfigError, InputError
 from scalelab.posttrain.stage import StageConfig, StageContext, StageResult, Technique
 
@@ -74,8 +75,13 @@ def check_platform(conf: Any, cfg: QuantizeConfig, model: Any) -> None:
         raise ConfigError(f"--method {cfg.method}: torchao cannot run it on this platform ({type(e).__name__}: {why}); "
                           "int4 weight-only needs a CUDA GPU with torchao's int4 kernels; on a CPU use "
                           "int8-weight or int8-dynamic") from None
+    conv = [(n, type(m).__name__) for n, m in projections(model) if not isinstance(m, torch.nn.Linear)]
+    if conv:  # torchao swaps the weights of nn.Linear only: the rest would be saved in float, unreported
+        raise ConfigError(f"--method {cfg.method}: torchao quantizes nn.Linear layers, and this "
+                          f"{model.config.model_type}'s projections are {conv[0][1]} layers ({conv[0][0]}, ...); "
+                          "it cannot be quantized here")
     if cfg.method == "int4-weight":
-        sizes = sorted({m.in_features for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear)})
+        sizes = sorted({in_out(m)[0] for _, m in projections(model)})
         if any(k % cfg.group_size for k in sizes):
             raise ConfigError(f"--group-size {cfg.group_size}: must divide every layer's input size {sizes}")
 
@@ -98,11 +104,17 @@ def load_quantized(ckpt: Path, conf: Any) -> Any:
                                                          dtype=torch.float32, use_safetensors=True)
         except RuntimeError as e:
             raise InputError(f"{ckpt}: torchao could not convert the weights ({' '.join(str(e).split())[:160]})") from None
-    plain = [n for n, m in model.model.layers.named_modules()
-             if isinstance(m, torch.nn.Linear) and not _quantized(m.weight)]
+    plain = [n for n, m in projections(model) if not _quantized(m.weight)]
     if plain:
         raise InputError(f"{ckpt}: torchao left {len(plain)} linear layers unquantized (first: {plain[0]}); "
                          "refusing to save a partly converted model")
+    try:  # a model's own layer code may use an operation torchao's tensors lack (Falcon's weight.T)
+        with torch.inference_mode():
+            model(input_ids=torch.zeros(1, 2, dtype=torch.long))
+    except (NotImplementedError, RuntimeError, TypeError) as e:
+        why = " ".join(str(e).split())[:160]
+        raise ConfigError(f"{ckpt}: the {model.config.model_type} layers cannot run on torchao's quantized "
+                          f"weights ({type(e).__name__}: {why})") from None
     return model.eval()
 
 
