@@ -211,6 +211,8 @@ CASES = [
     ("posttrain-accept-unknown", ["posttrain", "accept", "bogus", "--base", R], "bogus"),
     # ---- tasks
     ("tasks-show-missing", ["tasks", "show", "{missing}.jsonl"], "missing"),
+    ("tasks-show-folder", ["tasks", "show", "{empty}"], "a folder, not a task file"),
+    ("testtime-task-folder", ["testtime", "--model", R, *TINY, "--task", "{empty}"], "a folder, not a task file"),
     ("tasks-show-format", ["tasks", "show", "{task}", "--format", "bogus"], "bogus"),
     ("tasks-show-garbage", ["tasks", "show", "{root}/garbage.csv"], "garbage.csv"),
     ("tasks-show-split", ["tasks", "show", "{task}", "--split", "nosplit"], "nosplit"),

@@ -9,7 +9,7 @@ import typer
 
 TASK = typer.Option(None, "--task", help="testbed (default) or a task file: .jsonl, .csv, .tsv or .parquet "
                     "(see `scalelab tasks show FILE`)")
-TASK_FORMAT = typer.Option("auto", "--task-format", help="auto, gsm8k, math, choice, exact or regex")
+TASK_FORMAT = typer.Option("auto", "--task-format", help="auto, gsm8k, math, choice, number, exact or regex")
 TASK_FIELD = typer.Option([], "--task-field", help="ROLE=COLUMN (roles: prompt answer solution choices difficulty "
                           "id split); repeatable")
 TASK_REGEX = typer.Option(None, "--task-regex", help="regex format: the first capture group is the answer")

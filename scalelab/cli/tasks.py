@@ -15,7 +15,7 @@ from scalelab.errors import InputError
 tk = typer.Typer(help="Task files: show one, score completions, export the testbed, generate word problems.",
                  no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(tk, name="tasks")
-_FORMAT = typer.Option("auto", "--format", help="auto, gsm8k, math, choice, exact or regex")
+_FORMAT = typer.Option("auto", "--format", help="auto, gsm8k, math, choice, number, exact or regex")
 _FIELD = typer.Option([], "--field", help="ROLE=COLUMN (roles: prompt answer solution choices difficulty id split)")
 _REGEX = typer.Option(None, "--regex", help="regex format: the first capture group is the answer")
 

@@ -124,6 +124,6 @@ def _sha(path: str, size: int, mtime: float) -> str:
 def file_sha(path: str) -> str:
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"--task {path}: no such file")
+        raise InputError(f"--task {path}: " + ("a folder, not a task file" if p.is_dir() else "no such file"))
     st = p.stat()
     return _sha(str(p), st.st_size, st.st_mtime)

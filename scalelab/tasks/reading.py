@@ -160,7 +160,7 @@ def read_rows(path: str | Path) -> tuple[list[tuple[int, dict]], list[str]]:
     """(line number, row) pairs and the columns in order of first appearance."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: " + ("a folder, not a task file" if p.is_dir() else "no such file"))
     suffix, comp = kind(p)
     if suffix not in TYPES:
         raise InputError(f"{path}: unknown file type {suffix + comp or '(none)'}; use .jsonl, .json, .csv, .tsv "
