@@ -86,5 +86,9 @@ def _format_validation(cls: type[BaseModel], err: ValidationError) -> str:
     # pydantic's messages already state the bound ("Input should be greater than 0").
     msg = first["msg"]
     shown = f"={value!r}" if not isinstance(value, dict) else ""
+    if isinstance(value, int) and not isinstance(value, bool) and len(shown) > 24:
+        shown = f"={float(value):.3g}"  # a 300-digit integer (e.g. tokens of a 1e300 budget) as 1.8e+299
+    elif len(shown) > 200:
+        shown = shown[:200] + "..."
     extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"invalid {cls.__name__}: {field}{shown}: {msg}{extra}"

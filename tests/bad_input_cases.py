@@ -101,6 +101,10 @@ CASES = [
     ("sweep-no-runs-dir", ["sweep", "--plan", "isoflop", "--budgets", "1e9"], "--runs-dir"),
     # ---- demo, curves, report
     ("demo-workers-0", ["demo", "--workers", "0"], "--workers"),
+    ("demo-workers-huge", ["demo", "--workers", "100000"], "local processes"),
+    ("sweep-workers-huge", ["sweep", "--runs-dir", "out", "--plan", "isoflop", "--budgets", "1e9", "--workers", "100000"],
+     "local processes"),
+    ("sweep-budget-1e300", ["sweep", "--runs-dir", "out", "--plan", "isoflop", "--budgets", "1e300"], "tokens=1.8e+"),
     ("demo-bootstrap-negative", ["demo", "--bootstrap", "-1"], "--bootstrap"),
     ("demo-bundled-and-quick", ["demo", "--bundled", "--quick"], "--bundled"),
     ("demo-out-under-file", ["demo", "--bundled", "--out", "{under}"], "not a directory"),

@@ -229,6 +229,11 @@ def test_wrong_or_broken_fit_json(tmp_path, capsys):
     assert_one_line_error(code, err, "no such file")
     code, _, err = run(["optimal", tmp_path / "iso.json", "--compute", "-5"], capsys)
     assert_one_line_error(code, err, "--compute must be a finite number > 0")
+    # a FIT.json saved by an editor that writes a byte-order mark is read like one without
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "iso.json").read_bytes())
+    plain = run(["optimal", tmp_path / "iso.json", "--compute", "1e21"], capsys)
+    assert plain[0] == 0, plain[2]
+    assert run(["optimal", tmp_path / "bom.json", "--compute", "1e21"], capsys)[:2] == plain[:2]
 
 
 def test_non_convergence_is_reported(tmp_path, capsys, monkeypatch):

@@ -44,8 +44,10 @@ def demo_cmd(
     from scalelab.cli.fit import MAX_BOOTSTRAP, check_count
 
     check_count("--bootstrap", bootstrap, 0, MAX_BOOTSTRAP)
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers}: expected 1 or more")
+    if workers is not None:
+        from scalelab.pretrain.launch import check_workers
+
+        check_workers(workers)
     # One process per core: the members are independent and run one thread each, so on 2 cores the
     # quick demo's pretraining takes about half the wall time (docs/LOG.md, 2026-12-03).
     from scalelab.laws.optimize import usable_cpus

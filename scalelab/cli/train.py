@@ -121,6 +121,10 @@ def sweep_cmd(
     _check_plan_options(kind, {"--budgets": budgets, "--points-per-budget": points, "--tokens-per-param": ratio},
                         {"--tokens": tokens})
     runner = _executor(executor, address, cpus, gpus)
+    if runner is None:  # local processes; Ray's workers are the cluster's to size
+        from scalelab.pretrain.launch import check_workers
+
+        check_workers(workers)
     base_sets = [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in pre.get("base", {}).items()]
     base, source = _base(None, corpus, sets, base_sets + _tracking(tracker))
     from scalelab import trackers

@@ -51,7 +51,7 @@ def read_fit(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         raise InputError(f"{p}: is a directory, expected a FIT.json file")
     try:
-        doc = json.loads(p.read_text())
+        doc = json.loads(p.read_text(encoding="utf-8-sig"))  # a byte-order mark, as CSVs and configs allow
     except UnicodeDecodeError:
         raise InputError(f"{p}: not a text file") from None
     except json.JSONDecodeError as e:

@@ -129,6 +129,14 @@ def check_launch(nproc: int, nnodes: int, rdzv_endpoint: str | None, rdzv_timeou
         raise ConfigError(f"--rdzv-timeout {rdzv_timeout_s}: expected a positive number of seconds")
 
 
+def check_workers(workers: int) -> None:
+    """Local sweep processes (one torch thread each): at most RANKS_PER_CORE per CPU core."""
+    most = RANKS_PER_CORE * (os.cpu_count() or 1)
+    if not 1 <= workers <= most:
+        raise ConfigError(f"--workers {workers}: expected 1 to {most} local processes ({RANKS_PER_CORE} per CPU "
+                          "core of this machine); one per core is the usual choice")
+
+
 def _gpus() -> int:
     import torch
 
