@@ -172,9 +172,14 @@ def _cli(capsys, *args):
 ])
 def test_what_an_architecture_cannot_do_is_one_line_exit_2(kind, args, msg, tmp_path, capsys, user_task, user_tok):
     parent = _saved(tmp_path, kind, user_tok)
+    capsys.readouterr()  # what building the model logged (torchao's first import) is not the command's
     code, err = _cli(capsys, "posttrain", *args, "--from", parent, "--task", user_task, "--eval-problems", "2",
                      "--threads", "1", "--runs-dir", tmp_path / "runs")
     assert code == 2 and msg in err and "\n" not in err, err
+    # a layout the technique cannot take is refused before the child's folder exists (Falcon's
+    # missing tensor operation shows only when its quantized layers run, after the child is made)
+    children = [p for p in (tmp_path / "runs").rglob("record.json")] if (tmp_path / "runs").exists() else []
+    assert kind == "falcon" or children == [], children
 
 
 def test_testtime_on_an_alibi_model(tmp_path, user_task, user_tok):

@@ -153,6 +153,21 @@ def load_causal_lm(path: str | Path, *, device: str = "cpu", model_class: Any = 
     return model.to(device).eval(), tok, ckpt
 
 
+def skeleton(ckpt: str | Path) -> Any:
+    """The checkpoint's model built on the meta device from its config: its modules and shapes, no
+    weights read and no memory taken. What a stage checks about a model's layout before it starts."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    ckpt = resolve_checkpoint(ckpt)
+    check_causal_lm(ckpt)
+    with quiet_transformers(), torch.device("meta"):
+        try:
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ckpt))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{ckpt}: cannot build the model from its config ({' '.join(str(e).split())[:200]})") from None
+
+
 def parent_record(path: str | Path) -> Any:
     """The run record of a run directory (None for a bare checkpoint directory)."""
     from scalelab.records import read_record

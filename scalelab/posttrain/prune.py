@@ -83,10 +83,17 @@ class PruneConfig(TrainStageConfig):
         return self
 
     def check_inputs(self, parent: Any) -> None:
+        from scalelab.inference.loading import skeleton
+
         have = getattr(parent.record, "n_params_nonembedding", None)
         if self.target_params is not None and have and self.target_params >= have:
             raise ConfigError(f"target_params={self.target_params:,}: the parent has {have:,} non-embedding "
                               "parameters; nothing would be pruned")
+        model = skeleton(parent.checkpoint)  # the layout, refused before the child's folder exists
+        if self.structured:
+            _arch(model.config)
+        else:
+            _decoder_linears(model)
 
     @property
     def structured(self) -> bool:
@@ -210,10 +217,9 @@ def wanda_mask(weight: Any, in_sq: Any, sparsity: float) -> Any:
 
 
 # ---- structured -----------------------------------------------------------------------------------------
-def _arch(model: Any) -> Any:
+def _arch(cfg: Any) -> Any:
     from scalelab.inference.flops import arch_from_config
 
-    cfg = model.config
     arch = arch_from_config(cfg)
     if arch is None or cfg.model_type != "llama" or arch.is_moe:
         raise ConfigError(f"structured pruning supports dense Llama checkpoints; this one is {cfg.model_type!r} "
@@ -321,7 +327,7 @@ def transform(ctx: StageContext) -> StageResult:
                                "params_before": before.total, "nonembedding_before": before.nonembedding}
     masked: list[Any] = []
     if cfg.structured:
-        new = plan_shape(_arch(model), cfg, target)
+        new = plan_shape(_arch(model.config), cfg, target)
         model = prune_structured(model, calibrate(ctx, model, cfg, stats="minitron"), new, cfg.method)
         metrics.update(shape={"depth": new.depth, "width": new.width, "heads": new.n_heads, "ffn": new.ffn},
                        kept=model.kept, axes=cfg.axes if cfg.method == "width" else ["layers"])

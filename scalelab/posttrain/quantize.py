@@ -46,6 +46,11 @@ class QuantizeConfig(StageConfig):
     latency_tokens: int = Field(32, ge=1, le=4096, description="greedy tokens per prompt in the latency run")
     repeats: int = Field(3, ge=1, le=100)
 
+    def check_inputs(self, parent: Any) -> None:
+        from scalelab.inference.loading import skeleton
+
+        check_layers(self, skeleton(parent.checkpoint))  # before the child's folder exists
+
 
 def torchao_config(cfg: QuantizeConfig) -> Any:
     from torchao.quantization import Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
@@ -55,6 +60,18 @@ def torchao_config(cfg: QuantizeConfig) -> Any:
     if cfg.method == "int8-dynamic":
         return Int8DynamicActivationInt8WeightConfig()
     return Int4WeightOnlyConfig(group_size=cfg.group_size)
+
+
+def check_layers(cfg: QuantizeConfig, model: Any) -> None:
+    """torchao swaps the weights of nn.Linear only: a model whose projections are other layers
+    (GPT-2's Conv1D) would be saved partly in float, unreported. Refused."""
+    import torch
+
+    conv = [(n, type(m).__name__) for n, m in projections(model) if not isinstance(m, torch.nn.Linear)]
+    if conv:
+        raise ConfigError(f"--method {cfg.method}: torchao quantizes nn.Linear layers, and this "
+                          f"{model.config.model_type}'s projections are {conv[0][1]} layers ({conv[0][0]}, ...); "
+                          "it cannot be quantized here")
 
 
 def check_platform(conf: Any, cfg: QuantizeConfig, model: Any) -> None:
@@ -75,11 +92,7 @@ def check_platform(conf: Any, cfg: QuantizeConfig, model: Any) -> None:
         raise ConfigError(f"--method {cfg.method}: torchao cannot run it on this platform ({type(e).__name__}: {why}); "
                           "int4 weight-only needs a CUDA GPU with torchao's int4 kernels; on a CPU use "
                           "int8-weight or int8-dynamic") from None
-    conv = [(n, type(m).__name__) for n, m in projections(model) if not isinstance(m, torch.nn.Linear)]
-    if conv:  # torchao swaps the weights of nn.Linear only: the rest would be saved in float, unreported
-        raise ConfigError(f"--method {cfg.method}: torchao quantizes nn.Linear layers, and this "
-                          f"{model.config.model_type}'s projections are {conv[0][1]} layers ({conv[0][0]}, ...); "
-                          "it cannot be quantized here")
+    check_layers(cfg, model)
     if cfg.method == "int4-weight":
         sizes = sorted({in_out(m)[0] for _, m in projections(model)})
         if any(k % cfg.group_size for k in sizes):
