@@ -292,6 +292,7 @@ CASES = [
     ("testtime-verifier-threads-negative", ["testtime", "train-verifier", "--policy", R, "--kind", "orm",
                                             "--threads", "-1"], "--threads"),
     ("testtime-predict-at-0", ["testtime", "predict", "{runs}", "--at", "0"], "--at"),
+    ("testtime-predict-strategy-typo", ["testtime", "predict", "{runs}", "--strategies", "majorty"], "--strategies majorty"),
     ("testtime-predict-bootstrap-negative", ["testtime", "predict", "{runs}", "--bootstrap", "-1"], "--bootstrap"),
     ("testtime-plot-not-an-image", ["testtime", "plot", "{runs}", "--out", "x.bogusext"], "not an image format"),
     ("testtime-allocate-backwards", ["testtime", "allocate", "--model", R, "--problems", "2", "--difficulties",

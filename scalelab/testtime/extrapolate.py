@@ -181,6 +181,10 @@ def predict_curves(runs: str | Path, *, against: str | Path | None = None, law: 
         cov["shared"] = _shared(cov["curves"], None)
     wanted = {"testtime": lambda t: t != "coverage", "coverage": lambda t: t == "coverage",
               "selection": lambda t: t.startswith("best_of_n")}[law]
+    missing = sorted(set(strategies or ()) - {k[1] for k in small})
+    if missing:  # a typo or a strategy never run here: say which, and what is there
+        raise InputError(f"--strategies {','.join(missing)}: no records of it in {runs}; there: "
+                         f"{', '.join(sorted({k[1] for k in small})) or 'none'}")
     keys = [k for k in sorted(curves, key=str) if wanted(k[1]) and (not strategies or k[1] in strategies)]
     rng = np.random.default_rng(seed)
     rows = []
