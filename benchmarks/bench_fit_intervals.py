@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from scalelab.laws import fit_table, make_law
+from scalelab.laws import make_law
 from scalelab.laws.backtest import runs_frame
 from scalelab.laws.isoflop import budget_groups
 from scalelab.tables import entropy_floor, load_table

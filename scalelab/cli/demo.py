@@ -92,12 +92,11 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
                + (f", runs weighted by (C/C_max)^{fw:g}" if fw else "") + ": "
                + ", ".join(f"{k} {fmt(p[k])}{iv[k]}" for k in ("A", "B", "alpha", "beta")))
     ident = f["chinchilla"].get("identification")
-    if ident is not None:
-        r = {k: float(v) for k, v in ident["hi_lo"].items()}
-        out.append(f"             {'identified' if ident['identified'] else 'not identified'}: the 95% intervals' "
-                   f"hi/lo are alpha {r['alpha']:.3g}x, beta {r['beta']:.3g}x, A {r['A']:.3g}x, B {r['B']:.3g}x "
-                   f"(bars {ident['bars']['alpha']:g}x, {ident['bars']['beta']:g}x, {ident['bars']['A']:g}x, "
-                   f"{ident['bars']['B']:g}x)")
+    if ident is not None:  # the summary's strict JSON writes an unbounded ratio as "inf"
+        from scalelab.laws.render import identification_line
+
+        hi_lo = {k: float(v) for k, v in ident["hi_lo"].items()}
+        out.append(f"             identified {identification_line({**ident, 'hi_lo': hi_lo})}")
     e, ip, nb = f["chinchilla"]["exponents"], f["isoflop"]["params"], f["next_budget"]
     out.append(f"             N* ~ C^{fmt(e['a'])}, D* ~ C^{fmt(e['b'])}; IsoFLOP N_opt ~ C^{fmt(ip['a'])}, "
                f"D_opt ~ C^{fmt(ip['b'])}")

@@ -29,7 +29,6 @@ def exchange_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the document as JSON"),
 ) -> None:
     """Test-time FLOPs worth 10x pretraining, where test time cannot replace it, and what post-training is worth."""
-    from scalelab.errors import InputError
     from scalelab.laws.exchange_tables import measure_exchange, summary_lines, testtime_table
     from scalelab.records import atomic_write_json
 

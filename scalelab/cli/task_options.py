@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-TASK = typer.Option(None, "--task", help="testbed (default) or a task file: .jsonl, .csv, .tsv or .parquet "
+TASK = typer.Option(None, "--task", help="testbed (default) or a task file: .jsonl, .json, .csv, .tsv or .parquet (also .gz, .bz2, .xz) "
                     "(see `scalelab tasks show FILE`)")
 TASK_FORMAT = typer.Option("auto", "--task-format", help="auto, gsm8k, math, choice, number, exact or regex")
 TASK_FIELD = typer.Option([], "--task-field", help="ROLE=COLUMN (roles: prompt answer solution choices difficulty "

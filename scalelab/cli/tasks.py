@@ -22,7 +22,7 @@ _REGEX = typer.Option(None, "--regex", help="regex format: the first capture gro
 
 @tk.command("show")
 def show_cmd(
-    file: str = typer.Argument(..., help="task file: .jsonl, .csv, .tsv or .parquet"),
+    file: str = typer.Argument(..., help="task file: .jsonl, .json, .csv, .tsv or .parquet (also .gz, .bz2, .xz)"),
     fmt: str = _FORMAT, field: list[str] = _FIELD, regex: Optional[str] = _REGEX,
     model: Optional[str] = typer.Option(None, "--model", help="render with this model's tokenizer (chat template)"),
     chat: str = typer.Option("auto", "--chat", help="auto, on or off: use the tokenizer's chat template"),

@@ -200,8 +200,9 @@ class ChinchillaLaw(Law):
                                 "seed": self.seed}
         if hasattr(self, "timing_"):
             out["timing"] = self.timing_
-        if self.identification() is not None:
-            out["identification"] = self.identification_doc()
+        ident = self.identification_doc()
+        if ident is not None:
+            out["identification"] = ident
         return out
 
     def identification_doc(self) -> dict[str, Any] | None:
